@@ -1,0 +1,141 @@
+"""Adapts numpy arrays and torch tensors to flat buffers the kernels use, so
+that the operations in _api.py are written once for both."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._dtypes import DataType, numpy_storage, torch_dtype_map
+
+NUMPY = "numpy"
+TORCH = "torch"
+
+
+class Buffer(NamedTuple):
+    array: Any  # the contiguous numpy array / torch tensor whose memory is used
+    kind: str
+    ptr: int
+    dtype: DataType
+    shape: tuple[int, ...]
+    numel: int
+
+
+def kind_of(x: Any, arg: str) -> str:
+    if isinstance(x, np.ndarray):
+        return NUMPY
+    if type(x).__module__.startswith("torch") and type(x).__name__ in ("Tensor", "Parameter"):
+        return TORCH
+    raise TypeError(f"{arg}: expected a numpy array or a torch tensor, got {type(x).__name__}")
+
+
+def _torch_ptr_and_dtype(t: Any, arg: str) -> tuple[Any, DataType]:
+    if t.device.type != "cpu":
+        raise ValueError(f"{arg}: expected a CPU tensor, got one on {t.device}")
+    dt = torch_dtype_map().get(t.dtype)
+    if dt is None:
+        raise TypeError(f"{arg}: unsupported dtype {t.dtype}")
+    return t, dt
+
+
+def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
+    """A read-only buffer of ``x``; a non-contiguous input is copied."""
+    kind = kind_of(x, arg)
+    if kind == NUMPY:
+        if x.dtype.name == "bfloat16":
+            dt = DataType.BF16
+        else:
+            dt = _NUMPY_TYPES.get(x.dtype)
+            if dt is None:
+                raise TypeError(f"{arg}: unsupported dtype {x.dtype}")
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        ptr = x.ctypes.data
+        shape = x.shape
+    else:
+        x, dt = _torch_ptr_and_dtype(x, arg)
+        if x.requires_grad:
+            x = x.detach()
+        if not x.is_contiguous():
+            x = x.contiguous()
+        ptr = x.data_ptr()
+        shape = tuple(x.shape)
+    if dt.is_quantized != quantized:
+        side = "a quantized integer type (uint8, int8)" if quantized else "float32 or bfloat16"
+        raise TypeError(f"{arg}: expected {side}, got dtype {x.dtype}")
+    numel = x.size if kind == NUMPY else x.numel()
+    return Buffer(x, kind, ptr, dt, shape, numel)
+
+
+_NUMPY_TYPES = {np.dtype(np.float32): DataType.F32, np.dtype(np.uint8): DataType.UINT8, np.dtype(np.int8): DataType.INT8}
+
+
+def empty(kind: str, shape: tuple[int, ...], dt: DataType, *, zeros: bool = False) -> Buffer:
+    """A new array for ``shape`` elements of ``dt`` (packed types: flat bytes)."""
+    numel = int(np.prod(shape, dtype=np.int64))
+    storage_shape = (dt.nbytes(numel),) if dt.is_packed else shape
+    if kind == NUMPY:
+        a = (np.zeros if zeros else np.empty)(storage_shape, dtype=numpy_storage(dt))
+        return Buffer(a, kind, a.ctypes.data, dt, shape, numel)
+    import torch
+
+    tdt = torch_storage(dt)
+    t = (torch.zeros if zeros else torch.empty)(storage_shape, dtype=tdt)
+    return Buffer(t, kind, t.data_ptr(), dt, shape, numel)
+
+
+def torch_storage(dt: DataType) -> Any:
+    import torch
+
+    return {
+        DataType.F32: torch.float32,
+        DataType.BF16: torch.bfloat16,
+        DataType.UINT8: torch.uint8,
+        DataType.INT8: torch.int8,
+        DataType.UINT4: torch.uint8,
+        DataType.INT4: torch.uint8,
+    }[dt]
+
+
+def write(out: Any, kind: str, dt: DataType, shape: tuple[int, ...], numel: int, arg: str = "out") -> Buffer:
+    """``out`` as a destination: it must be the same kind of array as the
+    input, contiguous, writable, of the exact storage dtype and size. It is
+    never copied, so results land in the caller's memory or an error is raised."""
+    got = kind_of(out, arg)
+    if got != kind:
+        raise TypeError(f"{arg}: expected a {kind} array like the input, got a {got} one")
+    nbytes = dt.nbytes(numel)
+    want_size = nbytes if dt.is_packed else numel
+    if kind == NUMPY:
+        want = numpy_storage(dt)
+        if out.dtype != want:
+            raise ValueError(f"{arg}: expected dtype {want}, got {out.dtype}")
+        if not out.flags.c_contiguous:
+            raise ValueError(f"{arg}: expected a C-contiguous array")
+        if not out.flags.writeable:
+            raise ValueError(f"{arg}: the array is read-only")
+        size, ptr = out.size, out.ctypes.data
+    else:
+        want = torch_storage(dt)
+        if out.dtype != want:
+            raise ValueError(f"{arg}: expected dtype {want}, got {out.dtype}")
+        if out.device.type != "cpu":
+            raise ValueError(f"{arg}: expected a CPU tensor, got one on {out.device}")
+        if not out.is_contiguous():
+            raise ValueError(f"{arg}: expected a contiguous tensor")
+        if out.requires_grad:
+            raise ValueError(f"{arg}: a tensor that requires grad cannot be written in place")
+        size, ptr = out.numel(), out.data_ptr()
+    if size != want_size:
+        raise ValueError(f"{arg}: expected {want_size} elements, got {size}")
+    return Buffer(out, kind, ptr, dt, shape, numel)
+
+
+def check_no_overlap(a: Buffer, b: Buffer, arg: str = "out") -> None:
+    """Kernels read and write in parallel blocks: a destination that shares
+    memory with its source would be read after it was overwritten."""
+    a_end = a.ptr + a.dtype.nbytes(a.numel)
+    b_end = b.ptr + b.dtype.nbytes(b.numel)
+    if a.numel and b.numel and a.ptr < b_end and b.ptr < a_end:
+        raise ValueError(f"{arg}: shares memory with the input; pass a separate array")

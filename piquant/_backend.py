@@ -1,0 +1,146 @@
+"""The two engines behind a Context: the native library, and the numpy
+reference as a fallback. Both take raw buffer addresses, so the array
+adapters above them are shared."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+
+from . import _native
+from ._dtypes import DataType
+
+_lib: Any = None
+_lib_path: str | None = None
+_load_error: str | None = None
+
+
+def backend_choice() -> str:
+    """'native' or 'reference', from PIQUANT_BACKEND (default: native, with
+    the reference as a fallback)."""
+    choice = os.environ.get("PIQUANT_BACKEND", "").strip().lower()
+    if choice not in ("", "native", "reference"):
+        raise ValueError(f"PIQUANT_BACKEND: expected 'native' or 'reference', got {choice!r}")
+    if choice == "reference":
+        return "reference"
+    if library() is None:
+        if choice == "native":
+            raise OSError(f"PIQUANT_BACKEND=native, but {_load_error}")
+        warnings.warn(f"piquant: using the slow numpy reference backend: {_load_error}", RuntimeWarning, stacklevel=3)
+        return "reference"
+    return "native"
+
+
+def library() -> Any:
+    """The loaded native library, or None if it cannot be loaded."""
+    global _lib, _lib_path, _load_error
+    if _lib is None and _load_error is None:
+        try:
+            _lib, path = _native.load()
+            _lib_path = str(path)
+        except OSError as e:
+            _load_error = str(e)
+    return _lib
+
+
+def library_path() -> str | None:
+    library()
+    return _lib_path
+
+
+def available_isas() -> list[str]:
+    lib = library()
+    if lib is None:
+        return []
+    mask = lib.piquant_isa_mask()
+    return [lib.piquant_isa_name(i).decode() for i in range(32) if mask >> i & 1]
+
+
+class NativeBackend:
+    name = "native"
+
+    def __init__(self, num_threads: int, isa: str | None) -> None:
+        lib = self._lib = library()
+        handle = ctypes.c_void_p()
+        status = lib.piquant_context_create(num_threads, isa.encode() if isa is not None else None, ctypes.byref(handle))
+        if status:
+            _native.raise_status(lib, status)
+        self._ctx = handle.value
+        self.isa = lib.piquant_isa_name(lib.piquant_context_isa(self._ctx)).decode()
+        self.num_threads = int(lib.piquant_context_num_threads(self._ctx))
+        self._quantize = lib.piquant_quantize
+        self._dequantize = lib.piquant_dequantize
+
+    def close(self) -> None:
+        if self._ctx:
+            self._lib.piquant_context_destroy(self._ctx)
+            self._ctx = None
+
+    def quantize(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, scale: float, zp: int, mode: int) -> None:
+        status = self._quantize(self._ctx, src, src_dt.value, dst, dst_dt.value, n, scale, zp, mode)
+        if status:
+            _native.raise_status(self._lib, status)
+
+    def dequantize(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, scale: float, zp: int, op: int) -> None:
+        status = self._dequantize(self._ctx, src, src_dt.value, dst, dst_dt.value, n, scale, zp, op)
+        if status:
+            _native.raise_status(self._lib, status)
+
+    def compute_params(self, src: int, src_dt: DataType, n: int, q_dt: DataType, symmetric: bool) -> tuple[float, int]:
+        scale, zp = ctypes.c_float(), ctypes.c_int64()
+        status = self._lib.piquant_compute_params(
+            self._ctx, src, src_dt.value, n, q_dt.value, int(symmetric), ctypes.byref(scale), ctypes.byref(zp)
+        )
+        if status:
+            _native.raise_status(self._lib, status)
+        return scale.value, zp.value
+
+
+def _view(ptr: int, nbytes: int, dtype: Any) -> np.ndarray:
+    if nbytes == 0:
+        return np.empty(0, dtype)
+    return np.frombuffer((ctypes.c_char * nbytes).from_address(ptr), dtype=dtype)
+
+
+def _float_view(ptr: int, dt: DataType, n: int) -> np.ndarray:
+    return _view(ptr, dt.nbytes(n), np.float32 if dt is DataType.F32 else np.uint16)
+
+
+class ReferenceBackend:
+    """Runs piquant_reference on numpy views of the same buffers."""
+
+    name = "reference"
+    isa = "reference"
+
+    def __init__(self, num_threads: int, isa: str | None) -> None:
+        import piquant_reference
+
+        self._ref = piquant_reference
+        self.num_threads = 1
+
+    def close(self) -> None:
+        pass
+
+    def quantize(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, scale: float, zp: int, mode: int) -> None:
+        if mode != 0:
+            raise NotImplementedError("round_mode: stochastic rounding is not implemented yet")
+        x = _float_view(src, src_dt, n)
+        q = self._ref.quantize(x, dst_dt.short_name, scale, zp, float_dtype=src_dt.short_name)
+        out = _view(dst, dst_dt.nbytes(n), np.uint8)
+        out[...] = q.view(np.uint8)
+
+    def dequantize(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, scale: float, zp: int, op: int) -> None:
+        q = _view(src, src_dt.nbytes(n), np.int8 if src_dt is DataType.INT8 else np.uint8)
+        out = _float_view(dst, dst_dt, n)
+        self._ref.dequantize(
+            q, src_dt.short_name, scale, zp, numel=n, out_dtype=dst_dt.short_name, out=out, reduce=("set", "add")[op]
+        )
+
+    def compute_params(self, src: int, src_dt: DataType, n: int, q_dt: DataType, symmetric: bool) -> tuple[float, int]:
+        x = _float_view(src, src_dt, n)
+        p = self._ref.compute_params(x, q_dt.short_name, symmetric, float_dtype=src_dt.short_name)
+        return float(p.scale), int(p.zero_point)

@@ -1,0 +1,150 @@
+"""Context: a kernel table and a thread pool (or the reference fallback)."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from enum import Enum, unique
+from typing import Any
+
+from . import _backend
+from ._dtypes import DataType, resolve
+
+
+@unique
+class RoundMode(Enum):
+    NEAREST = 0
+    STOCHASTIC = 1
+
+
+@unique
+class ReduceOp(Enum):
+    SET = 0
+    ADD = 1
+
+
+def round_mode_value(mode: Any) -> int:
+    if isinstance(mode, RoundMode):
+        return mode.value
+    if mode == "nearest":
+        return 0
+    if mode == "stochastic":
+        return 1
+    raise ValueError(f"round_mode: expected 'nearest', 'stochastic' or a RoundMode, got {mode!r}")
+
+
+def reduce_op_value(op: Any) -> int:
+    if isinstance(op, ReduceOp):
+        return op.value
+    if op == "set":
+        return 0
+    if op == "add":
+        return 1
+    raise ValueError(f"reduce: expected 'set', 'add' or a ReduceOp, got {op!r}")
+
+
+class Context:
+    """Owns a persistent thread pool and the kernels picked for this CPU.
+
+    ``num_threads`` counts the calling thread (default: PIQUANT_NUM_THREADS,
+    else the CPUs this process may use); ``isa`` forces a kernel variant
+    (default: PIQUANT_ISA, else the best this CPU runs). Safe to share
+    between threads. ``close()`` (or ``with``) frees it now; otherwise it is
+    freed when garbage collected.
+    """
+
+    _default: Context | None = None
+    _default_lock = threading.Lock()
+
+    def __init__(self, num_threads: int | None = None, *, isa: str | None = None) -> None:
+        if num_threads is not None and (not isinstance(num_threads, int) or isinstance(num_threads, bool) or not 1 <= num_threads <= 1024):
+            raise ValueError(f"num_threads: expected an integer from 1 to 1024 or None, got {num_threads!r}")
+        if isa is not None and not isinstance(isa, str):
+            raise TypeError(f"isa: expected a string such as 'avx2' or None, got {isa!r}")
+        kind = _backend.backend_choice()
+        cls = _backend.NativeBackend if kind == "native" else _backend.ReferenceBackend
+        self._backend: Any = cls(num_threads or 0, isa)
+        self._finalizer = weakref.finalize(self, self._backend.close)
+
+    @staticmethod
+    def get() -> Context:
+        """The default context, created on first use."""
+        if Context._default is None:
+            with Context._default_lock:
+                if Context._default is None:
+                    Context._default = Context()
+        return Context._default
+
+    @property
+    def backend(self) -> Any:
+        if not self._finalizer.alive:
+            raise RuntimeError("Context: this context was closed")
+        return self._backend
+
+    @property
+    def num_threads(self) -> int:
+        return self.backend.num_threads
+
+    @property
+    def isa(self) -> str:
+        return self.backend.isa
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def close(self) -> None:
+        if self is Context._default:
+            Context._default = None
+        self._finalizer()
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "Context(closed)"
+        return f"Context(num_threads={self.num_threads}, isa={self.isa!r})"
+
+    # pi-quant's pointer-level API, checked instead of asserted.
+
+    def quantize_ptr(self, ptr_in: int, dtype_in: DataType, ptr_out: int, dtype_out: DataType, numel: int,
+                     scale: float, zero_point: int, round_mode: RoundMode) -> None:
+        src_dt = resolve(dtype_in, "dtype_in", quantized=False)
+        dst_dt = resolve(dtype_out, "dtype_out", quantized=True)
+        _check_ptrs(ptr_in, ptr_out, numel)
+        self.backend.quantize(ptr_in, src_dt, ptr_out, dst_dt, numel, scale, zero_point, round_mode_value(round_mode))
+
+    def dequantize_ptr(self, ptr_in: int, dtype_in: DataType, ptr_out: int, dtype_out: DataType, numel: int,
+                       scale: float, zero_point: int, reduce_op: ReduceOp) -> None:
+        src_dt = resolve(dtype_in, "dtype_in", quantized=True)
+        dst_dt = resolve(dtype_out, "dtype_out", quantized=False)
+        _check_ptrs(ptr_in, ptr_out, numel)
+        self.backend.dequantize(ptr_in, src_dt, ptr_out, dst_dt, numel, scale, zero_point, reduce_op_value(reduce_op))
+
+    def compute_quant_params_ptr_float32(self, ptr: int, target_quant_dtype: DataType, numel: int) -> tuple[float, int]:
+        _check_ptrs(ptr, ptr, numel)
+        return self.backend.compute_params(ptr, DataType.F32, numel, resolve(target_quant_dtype, "target_quant_dtype", quantized=True), False)
+
+    def compute_quant_params_ptr_bfloat16(self, ptr: int, target_quant_dtype: DataType, numel: int) -> tuple[float, int]:
+        _check_ptrs(ptr, ptr, numel)
+        return self.backend.compute_params(ptr, DataType.BF16, numel, resolve(target_quant_dtype, "target_quant_dtype", quantized=True), False)
+
+
+def _check_ptrs(ptr_in: int, ptr_out: int, numel: int) -> None:
+    if not isinstance(numel, int) or numel < 0:
+        raise ValueError(f"numel: expected a non-negative integer, got {numel!r}")
+    if numel and (not ptr_in or not ptr_out):
+        raise ValueError("ptr_in/ptr_out: expected non-NULL addresses")
+
+
+def resolve_context(ctx: Context | None) -> Any:
+    """The backend of ``ctx`` or of the default context."""
+    if ctx is None:
+        ctx = Context._default or Context.get()
+    elif not isinstance(ctx, Context):
+        raise TypeError(f"ctx: expected a piquant.Context or None, got {type(ctx).__name__}")
+    return ctx.backend

@@ -1,0 +1,151 @@
+"""piquant's element types and how names, numpy dtypes and torch dtypes map to them."""
+
+from __future__ import annotations
+
+from enum import Enum, unique
+from typing import Any
+
+import numpy as np
+
+try:  # numpy has no bfloat16 of its own
+    import ml_dtypes
+
+    _NP_BF16: np.dtype | None = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover - depends on the environment
+    _NP_BF16 = None
+
+
+@unique
+class DataType(Enum):
+    """Element types; values are the C ABI's ``piquant_dtype``."""
+
+    F32 = 0
+    BF16 = 1
+    UINT4 = 18
+    INT4 = 19
+    UINT8 = 20
+    INT8 = 21
+
+    @property
+    def bit_size(self) -> int:
+        return _BITS[self]
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.value >= 16
+
+    @property
+    def is_dequantized(self) -> bool:
+        return self.value < 16
+
+    @property
+    def stride(self) -> int:
+        """Bytes per element, 0 for packed sub-byte types (pi-quant's meaning)."""
+        return min(8, self.bit_size) >> 3
+
+    @property
+    def is_packed(self) -> bool:
+        return self.bit_size < 8
+
+    @property
+    def qmin(self) -> int:
+        return _RANGES[self][0]
+
+    @property
+    def qmax(self) -> int:
+        return _RANGES[self][1]
+
+    @property
+    def short_name(self) -> str:
+        """The name used in strings and by piquant_reference, e.g. ``"uint4"``."""
+        return _NAMES[self]
+
+    def nbytes(self, numel: int) -> int:
+        return (numel * self.bit_size + 7) // 8
+
+
+_BITS = {DataType.F32: 32, DataType.BF16: 16, DataType.UINT4: 4, DataType.INT4: 4, DataType.UINT8: 8, DataType.INT8: 8}
+_RANGES = {
+    DataType.UINT4: (0, 15),
+    DataType.INT4: (-8, 7),
+    DataType.UINT8: (0, 255),
+    DataType.INT8: (-128, 127),
+}
+_NAMES = {
+    DataType.F32: "float32",
+    DataType.BF16: "bfloat16",
+    DataType.UINT4: "uint4",
+    DataType.INT4: "int4",
+    DataType.UINT8: "uint8",
+    DataType.INT8: "int8",
+}
+_BY_NAME = {v: k for k, v in _NAMES.items()} | {
+    "f32": DataType.F32,
+    "bf16": DataType.BF16,
+    "quint8": DataType.UINT8,
+    "qint8": DataType.INT8,
+    "quint4x2": DataType.UINT4,
+}
+
+# numpy storage dtypes of each type's data.
+_NP_STORAGE = {
+    DataType.F32: np.dtype(np.float32),
+    DataType.UINT8: np.dtype(np.uint8),
+    DataType.INT8: np.dtype(np.int8),
+    DataType.UINT4: np.dtype(np.uint8),
+    DataType.INT4: np.dtype(np.uint8),
+}
+if _NP_BF16 is not None:
+    _NP_STORAGE[DataType.BF16] = _NP_BF16
+
+_torch_map: dict[Any, DataType] | None = None
+
+
+def torch_dtype_map() -> dict[Any, DataType]:
+    """torch dtype → DataType; built on first use so that importing piquant
+    never imports torch."""
+    global _torch_map
+    if _torch_map is None:
+        import torch
+
+        _torch_map = {
+            torch.float32: DataType.F32,
+            torch.bfloat16: DataType.BF16,
+            torch.uint8: DataType.UINT8,
+            torch.int8: DataType.INT8,
+            torch.quint8: DataType.UINT8,
+            torch.qint8: DataType.INT8,
+            torch.quint4x2: DataType.UINT4,
+        }
+    return _torch_map
+
+
+def resolve(dtype: Any, arg: str, *, quantized: bool | None = None) -> DataType:
+    """DataType for a name, DataType, numpy dtype or torch dtype; ``arg`` names
+    the argument in errors. ``quantized`` restricts to one side."""
+    dt: DataType | None = None
+    if isinstance(dtype, DataType):
+        dt = dtype
+    elif isinstance(dtype, str):
+        dt = _BY_NAME.get(dtype.lower())
+    elif type(dtype).__module__ == "torch":
+        dt = torch_dtype_map().get(dtype)
+    else:
+        try:
+            npd = np.dtype(dtype)
+        except TypeError:
+            npd = None
+        if npd is not None:
+            dt = next((k for k, v in _NP_STORAGE.items() if v == npd and not k.is_packed), None)
+    if dt is None or (quantized is not None and dt.is_quantized != quantized):
+        side = {True: "a quantized type (uint8, int8, uint4, int4)", False: "a float type (float32, bfloat16)"}
+        expected = side.get(quantized, "a piquant dtype") if quantized is not None else "a piquant dtype"
+        raise TypeError(f"{arg}: expected {expected}, got {dtype!r}")
+    return dt
+
+
+def numpy_storage(dt: DataType) -> np.dtype:
+    try:
+        return _NP_STORAGE[dt]
+    except KeyError:
+        raise TypeError("bfloat16 numpy arrays need the ml_dtypes package (pip install ml_dtypes)") from None

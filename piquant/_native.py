@@ -1,0 +1,90 @@
+"""Finds and loads libpiquant with ctypes; every C signature is declared here."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from pathlib import Path
+
+_NAMES = {"win32": "piquant.dll", "darwin": "libpiquant.dylib"}
+LIBRARY_NAME = _NAMES.get(sys.platform, "libpiquant.so")
+
+c_size = ctypes.c_size_t
+c_int = ctypes.c_int
+c_void_p = ctypes.c_void_p
+c_char_p = ctypes.c_char_p
+
+
+class MinMax(ctypes.Structure):
+    _fields_ = [("min", ctypes.c_float), ("max", ctypes.c_float)]
+
+
+_SIGNATURES = {
+    "piquant_abi_version": (ctypes.c_uint32, []),
+    "piquant_version": (c_char_p, []),
+    "piquant_last_error": (c_char_p, []),
+    "piquant_isa_name": (c_char_p, [c_int]),
+    "piquant_isa_mask": (ctypes.c_uint32, []),
+    "piquant_best_isa": (c_int, []),
+    "piquant_default_num_threads": (c_size, []),
+    "piquant_context_create": (c_int, [c_size, c_char_p, ctypes.POINTER(c_void_p)]),
+    "piquant_context_destroy": (None, [c_void_p]),
+    "piquant_context_num_threads": (c_size, [c_void_p]),
+    "piquant_context_isa": (c_int, [c_void_p]),
+    "piquant_quantize": (c_int, [c_void_p, c_void_p, c_int, c_void_p, c_int, c_size, ctypes.c_float, ctypes.c_int64, c_int]),
+    "piquant_dequantize": (c_int, [c_void_p, c_void_p, c_int, c_void_p, c_int, c_size, ctypes.c_float, ctypes.c_int64, c_int]),
+    "piquant_minmax": (c_int, [c_void_p, c_void_p, c_int, c_size, ctypes.POINTER(MinMax)]),
+    "piquant_compute_params": (
+        c_int,
+        [c_void_p, c_void_p, c_int, c_size, c_int, c_int, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int64)],
+    ),
+}
+
+ABI_VERSION = 1
+
+
+def candidates() -> list[Path]:
+    """Where the library may be: inside the installed package, then the
+    in-tree development build (``python -m ziglang build``)."""
+    here = Path(__file__).resolve().parent
+    return [here / LIBRARY_NAME, here.parent / "zig-out" / "lib" / LIBRARY_NAME]
+
+
+def load() -> tuple[ctypes.CDLL, Path]:
+    """The loaded library and its path; OSError if none loads."""
+    errors = []
+    for path in candidates():
+        if not path.exists():
+            continue
+        try:
+            lib = ctypes.CDLL(os.fspath(path))
+        except OSError as e:
+            errors.append(f"{path}: {e}")
+            continue
+        for name, (res, args) in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.restype = res
+            fn.argtypes = args
+        if lib.piquant_abi_version() != ABI_VERSION:
+            errors.append(f"{path}: ABI version {lib.piquant_abi_version()}, expected {ABI_VERSION}")
+            continue
+        return lib, path
+    tried = "; ".join(errors) or "not found in " + ", ".join(map(str, candidates()))
+    raise OSError(f"libpiquant could not be loaded ({tried})")
+
+
+# Status codes of zig/include/piquant.h → Python exceptions.
+_EXCEPTIONS: dict[int, type[Exception]] = {
+    1: ValueError,
+    2: TypeError,
+    3: ValueError,
+    4: ValueError,
+    5: MemoryError,
+    6: NotImplementedError,
+}
+
+
+def raise_status(lib: ctypes.CDLL, status: int) -> None:
+    msg = lib.piquant_last_error().decode("utf-8", "replace")
+    raise _EXCEPTIONS.get(status, RuntimeError)(msg)

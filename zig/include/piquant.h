@@ -1,0 +1,139 @@
+/*
+ * piquant — fast multithreaded CPU quantization kernels. C99 interface.
+ *
+ * Every function that can fail returns a piquant_status; on failure,
+ * piquant_last_error() returns a message naming the argument and what was
+ * expected (per thread, valid until the next failing call on that thread).
+ * No function aborts the process on bad input. The exact semantics of every
+ * operation are in docs/semantics.md.
+ */
+#ifndef PIQUANT_H
+#define PIQUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Version of this interface; piquant_abi_version() returns the library's. */
+#define PIQUANT_ABI_VERSION 1
+
+typedef enum piquant_status {
+    PIQUANT_OK = 0,
+    PIQUANT_ERR_INVALID_ARGUMENT = 1, /* NULL pointer, absurd length, unknown enum value */
+    PIQUANT_ERR_UNSUPPORTED_DTYPE = 2, /* dtype not valid in this position */
+    PIQUANT_ERR_INVALID_VALUE = 3,     /* scale or zero_point out of range; non-finite data */
+    PIQUANT_ERR_ISA_UNAVAILABLE = 4,   /* requested ISA unknown or not runnable here */
+    PIQUANT_ERR_RESOURCE = 5,          /* out of memory, could not start threads */
+    PIQUANT_ERR_UNSUPPORTED = 6        /* a valid request this version does not implement */
+} piquant_status;
+
+/* Element types. Floats are below 16, quantized types from 16 on. 4-bit
+ * types are packed two per byte, first element in the low nibble. */
+typedef enum piquant_dtype {
+    PIQUANT_DTYPE_F32 = 0,
+    PIQUANT_DTYPE_BF16 = 1,
+    PIQUANT_DTYPE_UINT4 = 18,
+    PIQUANT_DTYPE_INT4 = 19,
+    PIQUANT_DTYPE_UINT8 = 20,
+    PIQUANT_DTYPE_INT8 = 21
+} piquant_dtype;
+
+typedef enum piquant_round_mode {
+    PIQUANT_ROUND_NEAREST = 0,   /* half to even */
+    PIQUANT_ROUND_STOCHASTIC = 1 /* reserved: returns PIQUANT_ERR_UNSUPPORTED in ABI 1 */
+} piquant_round_mode;
+
+typedef enum piquant_reduce_op {
+    PIQUANT_REDUCE_SET = 0, /* out = x */
+    PIQUANT_REDUCE_ADD = 1  /* out += x */
+} piquant_reduce_op;
+
+/* Kernel variants; piquant_isa_mask() has bit (1 << isa) set for each one
+ * this library has and this CPU runs. */
+typedef enum piquant_isa {
+    PIQUANT_ISA_GENERIC = 0,
+    PIQUANT_ISA_SSE42 = 1,
+    PIQUANT_ISA_AVX2 = 2,
+    PIQUANT_ISA_AVX512F = 3,
+    PIQUANT_ISA_NEON = 4
+} piquant_isa;
+
+/* Smallest and largest non-NaN value; +inf and -inf when there is none. */
+typedef struct piquant_minmax_result {
+    float min;
+    float max;
+} piquant_minmax_result;
+
+/* An opaque context: a kernel table and a thread pool. A context may be used
+ * by several threads at once (calls that find its pool busy run on the
+ * calling thread alone). Destroy it once, after its last call. */
+typedef struct piquant_context piquant_context;
+
+/* The library's ABI version (PIQUANT_ABI_VERSION when header and library match). */
+uint32_t piquant_abi_version(void);
+/* The library's version string, e.g. "0.1.0". */
+const char *piquant_version(void);
+/* The message of the last failing call on this thread ("" if none). */
+const char *piquant_last_error(void);
+/* Name of an ISA value ("avx2"), or NULL for an unknown value. */
+const char *piquant_isa_name(int isa);
+/* Bit mask of the ISA variants built in and runnable on this CPU. */
+uint32_t piquant_isa_mask(void);
+/* The variant a context picks when none is requested. */
+int piquant_best_isa(void);
+/* Threads a context uses when asked for 0: PIQUANT_NUM_THREADS if valid,
+ * else the CPUs this process may run on (affinity mask, cgroup quota). */
+size_t piquant_default_num_threads(void);
+
+/* Creates a context.
+ *   num_threads: threads including the caller; 0 = piquant_default_num_threads().
+ *   isa: variant name ("generic", "sse42", "avx2", "avx512f", "neon"); NULL uses
+ *        the PIQUANT_ISA environment variable if set and non-empty, else the best.
+ *   out: receives the context (NULL on failure). */
+int piquant_context_create(size_t num_threads, const char *isa, piquant_context **out);
+/* Stops the pool's threads and frees the context; NULL is ignored. */
+void piquant_context_destroy(piquant_context *ctx);
+/* Threads of a context (including the caller), 0 for NULL. */
+size_t piquant_context_num_threads(const piquant_context *ctx);
+/* The piquant_isa a context runs, -1 for NULL. */
+int piquant_context_isa(const piquant_context *ctx);
+
+/* out[i] = clamp(round_half_even(in[i] * (1/scale)) + zero_point, qmin, qmax).
+ *   in: numel elements of dtype_in (F32 or BF16).
+ *   out: the bytes of dtype_out for numel elements (numel/2 rounded up for
+ *        4-bit types; the unused high nibble of an odd count is set to 0).
+ *   scale: finite, > 0, with a finite reciprocal.
+ *   zero_point: within dtype_out's range.
+ *   mode: PIQUANT_ROUND_NEAREST. */
+int piquant_quantize(piquant_context *ctx, const void *in, piquant_dtype dtype_in, void *out,
+                     piquant_dtype dtype_out, size_t numel, float scale, int64_t zero_point,
+                     piquant_round_mode mode);
+
+/* out[i] = float32(in[i] - zero_point) * scale, rounded to dtype_out (SET), or
+ * out[i] = round(float32(out[i]) + float32(in[i] - zero_point) * scale) (ADD).
+ *   in: numel elements of dtype_in (a quantized type), packed as above.
+ *   out: numel elements of dtype_out (F32 or BF16). */
+int piquant_dequantize(piquant_context *ctx, const void *in, piquant_dtype dtype_in, void *out,
+                       piquant_dtype dtype_out, size_t numel, float scale, int64_t zero_point,
+                       piquant_reduce_op op);
+
+/* Smallest and largest non-NaN value of numel elements of dtype_in. */
+int piquant_minmax(piquant_context *ctx, const void *in, piquant_dtype dtype_in, size_t numel,
+                   piquant_minmax_result *out);
+
+/* scale and zero_point for quantizing in[0..numel) to dtype_q, as
+ * torch.ao.quantization.MinMaxObserver computes them (symmetric != 0 for the
+ * symmetric scheme). NaN is ignored; an infinite value gives
+ * PIQUANT_ERR_INVALID_VALUE. */
+int piquant_compute_params(piquant_context *ctx, const void *in, piquant_dtype dtype_in,
+                           size_t numel, piquant_dtype dtype_q, int symmetric, float *out_scale,
+                           int64_t *out_zero_point);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PIQUANT_H */

@@ -1,0 +1,149 @@
+//! A persistent thread pool. One job at a time: the caller publishes a job of
+//! `n` chunks, wakes the workers, takes chunks itself, and waits until every
+//! chunk is done. Chunks are claimed with a CAS on a word that carries the
+//! job's epoch, so a worker that wakes late can never take a chunk of a job
+//! it did not see published.
+
+const std = @import("std");
+const Futex = std.Thread.Futex;
+const Atomic = std.atomic.Value;
+
+pub const Job = struct {
+    ctx: *const anyopaque,
+    run: *const fn (ctx: *const anyopaque, chunk: usize) void,
+    chunks: usize,
+};
+
+pub const Pool = struct {
+    allocator: std.mem.Allocator,
+    workers: []std.Thread,
+    /// Serializes callers: one job in flight per pool.
+    busy: std.Thread.Mutex = .{},
+    /// Bumped for every published job and at shutdown; workers sleep on it.
+    epoch: Atomic(u32) = .init(0),
+    /// (epoch << 32) | next chunk index.
+    claim: Atomic(u64) = .init(0),
+    remaining: Atomic(u32) = .init(0),
+    job: Job = undefined,
+    stopping: Atomic(bool) = .init(false),
+
+    /// `num_threads` counts the calling thread, so it spawns one fewer worker.
+    pub fn init(self: *Pool, allocator: std.mem.Allocator, num_threads: usize) !void {
+        self.* = .{ .allocator = allocator, .workers = &.{} };
+        const workers = try allocator.alloc(std.Thread, num_threads - 1);
+        var spawned: usize = 0;
+        errdefer {
+            self.stopping.store(true, .release);
+            _ = self.epoch.fetchAdd(1, .release);
+            Futex.wake(&self.epoch, std.math.maxInt(u32));
+            for (workers[0..spawned]) |t| t.join();
+            allocator.free(workers);
+        }
+        while (spawned < workers.len) : (spawned += 1) {
+            workers[spawned] = try std.Thread.spawn(.{ .stack_size = 256 * 1024 }, workerMain, .{self});
+        }
+        self.workers = workers;
+    }
+
+    pub fn deinit(self: *Pool) void {
+        self.stopping.store(true, .release);
+        _ = self.epoch.fetchAdd(1, .release);
+        Futex.wake(&self.epoch, std.math.maxInt(u32));
+        for (self.workers) |t| t.join();
+        self.allocator.free(self.workers);
+    }
+
+    pub fn threadCount(self: *const Pool) usize {
+        return self.workers.len + 1;
+    }
+
+    /// Runs every chunk of `job` and returns when all are done. If another
+    /// caller holds the pool, this caller runs its job alone rather than wait.
+    pub fn run(self: *Pool, job: Job) void {
+        if (self.workers.len == 0 or job.chunks <= 1 or !self.busy.tryLock()) {
+            for (0..job.chunks) |c| job.run(job.ctx, c);
+            return;
+        }
+        defer self.busy.unlock();
+        self.job = job;
+        self.remaining.store(@intCast(job.chunks), .release);
+        const epoch = self.epoch.load(.monotonic) +% 1;
+        self.claim.store(@as(u64, epoch) << 32, .release);
+        self.epoch.store(epoch, .release);
+        Futex.wake(&self.epoch, @intCast(@min(self.workers.len, job.chunks - 1)));
+        self.work(epoch);
+        while (true) {
+            const left = self.remaining.load(.acquire);
+            if (left == 0) break;
+            Futex.wait(&self.remaining, left);
+        }
+    }
+
+    fn work(self: *Pool, epoch: u32) void {
+        var cur = self.claim.load(.acquire);
+        while (true) {
+            if (cur >> 32 != epoch) return;
+            const index: usize = @intCast(cur & 0xFFFF_FFFF);
+            if (index >= self.job.chunks) return;
+            cur = self.claim.cmpxchgWeak(cur, cur + 1, .acq_rel, .acquire) orelse {
+                self.job.run(self.job.ctx, index);
+                if (self.remaining.fetchSub(1, .acq_rel) == 1) Futex.wake(&self.remaining, 1);
+                cur = self.claim.load(.acquire);
+                continue;
+            };
+        }
+    }
+
+    fn workerMain(self: *Pool) void {
+        // Start from the epoch the pool was created with, not the current one:
+        // a worker that starts late must still see a shutdown that came first.
+        var seen: u32 = 0;
+        while (true) {
+            var e = self.epoch.load(.acquire);
+            while (e == seen) {
+                Futex.wait(&self.epoch, seen);
+                e = self.epoch.load(.acquire);
+            }
+            seen = e;
+            if (self.stopping.load(.acquire)) return;
+            self.work(e);
+        }
+    }
+};
+
+/// CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU
+/// quota when one is set.
+pub fn availableCpus() usize {
+    var n = std.Thread.getCpuCount() catch 1;
+    if (cgroupQuota()) |q| n = @min(n, q);
+    return @max(n, 1);
+}
+
+fn cgroupQuota() ?usize {
+    if (@import("builtin").os.tag != .linux) return null;
+    var buf: [128]u8 = undefined;
+    const file = std.fs.openFileAbsolute("/sys/fs/cgroup/cpu.max", .{}) catch return null;
+    defer file.close();
+    const len = file.read(&buf) catch return null;
+    var it = std.mem.tokenizeAny(u8, buf[0..len], " \n");
+    const quota = std.fmt.parseInt(u64, it.next() orelse return null, 10) catch return null; // "max" → null
+    const period = std.fmt.parseInt(u64, it.next() orelse return null, 10) catch return null;
+    if (period == 0) return null;
+    return @intCast(@max(1, (quota + period - 1) / period));
+}
+
+test "pool runs every chunk exactly once" {
+    var pool: Pool = undefined;
+    try pool.init(std.testing.allocator, 3);
+    defer pool.deinit();
+    var hits: [1000]Atomic(u32) = undefined;
+    for (&hits) |*h| h.* = .init(0);
+    const Ctx = struct {
+        fn run(ctx: *const anyopaque, chunk: usize) void {
+            const h: *[1000]Atomic(u32) = @ptrCast(@alignCast(@constCast(ctx)));
+            _ = h[chunk].fetchAdd(1, .monotonic);
+        }
+    };
+    for (0..50) |_| pool.run(.{ .ctx = &hits, .run = Ctx.run, .chunks = hits.len });
+    for (&hits) |*h| try std.testing.expectEqual(@as(u32, 50), h.load(.monotonic));
+}
