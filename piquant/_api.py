@@ -152,7 +152,7 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any) -> tup
             raise ValueError(f"shape: {numel} {qdt.short_name} elements need {qdt.nbytes(numel)} bytes, q has {buf.numel}")
         logical = (numel,) if shape is None else tuple(shape)
     else:
-        if qdt.bit_size != buf.dtype.bit_size:
+        if qdt is not buf.dtype:
             raise TypeError(f"qdtype: {qdt.short_name} does not match q's dtype {buf.array.dtype}")
         logical = buf.shape if shape is None else tuple(shape)
         if math.prod(logical) != buf.numel:
