@@ -1,0 +1,57 @@
+"""Side-by-side medians of float32 → uint8 per-tensor quantization: piquant
+against torch.quantize_per_tensor, in one process run.
+
+    python benchmarks/bench_quantize.py [--numel 27264000] [--repeats 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+import piquant
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm up: page faults, pool start
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--numel", type=int, default=27_264_000)
+    ap.add_argument("--repeats", type=int, default=15)
+    args = ap.parse_args()
+    torch.set_num_threads(piquant.Context.get().num_threads)
+    x = torch.randn(args.numel)
+    scale, zp = piquant.compute_params(x, "uint8")
+    out = torch.empty(args.numel, dtype=torch.uint8)
+    rows = {
+        "piquant.quantize (new result)": lambda: piquant.quantize(x, "uint8", scale=scale, zero_point=zp),
+        "piquant.quantize (out=)": lambda: piquant.quantize(x, "uint8", scale=scale, zero_point=zp, out=out),
+        "torch.quantize_per_tensor": lambda: torch.quantize_per_tensor(x, scale, zp, torch.quint8),
+        "piquant.compute_params": lambda: piquant.compute_params(x, "uint8"),
+        "torch.aminmax": lambda: torch.aminmax(x),
+    }
+    info = piquant.info()
+    print(f"numel={args.numel} isa={info['isa']} threads={info['num_threads']} torch threads={torch.get_num_threads()} repeats={args.repeats}")
+    results = {name: median_time(fn, args.repeats) for name, fn in rows.items()}
+    base = results["torch.quantize_per_tensor"]
+    for name, t in results.items():
+        print(f"{name:34s} median {t * 1e3:8.2f} ms   torch.quantize_per_tensor / this = {base / t:5.2f}x")
+
+
+if __name__ == "__main__":
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    main()
