@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
 import numbers
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import numpy as np
 
 from . import _arrays
 from ._context import Context, reduce_op_value, resolve_context, round_mode_value
@@ -49,18 +49,17 @@ class Quantized:
 
 
 def _scale(scale: Any) -> float:
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+    """``scale`` rounded to float32, checked."""
+    if type(scale) is not float and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
         raise TypeError(f"scale: expected a real number, got {type(scale).__name__}")
-    with np.errstate(over="ignore", divide="ignore"):
-        s = np.float32(scale)
-        inv = np.float32(1) / s
-    if not (s > 0 and math.isfinite(s) and math.isfinite(inv)):
+    s = ctypes.c_float(scale).value  # overflow gives inf
+    if not (s > 0 and math.isfinite(s) and math.isfinite(ctypes.c_float(1 / s).value)):
         raise ValueError(f"scale: expected a finite number > 0 whose float32 reciprocal is finite, got {scale!r}")
     return float(s)
 
 
 def _zero_point(zero_point: Any, qdt: DataType) -> int:
-    if isinstance(zero_point, bool) or not isinstance(zero_point, numbers.Integral):
+    if type(zero_point) is not int and (isinstance(zero_point, bool) or not isinstance(zero_point, numbers.Integral)):
         raise TypeError(f"zero_point: expected an integer, got {type(zero_point).__name__}")
     zp = int(zero_point)
     if not qdt.qmin <= zp <= qdt.qmax:

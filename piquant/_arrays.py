@@ -7,7 +7,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._dtypes import DataType, numpy_storage, torch_dtype_map
+import math
+
+from ._dtypes import DataType, has_numpy_bfloat16, numpy_storage, torch_dtype_map
 
 NUMPY = "numpy"
 TORCH = "torch"
@@ -43,12 +45,9 @@ def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
     """A read-only buffer of ``x``; a non-contiguous input is copied."""
     kind = kind_of(x, arg)
     if kind == NUMPY:
-        if x.dtype.name == "bfloat16":
-            dt = DataType.BF16
-        else:
-            dt = _NUMPY_TYPES.get(x.dtype)
-            if dt is None:
-                raise TypeError(f"{arg}: unsupported dtype {x.dtype}")
+        dt = _NUMPY_TYPES.get(x.dtype)
+        if dt is None:
+            raise TypeError(f"{arg}: unsupported dtype {x.dtype}")
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
         ptr = x.ctypes.data
@@ -68,12 +67,14 @@ def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
     return Buffer(x, kind, ptr, dt, shape, numel)
 
 
-_NUMPY_TYPES = {np.dtype(np.float32): DataType.F32, np.dtype(np.uint8): DataType.UINT8, np.dtype(np.int8): DataType.INT8}
+_NUMPY_TYPES = {numpy_storage(dt): dt for dt in (DataType.F32, DataType.UINT8, DataType.INT8)}
+if has_numpy_bfloat16():
+    _NUMPY_TYPES[numpy_storage(DataType.BF16)] = DataType.BF16
 
 
 def empty(kind: str, shape: tuple[int, ...], dt: DataType, *, zeros: bool = False) -> Buffer:
     """A new array for ``shape`` elements of ``dt`` (packed types: flat bytes)."""
-    numel = int(np.prod(shape, dtype=np.int64))
+    numel = math.prod(shape)
     storage_shape = (dt.nbytes(numel),) if dt.is_packed else shape
     if kind == NUMPY:
         a = (np.zeros if zeros else np.empty)(storage_shape, dtype=numpy_storage(dt))

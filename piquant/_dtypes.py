@@ -144,6 +144,10 @@ def resolve(dtype: Any, arg: str, *, quantized: bool | None = None) -> DataType:
     return dt
 
 
+def has_numpy_bfloat16() -> bool:
+    return _NP_BF16 is not None
+
+
 def numpy_storage(dt: DataType) -> np.dtype:
     try:
         return _NP_STORAGE[dt]
