@@ -144,7 +144,10 @@ fn loadQuantized(comptime Q: DType, src: [*]const u8, i: usize) I {
     }
 }
 
-fn quantizeRange(comptime S: DType, comptime Q: DType, a: *const types.QuantizeArgs, begin: usize, end: usize) void {
+fn quantizeRange(comptime S: DType, comptime Q: DType, args: *const types.QuantizeArgs, begin: usize, end: usize) void {
+    // A local copy: stores through dst could alias *args as far as the
+    // compiler knows, which would reload every parameter per block.
+    const a = args.*;
     var i = begin;
     while (i + block <= end) : (i += block) {
         storeQuantized(Q, a.dst, i, quantizeBlock(Q, loadFloats(S, a.src, i), a.inv_scale, a.zero_point));
@@ -170,9 +173,10 @@ fn dequantizeBlock(comptime Q: DType, comptime D: DType, comptime op: types.Redu
     storeFloats(D, dst, i, x);
 }
 
-fn dequantizeRange(comptime Q: DType, comptime D: DType, comptime op: types.ReduceOp, a: *const types.DequantizeArgs, begin: usize, end: usize) void {
+fn dequantizeRange(comptime Q: DType, comptime D: DType, comptime op: types.ReduceOp, args: *const types.DequantizeArgs, begin: usize, end: usize) void {
+    const a = args.*; // see quantizeRange
     var i = begin;
-    while (i + block <= end) : (i += block) dequantizeBlock(Q, D, op, a, a.src, a.dst, i);
+    while (i + block <= end) : (i += block) dequantizeBlock(Q, D, op, &a, a.src, a.dst, i);
     if (i == end) return;
     const n = end - i;
     const d_bytes = D.bits() / 8;
@@ -180,7 +184,7 @@ fn dequantizeRange(comptime Q: DType, comptime D: DType, comptime op: types.Redu
     @memcpy(src_buf[0..Q.byteCount(n)], a.src[Q.byteCount(i)..][0..Q.byteCount(n)]);
     var dst_buf: [block * 4]u8 align(64) = @splat(0);
     if (op == .add) @memcpy(dst_buf[0 .. n * d_bytes], a.dst[i * d_bytes ..][0 .. n * d_bytes]);
-    dequantizeBlock(Q, D, op, a, &src_buf, &dst_buf, 0);
+    dequantizeBlock(Q, D, op, &a, &src_buf, &dst_buf, 0);
     @memcpy(a.dst[i * d_bytes ..][0 .. n * d_bytes], dst_buf[0 .. n * d_bytes]);
 }
 
