@@ -23,24 +23,23 @@ class ReduceOp(Enum):
     ADD = 1
 
 
+def _enum_value(value: Any, enum: type[Enum], arg: str) -> int:
+    """The ABI value of an enum member or of its lower-case name."""
+    if isinstance(value, enum):
+        return value.value
+    member = enum.__members__.get(value.upper()) if isinstance(value, str) and value.islower() else None
+    if member is None:
+        names = " or ".join(repr(m.lower()) for m in enum.__members__)
+        raise ValueError(f"{arg}: expected {names} or a {enum.__name__}, got {value!r}")
+    return member.value
+
+
 def round_mode_value(mode: Any) -> int:
-    if isinstance(mode, RoundMode):
-        return mode.value
-    if mode == "nearest":
-        return 0
-    if mode == "stochastic":
-        return 1
-    raise ValueError(f"round_mode: expected 'nearest', 'stochastic' or a RoundMode, got {mode!r}")
+    return _enum_value(mode, RoundMode, "round_mode")
 
 
 def reduce_op_value(op: Any) -> int:
-    if isinstance(op, ReduceOp):
-        return op.value
-    if op == "set":
-        return 0
-    if op == "add":
-        return 1
-    raise ValueError(f"reduce: expected 'set', 'add' or a ReduceOp, got {op!r}")
+    return _enum_value(op, ReduceOp, "reduce")
 
 
 class Context:
