@@ -1,7 +1,10 @@
 """Side-by-side medians of float32 → uint8 per-tensor quantization: piquant
 against torch.quantize_per_tensor, in one process run.
 
-    python benchmarks/bench_quantize.py [--numel 27264000] [--repeats 15]
+    python benchmarks/bench_quantize.py [--numel 27264000] [--repeats 15] [--isa-sweep]
+
+--isa-sweep adds piquant's quantize (into out=) for every ISA variant this
+CPU runs, with 1 and 2 threads.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--numel", type=int, default=27_264_000)
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--isa-sweep", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(piquant.Context.get().num_threads)
     x = torch.randn(args.numel)
@@ -42,6 +46,13 @@ def main() -> None:
         "piquant.compute_params": lambda: piquant.compute_params(x, "uint8"),
         "torch.aminmax": lambda: torch.aminmax(x),
     }
+    if args.isa_sweep:
+        for isa in piquant.info()["available_isas"]:
+            for threads in (1, 2):
+                ctx = piquant.Context(threads, isa=isa)
+                rows[f"piquant {isa} {threads} thread(s) (out=)"] = (
+                    lambda ctx=ctx: piquant.quantize(x, "uint8", scale=scale, zero_point=zp, out=out, ctx=ctx)
+                )
     info = piquant.info()
     print(f"numel={args.numel} isa={info['isa']} threads={info['num_threads']} torch threads={torch.get_num_threads()} repeats={args.repeats}")
     results = {name: median_time(fn, args.repeats) for name, fn in rows.items()}
