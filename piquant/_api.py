@@ -192,7 +192,7 @@ def dequantize(
             raise ValueError("out: reduce='add' needs the array to add into")
         dst = _arrays.empty(src.kind, logical, fdt or DataType.F32)
     else:
-        out_dt = _arrays.read(out, "out", quantized=False).dtype
+        out_dt = _arrays.dtype_of(out, _arrays.kind_of(out, "out"), "out", quantized=False)
         if fdt is not None and fdt is not out_dt:
             raise ValueError(f"dtype: {fdt.short_name} does not match out's dtype {out.dtype}")
         dst = _arrays.write(out, src.kind, out_dt, logical, src.numel)

@@ -32,39 +32,32 @@ def kind_of(x: Any, arg: str) -> str:
     raise TypeError(f"{arg}: expected a numpy array or a torch tensor, got {type(x).__name__}")
 
 
-def _torch_ptr_and_dtype(t: Any, arg: str) -> tuple[Any, DataType]:
-    if t.device.type != "cpu":
-        raise ValueError(f"{arg}: expected a CPU tensor, got one on {t.device}")
-    dt = torch_dtype_map().get(t.dtype)
+def dtype_of(x: Any, kind: str, arg: str, *, quantized: bool) -> DataType:
+    """The DataType of an array's elements, checked against the side wanted."""
+    if kind == TORCH and x.device.type != "cpu":
+        raise ValueError(f"{arg}: expected a CPU tensor, got one on {x.device}")
+    dt = (_NUMPY_TYPES if kind == NUMPY else torch_dtype_map()).get(x.dtype)
     if dt is None:
-        raise TypeError(f"{arg}: unsupported dtype {t.dtype}")
-    return t, dt
+        raise TypeError(f"{arg}: unsupported dtype {x.dtype}")
+    if dt.is_quantized != quantized:
+        side = "a quantized integer type (uint8, int8)" if quantized else "float32 or bfloat16"
+        raise TypeError(f"{arg}: expected {side}, got dtype {x.dtype}")
+    return dt
 
 
 def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
     """A read-only buffer of ``x``; a non-contiguous input is copied."""
     kind = kind_of(x, arg)
+    dt = dtype_of(x, kind, arg, quantized=quantized)
     if kind == NUMPY:
-        dt = _NUMPY_TYPES.get(x.dtype)
-        if dt is None:
-            raise TypeError(f"{arg}: unsupported dtype {x.dtype}")
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
-        ptr = x.ctypes.data
-        shape = x.shape
-    else:
-        x, dt = _torch_ptr_and_dtype(x, arg)
-        if x.requires_grad:
-            x = x.detach()
-        if not x.is_contiguous():
-            x = x.contiguous()
-        ptr = x.data_ptr()
-        shape = tuple(x.shape)
-    if dt.is_quantized != quantized:
-        side = "a quantized integer type (uint8, int8)" if quantized else "float32 or bfloat16"
-        raise TypeError(f"{arg}: expected {side}, got dtype {x.dtype}")
-    numel = x.size if kind == NUMPY else x.numel()
-    return Buffer(x, kind, ptr, dt, shape, numel)
+        return Buffer(x, kind, x.ctypes.data, dt, x.shape, x.size)
+    if x.requires_grad:
+        x = x.detach()
+    if not x.is_contiguous():
+        x = x.contiguous()
+    return Buffer(x, kind, x.data_ptr(), dt, tuple(x.shape), x.numel())
 
 
 _NUMPY_TYPES = {numpy_storage(dt): dt for dt in (DataType.F32, DataType.UINT8, DataType.INT8)}
