@@ -1,5 +1,6 @@
-"""Side-by-side medians of float32 → uint8 per-tensor quantization: piquant
-against torch.quantize_per_tensor, in one process run.
+"""Side-by-side medians of float32 → uint8 per-tensor quantization (nearest
+and stochastic), fake quantization and parameters: piquant against torch, in
+one process run.
 
     python benchmarks/bench_quantize.py [--numel 27264000] [--repeats 15] [--isa-sweep]
 
@@ -39,9 +40,13 @@ def main() -> None:
     x = torch.randn(args.numel)
     scale, zp = piquant.compute_params(x, "uint8")
     out = torch.empty(args.numel, dtype=torch.uint8)
+    fake_out = torch.empty_like(x)
     rows = {
         "piquant.quantize (new result)": lambda: piquant.quantize(x, "uint8", scale=scale, zero_point=zp),
         "piquant.quantize (out=)": lambda: piquant.quantize(x, "uint8", scale=scale, zero_point=zp, out=out),
+        "piquant.quantize stochastic (out=)": lambda: piquant.quantize(x, "uint8", scale=scale, zero_point=zp, out=out, round_mode="stochastic"),
+        "piquant.fake_quantize (out=)": lambda: piquant.fake_quantize(x, "uint8", scale=scale, zero_point=zp, out=fake_out),
+        "torch.fake_quantize_per_tensor_affine": lambda: torch.fake_quantize_per_tensor_affine(x, scale, zp, 0, 255),
         "torch.quantize_per_tensor": lambda: torch.quantize_per_tensor(x, scale, zp, torch.quint8),
         "piquant.compute_params": lambda: piquant.compute_params(x, "uint8"),
         "torch.aminmax": lambda: torch.aminmax(x),

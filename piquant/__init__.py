@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _backend
-from ._api import QuantParams, Quantized, compute_params, dequantize, quantize
+from ._api import QuantParams, Quantized, compute_params, dequantize, fake_quantize, quantize
 from ._context import Context, ReduceOp, RoundMode
 from ._dtypes import DataType
 
@@ -28,6 +28,7 @@ __all__ = [
     "RoundMode",
     "compute_params",
     "dequantize",
+    "fake_quantize",
     "info",
     "quantize",
 ]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import ctypes
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 
 from . import _arrays
 from ._context import Context, reduce_op_value, resolve_context, round_mode_value
-from ._dtypes import DataType, resolve, torch_dtype_map
+from ._dtypes import TORCH_QUANTIZED, DataType, resolve, torch_dtype_map
+from ._checks import check_scale, check_seed, check_zero_point
 
 
 class QuantParams(NamedTuple):
@@ -25,9 +24,10 @@ class QuantParams(NamedTuple):
 class Quantized:
     """A quantized array with what is needed to read it back.
 
-    ``data`` is a numpy array or torch tensor of the storage type: uint8/int8
-    with the logical ``shape`` for 8-bit types; a flat uint8 array of packed
-    bytes for 4-bit types (element 2i in the low nibble of byte i).
+    ``data`` is a numpy array or torch tensor of the storage type with the
+    logical ``shape`` for types of 8 bits and more, a flat uint8 array of
+    packed bytes for 2- and 4-bit types (first element in the lowest bits),
+    or a torch quantized tensor when one was asked for.
     """
 
     data: Any
@@ -48,35 +48,32 @@ class Quantized:
         return dequantize(self, dtype, out=out, reduce=reduce, ctx=ctx)
 
 
-def _scale(scale: Any) -> float:
-    """``scale`` rounded to float32, checked."""
-    if type(scale) is not float and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
-        raise TypeError(f"scale: expected a real number, got {type(scale).__name__}")
-    s = ctypes.c_float(scale).value  # overflow gives inf
-    if not (s > 0 and math.isfinite(s) and math.isfinite(ctypes.c_float(1 / s).value)):
-        raise ValueError(f"scale: expected a finite number > 0 whose float32 reciprocal is finite, got {scale!r}")
-    return float(s)
-
-
-def _zero_point(zero_point: Any, qdt: DataType) -> int:
-    if type(zero_point) is not int and (isinstance(zero_point, bool) or not isinstance(zero_point, numbers.Integral)):
-        raise TypeError(f"zero_point: expected an integer, got {type(zero_point).__name__}")
-    zp = int(zero_point)
-    if not qdt.qmin <= zp <= qdt.qmax:
-        raise ValueError(f"zero_point: expected an integer in [{qdt.qmin}, {qdt.qmax}] for {qdt.short_name}, got {zp}")
-    return zp
+def _params(backend: Any, src: _arrays.Buffer, qdt: DataType, scale: Any, zero_point: Any, symmetric: bool) -> tuple[float, int]:
+    """Checked parameters, computed from the data when neither is given."""
+    if scale is None and zero_point is None:
+        scale, zero_point = backend.compute_params(src.ptr, src.dtype, src.numel, qdt, bool(symmetric))
+    elif scale is None or zero_point is None:
+        raise ValueError("scale, zero_point: give both, or neither to compute them from x")
+    return check_scale(scale, src.dtype), check_zero_point(zero_point, qdt)
 
 
 def compute_params(x: Any, dtype: Any = "uint8", *, symmetric: bool = False, ctx: Context | None = None) -> QuantParams:
     """scale and zero_point for quantizing ``x`` to ``dtype``, as
     torch.ao.quantization.MinMaxObserver computes them (affine by default,
-    ``symmetric=True`` for the symmetric scheme). NaN is ignored; an infinite
-    value raises ValueError."""
+    ``symmetric=True`` for the symmetric scheme), in float32 (float64 for
+    float64 input). NaN is ignored; an infinite value raises ValueError."""
     backend = resolve_context(ctx)
     src = _arrays.read(x, "x", quantized=False)
     qdt = resolve(dtype, "dtype", quantized=True)
     scale, zp = backend.compute_params(src.ptr, src.dtype, src.numel, qdt, bool(symmetric))
     return QuantParams(scale, zp)
+
+
+def _torch_quantized_dtype(dtype: Any) -> Any:
+    """dtype itself if it is one of torch's quantized tensor types, else None."""
+    if type(dtype).__module__ == "torch" and str(dtype).removeprefix("torch.") in TORCH_QUANTIZED:
+        return dtype
+    return None
 
 
 def quantize(
@@ -87,34 +84,81 @@ def quantize(
     zero_point: int | None = None,
     symmetric: bool = False,
     round_mode: Any = "nearest",
+    seed: int | None = None,
     out: Any = None,
     ctx: Context | None = None,
 ) -> Quantized:
-    """Quantize a float32/bfloat16 array (numpy or torch) to ``dtype``.
+    """Quantize a float array (numpy or torch; float32, bfloat16, float16 or
+    float64) to ``dtype`` (uint2 … int64).
 
-    ``q = clamp(round_half_even(x * (1/scale)) + zero_point, qmin, qmax)``;
-    NaN becomes zero_point, ±inf the ends of the range. Without ``scale`` and
-    ``zero_point`` both are computed with :func:`compute_params`. ``out``, if
-    given, must be a contiguous, writable array of the storage dtype and size
-    (for 4-bit types: ceil(n/2) uint8 bytes). Returns a :class:`Quantized`.
+    ``q = clamp(round(x * (1/scale)) + zero_point, qmin, qmax)``, rounding half
+    to even or, with ``round_mode="stochastic"``, up with probability equal to
+    the fraction (``seed`` makes it reproducible; None draws a fresh seed per
+    call). NaN becomes zero_point, ±inf the ends of the range. Without
+    ``scale`` and ``zero_point`` both come from :func:`compute_params`.
+    ``out``, if given, must be a contiguous, writable array of the storage
+    dtype and size (packed 2/4-bit types: ceil(n·bits/8) uint8 bytes). A
+    torch quantized ``dtype`` (torch.quint8, qint8, qint32, quint4x2,
+    quint2x4) makes ``data`` a torch quantized tensor carrying the
+    parameters. Returns a :class:`Quantized`.
     """
     backend = resolve_context(ctx)
     src = _arrays.read(x, "x", quantized=False)
     qdt = resolve(dtype, "dtype", quantized=True)
     mode = round_mode_value(round_mode)
-    if scale is None and zero_point is None:
-        scale, zero_point = backend.compute_params(src.ptr, src.dtype, src.numel, qdt, bool(symmetric))
-    elif scale is None or zero_point is None:
-        raise ValueError("scale, zero_point: give both, or neither to compute them from x")
-    s = _scale(scale)
-    zp = _zero_point(zero_point, qdt)
-    if out is None:
+    s, zp = _params(backend, src, qdt, scale, zero_point, symmetric)
+    torch_qdtype = _torch_quantized_dtype(dtype)
+    if torch_qdtype is not None:
+        if src.kind != _arrays.TORCH:
+            raise TypeError(f"dtype: {dtype} makes a torch quantized tensor; x must be a torch tensor")
+        if out is not None:
+            raise ValueError(f"out: not supported with dtype={dtype}; pass dtype='{qdt.short_name}' to write plain integers into out")
+        import torch
+
+        data = torch._empty_affine_quantized(src.shape, scale=s, zero_point=zp, dtype=torch_qdtype)
+        dst = _arrays.Buffer(data, _arrays.TORCH, data.data_ptr(), qdt, src.shape, src.numel)
+    elif out is None:
         dst = _arrays.empty(src.kind, src.shape, qdt)
     else:
         dst = _arrays.write(out, src.kind, qdt, src.shape, src.numel)
         _arrays.check_no_overlap(src, dst)
-    backend.quantize(src.ptr, src.dtype, dst.ptr, qdt, src.numel, s, zp, mode)
+    backend.quantize(src.ptr, src.dtype, dst.ptr, qdt, src.numel, s, zp, mode, check_seed(seed, mode))
     return Quantized(dst.array, qdt, tuple(src.shape), s, zp)
+
+
+def fake_quantize(
+    x: Any,
+    dtype: Any = "uint8",
+    *,
+    scale: float | None = None,
+    zero_point: int | None = None,
+    symmetric: bool = False,
+    round_mode: Any = "nearest",
+    seed: int | None = None,
+    reduce: Any = "set",
+    out: Any = None,
+    ctx: Context | None = None,
+) -> Any:
+    """``dequantize(quantize(x, dtype, ...))`` in one pass, bit for bit, without
+    the integers: an array of x's float type and shape. ``reduce="add"`` adds
+    the result into ``out``. ``out`` may be ``x`` itself (in place); any other
+    overlap with ``x`` is an error."""
+    backend = resolve_context(ctx)
+    src = _arrays.read(x, "x", quantized=False)
+    qdt = resolve(dtype, "dtype", quantized=True)
+    mode = round_mode_value(round_mode)
+    op = reduce_op_value(reduce)
+    s, zp = _params(backend, src, qdt, scale, zero_point, symmetric)
+    if out is None:
+        if op == 1:
+            raise ValueError("out: reduce='add' needs the array to add into")
+        dst = _arrays.empty(src.kind, src.shape, src.dtype)
+    else:
+        dst = _arrays.write(out, src.kind, src.dtype, src.shape, src.numel)
+        if dst.ptr != src.ptr:
+            _arrays.check_no_overlap(src, dst)
+    backend.fake_quantize(src.ptr, src.dtype, dst.ptr, src.numel, qdt, s, zp, mode, check_seed(seed, mode), op)
+    return dst.array
 
 
 def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any) -> tuple[_arrays.Buffer, DataType, float, int, tuple[int, ...]]:
@@ -124,7 +168,9 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any) -> tup
         if scale is not None or zero_point is not None or qdtype is not None or shape is not None:
             raise ValueError("q: a Quantized carries its own dtype, shape, scale and zero_point; do not restate them")
         buf = _arrays.read(q.data, "q.data", quantized=True)
-        want = q.dtype.nbytes(q.numel) if q.dtype.is_packed else q.numel
+        # torch quantized tensors count logical elements even when packed.
+        logical_count = not q.dtype.is_packed or (buf.kind == _arrays.TORCH and buf.array.is_quantized)
+        want = q.numel if logical_count else q.dtype.nbytes(q.numel)
         if buf.numel != want:
             raise ValueError(f"q: its data has {buf.numel} elements, {q.numel} {q.dtype.short_name} values need {want}")
         return buf._replace(dtype=q.dtype, numel=q.numel), q.dtype, q.scale, q.zero_point, q.shape
@@ -146,7 +192,7 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any) -> tup
     if qdt.is_packed:
         if buf.dtype is not DataType.UINT8:
             raise TypeError(f"q: packed {qdt.short_name} data must be a uint8 array, got {buf.array.dtype}")
-        numel = 2 * buf.numel if shape is None else math.prod(shape)
+        numel = 8 // qdt.bit_size * buf.numel if shape is None else math.prod(shape)
         if qdt.nbytes(numel) != buf.numel:
             raise ValueError(f"shape: {numel} {qdt.short_name} elements need {qdt.nbytes(numel)} bytes, q has {buf.numel}")
         logical = (numel,) if shape is None else tuple(shape)
@@ -173,18 +219,18 @@ def dequantize(
     out: Any = None,
     ctx: Context | None = None,
 ) -> Any:
-    """Dequantize to a float32 (default) or bfloat16 array of the logical shape.
+    """Dequantize to a float array of the logical shape: float32 by default,
+    or ``dtype`` (bfloat16, float16, float64), or ``out``'s type.
 
     ``q`` is a :class:`Quantized` (nothing to restate), a torch quantized
-    tensor, or a plain uint8/int8 array with ``scale`` and ``zero_point``
-    (and ``qdtype="uint4"/"int4"`` plus ``shape`` for packed data).
-    ``x = float32(q - zero_point) * scale``; ``reduce="add"`` adds into ``out``
-    instead of overwriting it (``out`` is then required).
+    tensor, or a plain integer array with ``scale`` and ``zero_point`` (and
+    ``qdtype`` such as "uint4"/"int2" plus ``shape`` for packed uint8 data).
+    ``x = c(q - zero_point) * scale`` in the output's compute precision c;
+    ``reduce="add"`` adds into ``out`` instead of overwriting it (``out`` is
+    then required).
     """
     backend = resolve_context(ctx)
     src, qdt, scale, zero_point, logical = _source(q, qdtype, scale, zero_point, shape)
-    s = _scale(scale)
-    zp = _zero_point(zero_point, qdt)
     op = reduce_op_value(reduce)
     fdt = None if dtype is None else resolve(dtype, "dtype", quantized=False)
     if out is None:
@@ -197,5 +243,7 @@ def dequantize(
             raise ValueError(f"dtype: {fdt.short_name} does not match out's dtype {out.dtype}")
         dst = _arrays.write(out, src.kind, out_dt, logical, src.numel)
         _arrays.check_no_overlap(src, dst)
+    s = check_scale(scale, dst.dtype)
+    zp = check_zero_point(zero_point, qdt)
     backend.dequantize(src.ptr, qdt, dst.ptr, dst.dtype, src.numel, s, zp, op)
     return dst.array

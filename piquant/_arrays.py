@@ -40,7 +40,7 @@ def dtype_of(x: Any, kind: str, arg: str, *, quantized: bool) -> DataType:
     if dt is None:
         raise TypeError(f"{arg}: unsupported dtype {x.dtype}")
     if dt.is_quantized != quantized:
-        side = "a quantized integer type (uint8, int8)" if quantized else "float32 or bfloat16"
+        side = "an integer type (uint8, int8, … int64)" if quantized else "float32, bfloat16, float16 or float64"
         raise TypeError(f"{arg}: expected {side}, got dtype {x.dtype}")
     return dt
 
@@ -60,9 +60,7 @@ def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
     return Buffer(x, kind, x.data_ptr(), dt, tuple(x.shape), x.numel())
 
 
-_NUMPY_TYPES = {numpy_storage(dt): dt for dt in (DataType.F32, DataType.UINT8, DataType.INT8)}
-if has_numpy_bfloat16():
-    _NUMPY_TYPES[numpy_storage(DataType.BF16)] = DataType.BF16
+_NUMPY_TYPES = {numpy_storage(dt): dt for dt in DataType if not dt.is_packed and (dt is not DataType.BF16 or has_numpy_bfloat16())}
 
 
 def empty(kind: str, shape: tuple[int, ...], dt: DataType, *, zeros: bool = False) -> Buffer:
@@ -80,16 +78,10 @@ def empty(kind: str, shape: tuple[int, ...], dt: DataType, *, zeros: bool = Fals
 
 
 def torch_storage(dt: DataType) -> Any:
+    """The torch dtype a type's data is stored as (packed types: uint8)."""
     import torch
 
-    return {
-        DataType.F32: torch.float32,
-        DataType.BF16: torch.bfloat16,
-        DataType.UINT8: torch.uint8,
-        DataType.INT8: torch.int8,
-        DataType.UINT4: torch.uint8,
-        DataType.INT4: torch.uint8,
-    }[dt]
+    return getattr(torch, "uint8" if dt.is_packed else dt.short_name)
 
 
 def write(out: Any, kind: str, dt: DataType, shape: tuple[int, ...], numel: int, arg: str = "out") -> Buffer:

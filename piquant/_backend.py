@@ -60,6 +60,11 @@ def available_isas() -> list[str]:
     return [lib.piquant_isa_name(i).decode() for i in range(32) if mask >> i & 1]
 
 
+def _raw_zero_point(dt: DataType, zp: int) -> int:
+    """The ABI's int64 form of a zero point: uint64's travel as their bits."""
+    return zp - (1 << 64) if zp >= 1 << 63 else zp
+
+
 class NativeBackend:
     name = "native"
 
@@ -74,30 +79,36 @@ class NativeBackend:
         self.num_threads = int(lib.piquant_context_num_threads(self._ctx))
         self._quantize = lib.piquant_quantize
         self._dequantize = lib.piquant_dequantize
+        self._fake_quantize = lib.piquant_fake_quantize
 
     def close(self) -> None:
         if self._ctx:
             self._lib.piquant_context_destroy(self._ctx)
             self._ctx = None
 
-    def quantize(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, scale: float, zp: int, mode: int) -> None:
-        status = self._quantize(self._ctx, src, src_dt.value, dst, dst_dt.value, n, scale, zp, mode)
+    def quantize(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, scale: float, zp: int, mode: int, seed: int) -> None:
+        status = self._quantize(self._ctx, src, src_dt.value, dst, dst_dt.value, n, scale, _raw_zero_point(dst_dt, zp), mode, seed)
         if status:
             _native.raise_status(self._lib, status)
 
     def dequantize(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, scale: float, zp: int, op: int) -> None:
-        status = self._dequantize(self._ctx, src, src_dt.value, dst, dst_dt.value, n, scale, zp, op)
+        status = self._dequantize(self._ctx, src, src_dt.value, dst, dst_dt.value, n, scale, _raw_zero_point(src_dt, zp), op)
+        if status:
+            _native.raise_status(self._lib, status)
+
+    def fake_quantize(self, src: int, dt: DataType, dst: int, n: int, q_dt: DataType, scale: float, zp: int, mode: int, seed: int, op: int) -> None:
+        status = self._fake_quantize(self._ctx, src, dt.value, dst, n, q_dt.value, scale, _raw_zero_point(q_dt, zp), mode, seed, op)
         if status:
             _native.raise_status(self._lib, status)
 
     def compute_params(self, src: int, src_dt: DataType, n: int, q_dt: DataType, symmetric: bool) -> tuple[float, int]:
-        scale, zp = ctypes.c_float(), ctypes.c_int64()
+        scale, zp = ctypes.c_double(), ctypes.c_int64()
         status = self._lib.piquant_compute_params(
             self._ctx, src, src_dt.value, n, q_dt.value, int(symmetric), ctypes.byref(scale), ctypes.byref(zp)
         )
         if status:
             _native.raise_status(self._lib, status)
-        return scale.value, zp.value
+        return scale.value, (zp.value + (1 << 64) if zp.value < 0 and q_dt is DataType.UINT64 else zp.value)
 
 
 def _view(ptr: int, nbytes: int, dtype: Any) -> np.ndarray:
@@ -107,7 +118,8 @@ def _view(ptr: int, nbytes: int, dtype: Any) -> np.ndarray:
 
 
 def _float_view(ptr: int, dt: DataType, n: int) -> np.ndarray:
-    return _view(ptr, dt.nbytes(n), np.float32 if dt is DataType.F32 else np.uint16)
+    """bfloat16 as its raw uint16 bits, so that ml_dtypes is not needed."""
+    return _view(ptr, dt.nbytes(n), np.uint16 if dt is DataType.BF16 else dt.short_name)
 
 
 class ReferenceBackend:
@@ -125,22 +137,31 @@ class ReferenceBackend:
     def close(self) -> None:
         pass
 
-    def quantize(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, scale: float, zp: int, mode: int) -> None:
-        if mode != 0:
-            raise NotImplementedError("round_mode: stochastic rounding is not implemented yet")
+    def _quant_view(self, ptr: int, dt: DataType, n: int) -> np.ndarray:
+        return _view(ptr, dt.nbytes(n), self._ref.storage_dtype(dt.short_name))
+
+    def quantize(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, scale: float, zp: int, mode: int, seed: int) -> None:
         x = _float_view(src, src_dt, n)
-        q = self._ref.quantize(x, dst_dt.short_name, scale, zp, float_dtype=src_dt.short_name)
-        out = _view(dst, dst_dt.nbytes(n), np.uint8)
-        out[...] = q.view(np.uint8)
+        q = self._ref.quantize(x, dst_dt.short_name, scale, zp, round_mode=_ROUND[mode], seed=seed, float_dtype=src_dt.short_name)
+        self._quant_view(dst, dst_dt, n)[...] = q
 
     def dequantize(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, scale: float, zp: int, op: int) -> None:
-        q = _view(src, src_dt.nbytes(n), np.int8 if src_dt is DataType.INT8 else np.uint8)
+        q = self._quant_view(src, src_dt, n)
         out = _float_view(dst, dst_dt, n)
-        self._ref.dequantize(
-            q, src_dt.short_name, scale, zp, numel=n, out_dtype=dst_dt.short_name, out=out, reduce=("set", "add")[op]
+        self._ref.dequantize(q, src_dt.short_name, scale, zp, numel=n, out_dtype=dst_dt.short_name, out=out, reduce=_REDUCE[op])
+
+    def fake_quantize(self, src: int, dt: DataType, dst: int, n: int, q_dt: DataType, scale: float, zp: int, mode: int, seed: int, op: int) -> None:
+        x = _float_view(src, dt, n)
+        out = _float_view(dst, dt, n)
+        self._ref.fake_quantize(
+            x, q_dt.short_name, scale, zp, round_mode=_ROUND[mode], seed=seed, float_dtype=dt.short_name, out=out, reduce=_REDUCE[op]
         )
 
     def compute_params(self, src: int, src_dt: DataType, n: int, q_dt: DataType, symmetric: bool) -> tuple[float, int]:
         x = _float_view(src, src_dt, n)
         p = self._ref.compute_params(x, q_dt.short_name, symmetric, float_dtype=src_dt.short_name)
         return float(p.scale), int(p.zero_point)
+
+
+_ROUND = ("nearest", "stochastic")
+_REDUCE = ("set", "add")

@@ -8,6 +8,7 @@ from enum import Enum, unique
 from typing import Any
 
 from . import _backend
+from ._checks import check_scale, check_seed, check_zero_point
 from ._dtypes import DataType, resolve
 
 
@@ -111,18 +112,21 @@ class Context:
     # pi-quant's pointer-level API, checked instead of asserted.
 
     def quantize_ptr(self, ptr_in: int, dtype_in: DataType, ptr_out: int, dtype_out: DataType, numel: int,
-                     scale: float, zero_point: int, round_mode: RoundMode) -> None:
+                     scale: float, zero_point: int, round_mode: RoundMode, *, seed: int | None = None) -> None:
         src_dt = resolve(dtype_in, "dtype_in", quantized=False)
         dst_dt = resolve(dtype_out, "dtype_out", quantized=True)
         _check_ptrs(ptr_in, ptr_out, numel)
-        self.backend.quantize(ptr_in, src_dt, ptr_out, dst_dt, numel, scale, zero_point, round_mode_value(round_mode))
+        mode = round_mode_value(round_mode)
+        self.backend.quantize(ptr_in, src_dt, ptr_out, dst_dt, numel, check_scale(scale, src_dt),
+                              check_zero_point(zero_point, dst_dt), mode, check_seed(seed, mode))
 
     def dequantize_ptr(self, ptr_in: int, dtype_in: DataType, ptr_out: int, dtype_out: DataType, numel: int,
                        scale: float, zero_point: int, reduce_op: ReduceOp) -> None:
         src_dt = resolve(dtype_in, "dtype_in", quantized=True)
         dst_dt = resolve(dtype_out, "dtype_out", quantized=False)
         _check_ptrs(ptr_in, ptr_out, numel)
-        self.backend.dequantize(ptr_in, src_dt, ptr_out, dst_dt, numel, scale, zero_point, reduce_op_value(reduce_op))
+        self.backend.dequantize(ptr_in, src_dt, ptr_out, dst_dt, numel, check_scale(scale, dst_dt),
+                                check_zero_point(zero_point, src_dt), reduce_op_value(reduce_op))
 
     def compute_quant_params_ptr_float32(self, ptr: int, target_quant_dtype: DataType, numel: int) -> tuple[float, int]:
         _check_ptrs(ptr, ptr, numel)

@@ -21,10 +21,20 @@ class DataType(Enum):
 
     F32 = 0
     BF16 = 1
+    F16 = 2
+    F64 = 3
+    UINT2 = 16
+    INT2 = 17
     UINT4 = 18
     INT4 = 19
     UINT8 = 20
     INT8 = 21
+    UINT16 = 22
+    INT16 = 23
+    UINT32 = 24
+    INT32 = 25
+    UINT64 = 26
+    INT64 = 27
 
     @property
     def bit_size(self) -> int:
@@ -39,9 +49,13 @@ class DataType(Enum):
         return self.value < 16
 
     @property
+    def is_signed(self) -> bool:
+        return self.is_quantized and self.value & 1 == 1
+
+    @property
     def stride(self) -> int:
         """Bytes per element, 0 for packed sub-byte types (pi-quant's meaning)."""
-        return min(8, self.bit_size) >> 3
+        return self.bit_size >> 3
 
     @property
     def is_packed(self) -> bool:
@@ -49,11 +63,11 @@ class DataType(Enum):
 
     @property
     def qmin(self) -> int:
-        return _RANGES[self][0]
+        return -(1 << (self.bit_size - 1)) if self.is_signed else 0
 
     @property
     def qmax(self) -> int:
-        return _RANGES[self][1]
+        return (1 << (self.bit_size - 1)) - 1 if self.is_signed else (1 << self.bit_size) - 1
 
     @property
     def short_name(self) -> str:
@@ -64,41 +78,39 @@ class DataType(Enum):
         return (numel * self.bit_size + 7) // 8
 
 
-_BITS = {DataType.F32: 32, DataType.BF16: 16, DataType.UINT4: 4, DataType.INT4: 4, DataType.UINT8: 8, DataType.INT8: 8}
-_RANGES = {
-    DataType.UINT4: (0, 15),
-    DataType.INT4: (-8, 7),
-    DataType.UINT8: (0, 255),
-    DataType.INT8: (-128, 127),
-}
 _NAMES = {
     DataType.F32: "float32",
     DataType.BF16: "bfloat16",
-    DataType.UINT4: "uint4",
-    DataType.INT4: "int4",
-    DataType.UINT8: "uint8",
-    DataType.INT8: "int8",
+    DataType.F16: "float16",
+    DataType.F64: "float64",
+} | {dt: dt.name.lower() for dt in DataType if dt.value >= 16}
+_BITS = {DataType.F32: 32, DataType.BF16: 16, DataType.F16: 16, DataType.F64: 64} | {
+    dt: int("".join(ch for ch in dt.name if ch.isdigit())) for dt in DataType if dt.value >= 16
 }
 _BY_NAME = {v: k for k, v in _NAMES.items()} | {
     "f32": DataType.F32,
     "bf16": DataType.BF16,
+    "f16": DataType.F16,
+    "half": DataType.F16,
+    "f64": DataType.F64,
+    "double": DataType.F64,
     "quint8": DataType.UINT8,
     "qint8": DataType.INT8,
+    "qint32": DataType.INT32,
     "quint4x2": DataType.UINT4,
+    "quint2x4": DataType.UINT2,
 }
 
 # numpy storage dtypes of each type's data.
-_NP_STORAGE = {
-    DataType.F32: np.dtype(np.float32),
-    DataType.UINT8: np.dtype(np.uint8),
-    DataType.INT8: np.dtype(np.int8),
-    DataType.UINT4: np.dtype(np.uint8),
-    DataType.INT4: np.dtype(np.uint8),
-}
+_NP_STORAGE = {dt: np.dtype(np.uint8) if dt.is_packed else np.dtype(dt.short_name) for dt in DataType if dt is not DataType.BF16}
 if _NP_BF16 is not None:
     _NP_STORAGE[DataType.BF16] = _NP_BF16
 
 _torch_map: dict[Any, DataType] | None = None
+
+# torch's quantized tensor types and the piquant type of their elements.
+TORCH_QUANTIZED = {"quint8": DataType.UINT8, "qint8": DataType.INT8, "qint32": DataType.INT32,
+                   "quint4x2": DataType.UINT4, "quint2x4": DataType.UINT2}  # fmt: skip
 
 
 def torch_dtype_map() -> dict[Any, DataType]:
@@ -108,15 +120,13 @@ def torch_dtype_map() -> dict[Any, DataType]:
     if _torch_map is None:
         import torch
 
-        _torch_map = {
-            torch.float32: DataType.F32,
-            torch.bfloat16: DataType.BF16,
-            torch.uint8: DataType.UINT8,
-            torch.int8: DataType.INT8,
-            torch.quint8: DataType.UINT8,
-            torch.qint8: DataType.INT8,
-            torch.quint4x2: DataType.UINT4,
-        }
+        _torch_map = {torch.float32: DataType.F32, torch.bfloat16: DataType.BF16, torch.float16: DataType.F16, torch.float64: DataType.F64}
+        for dt in DataType:
+            if dt.is_quantized and not dt.is_packed and hasattr(torch, dt.short_name):
+                _torch_map[getattr(torch, dt.short_name)] = dt
+        for name, dt in TORCH_QUANTIZED.items():
+            if hasattr(torch, name):
+                _torch_map[getattr(torch, name)] = dt
     return _torch_map
 
 
@@ -138,7 +148,7 @@ def resolve(dtype: Any, arg: str, *, quantized: bool | None = None) -> DataType:
         if npd is not None:
             dt = next((k for k, v in _NP_STORAGE.items() if v == npd and not k.is_packed), None)
     if dt is None or (quantized is not None and dt.is_quantized != quantized):
-        side = {True: "a quantized type (uint8, int8, uint4, int4)", False: "a float type (float32, bfloat16)"}
+        side = {True: "a quantized type (uint2 … int64)", False: "a float type (float32, bfloat16, float16, float64)"}
         expected = side.get(quantized, "a piquant dtype") if quantized is not None else "a piquant dtype"
         raise TypeError(f"{arg}: expected {expected}, got {dtype!r}")
     return dt

@@ -14,10 +14,13 @@ c_size = ctypes.c_size_t
 c_int = ctypes.c_int
 c_void_p = ctypes.c_void_p
 c_char_p = ctypes.c_char_p
+c_double = ctypes.c_double
+c_int64 = ctypes.c_int64
+c_uint64 = ctypes.c_uint64
 
 
 class MinMax(ctypes.Structure):
-    _fields_ = [("min", ctypes.c_float), ("max", ctypes.c_float)]
+    _fields_ = [("min", ctypes.c_double), ("max", ctypes.c_double)]
 
 
 _SIGNATURES = {
@@ -32,16 +35,20 @@ _SIGNATURES = {
     "piquant_context_destroy": (None, [c_void_p]),
     "piquant_context_num_threads": (c_size, [c_void_p]),
     "piquant_context_isa": (c_int, [c_void_p]),
-    "piquant_quantize": (c_int, [c_void_p, c_void_p, c_int, c_void_p, c_int, c_size, ctypes.c_float, ctypes.c_int64, c_int]),
-    "piquant_dequantize": (c_int, [c_void_p, c_void_p, c_int, c_void_p, c_int, c_size, ctypes.c_float, ctypes.c_int64, c_int]),
+    "piquant_quantize": (c_int, [c_void_p, c_void_p, c_int, c_void_p, c_int, c_size, c_double, c_int64, c_int, c_uint64]),
+    "piquant_dequantize": (c_int, [c_void_p, c_void_p, c_int, c_void_p, c_int, c_size, c_double, c_int64, c_int]),
+    "piquant_fake_quantize": (
+        c_int,
+        [c_void_p, c_void_p, c_int, c_void_p, c_size, c_int, c_double, c_int64, c_int, c_uint64, c_int],
+    ),
     "piquant_minmax": (c_int, [c_void_p, c_void_p, c_int, c_size, ctypes.POINTER(MinMax)]),
     "piquant_compute_params": (
         c_int,
-        [c_void_p, c_void_p, c_int, c_size, c_int, c_int, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int64)],
+        [c_void_p, c_void_p, c_int, c_size, c_int, c_int, ctypes.POINTER(c_double), ctypes.POINTER(c_int64)],
     ),
 }
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 
 def candidates() -> list[Path]:

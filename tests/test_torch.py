@@ -18,7 +18,7 @@ def test_quantize_agrees_with_torch_except_at_ties(rng, tdtype, qtype):
     x = torch.from_numpy((rng.standard_normal(200_000) * 3).astype(np.float32))
     p = piquant.compute_params(x, qtype)
     ours = piquant.quantize(x, qtype, scale=p.scale, zero_point=p.zero_point)
-    ours_vals = ref.unpack_nibbles(ours.data.numpy(), x.numel(), False) if qtype == "uint4" else ours.data.numpy().astype(np.int64)
+    ours_vals = ref.unpack_bits(ours.data.numpy(), x.numel(), 4, False) if qtype == "uint4" else ours.data.numpy().astype(np.int64)
     theirs = torch.quantize_per_tensor(x, p.scale, p.zero_point, tdtype)
     # torch.int_repr is not defined for quint4x2: dequantize and invert instead.
     theirs_vals = np.rint(theirs.dequantize().numpy() / np.float32(p.scale)).astype(np.int64) + p.zero_point

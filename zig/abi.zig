@@ -11,7 +11,7 @@ const options = @import("build_options");
 const DType = types.DType;
 const Isa = types.Isa;
 
-pub const abi_version: u32 = 1;
+pub const abi_version: u32 = 2;
 
 pub const Status = enum(c_int) {
     ok = 0,
@@ -47,11 +47,11 @@ fn chunkSize(ctx: *const Context, n: usize) usize {
     return std.mem.alignForward(usize, @max(per, min_chunk_elements), types.chunk_granule);
 }
 
-fn parallel(ctx: *Context, comptime Args: type, kernel: *const fn (*const Args, usize, usize) callconv(.c) void, args: *const Args, n: usize) void {
+fn parallel(ctx: *Context, kernel: types.Kernel, args: *const types.Args, n: usize) void {
     if (n < parallel_min_elements or ctx.pool.threadCount() == 1) return kernel(args, 0, n);
     const Wrap = struct {
-        k: *const fn (*const Args, usize, usize) callconv(.c) void,
-        args: *const Args,
+        k: types.Kernel,
+        args: *const types.Args,
         n: usize,
         chunk: usize,
         fn run(p: *const anyopaque, c: usize) void {
@@ -168,71 +168,127 @@ fn checkBuffers(ctx: ?*Context, in: ?*const anyopaque, out: ?*anyopaque, numel: 
     return 0;
 }
 
-fn checkParams(q: DType, scale: f32, zero_point: i64) c_int {
-    if (!(scale > 0) or !std.math.isFinite(scale) or !std.math.isFinite(1.0 / scale))
-        return fail(.invalid_value, "scale: expected a finite float32 > 0 whose reciprocal is finite, got {e}", .{scale});
-    if (zero_point < q.qmin() or zero_point > q.qmax())
-        return fail(.invalid_value, "zero_point: expected an integer in [{d}, {d}] for {s}, got {d}", .{ q.qmin(), q.qmax(), @tagName(q), zero_point });
+fn checkTypes(float_arg: []const u8, f: DType, quant_arg: []const u8, q: DType) c_int {
+    if (!f.isFloat()) return fail(.unsupported_dtype, "{s}: expected a float type (F32, BF16, F16, F64), got {d}", .{ float_arg, @intFromEnum(f) });
+    if (!q.isQuantized()) return fail(.unsupported_dtype, "{s}: expected a quantized type (UINT2 ... INT64), got {d}", .{ quant_arg, @intFromEnum(q) });
     return 0;
 }
 
-export fn piquant_quantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, scale: f32, zero_point: i64, round_mode: types.RoundMode) c_int {
-    if (checkBuffers(ctx, in, out, numel) != 0) return @intFromEnum(Status.invalid_argument);
-    if (!dtype_in.isFloat()) return fail(.unsupported_dtype, "dtype_in: expected a float type (f32, bf16), got {d}", .{@intFromEnum(dtype_in)});
-    if (!dtype_out.isQuantized()) return fail(.unsupported_dtype, "dtype_out: expected a quantized type, got {d}", .{@intFromEnum(dtype_out)});
-    const s = checkParams(dtype_out, scale, zero_point);
-    if (s != 0) return s;
-    switch (round_mode) {
-        .nearest => {},
-        .stochastic => return fail(.unsupported, "round_mode: stochastic rounding is not implemented yet", .{}),
-        _ => return fail(.invalid_argument, "round_mode: expected 0 (nearest) or 1 (stochastic), got {d}", .{@intFromEnum(round_mode)}),
-    }
-    if (numel == 0) return 0;
-    const args = types.QuantizeArgs{
-        .src = @ptrCast(in.?),
-        .dst = @ptrCast(out.?),
-        .src_type = dtype_in,
-        .dst_type = dtype_out,
-        .inv_scale = 1.0 / scale,
-        .zero_point = zero_point,
-        .round_mode = round_mode,
+/// The scale is used in the float type's compute precision (float32 unless
+/// the float side is F64) and must be finite, > 0, with a finite reciprocal there.
+fn checkParams(f: DType, q: DType, scale: f64, zero_point: i64) c_int {
+    const ok = switch (f) {
+        .f64 => scale > 0 and std.math.isFinite(scale) and std.math.isFinite(1.0 / scale),
+        else => blk: {
+            const s: f32 = @floatCast(scale);
+            break :blk s > 0 and std.math.isFinite(s) and std.math.isFinite(1.0 / s);
+        },
     };
-    parallel(ctx.?, types.QuantizeArgs, ctx.?.kernels.quantize, &args, numel);
+    if (!ok) return fail(.invalid_value, "scale: expected a finite number > 0 whose reciprocal is finite in {s}, got {e}", .{ if (f == .f64) "float64" else "float32", scale });
+    const zp = q.zeroPoint(zero_point);
+    if (zp < q.qmin() or zp > q.qmax())
+        return fail(.invalid_value, "zero_point: expected an integer in [{d}, {d}] for {s}, got {d}", .{ q.qmin(), q.qmax(), @tagName(q), zp });
     return 0;
 }
 
-export fn piquant_dequantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, scale: f32, zero_point: i64, reduce_op: types.ReduceOp) c_int {
-    if (checkBuffers(ctx, in, out, numel) != 0) return @intFromEnum(Status.invalid_argument);
-    if (!dtype_in.isQuantized()) return fail(.unsupported_dtype, "dtype_in: expected a quantized type, got {d}", .{@intFromEnum(dtype_in)});
-    if (!dtype_out.isFloat()) return fail(.unsupported_dtype, "dtype_out: expected a float type (f32, bf16), got {d}", .{@intFromEnum(dtype_out)});
-    const s = checkParams(dtype_in, scale, zero_point);
+fn checkRoundMode(mode: types.RoundMode) c_int {
+    return switch (mode) {
+        .nearest, .stochastic => 0,
+        _ => fail(.invalid_argument, "round_mode: expected 0 (nearest) or 1 (stochastic), got {d}", .{@intFromEnum(mode)}),
+    };
+}
+
+fn checkReduceOp(op: types.ReduceOp) c_int {
+    return switch (op) {
+        .set, .add => 0,
+        _ => fail(.invalid_argument, "reduce_op: expected 0 (set) or 1 (add), got {d}", .{@intFromEnum(op)}),
+    };
+}
+
+/// The first failing check's status, or 0.
+fn firstFailure(statuses: []const c_int) c_int {
+    for (statuses) |s| if (s != 0) return s;
+    return 0;
+}
+
+fn run(ctx: *Context, kernel: types.Kernel, args: types.Args, numel: usize) c_int {
+    if (numel != 0) parallel(ctx, kernel, &args, numel);
+    return 0;
+}
+
+export fn piquant_quantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, scale: f64, zero_point: i64, round_mode: types.RoundMode, seed: u64) c_int {
+    const s = firstFailure(&.{
+        checkBuffers(ctx, in, out, numel),
+        checkTypes("dtype_in", dtype_in, "dtype_out", dtype_out),
+        checkParams(dtype_in, dtype_out, scale, zero_point),
+        checkRoundMode(round_mode),
+    });
     if (s != 0) return s;
-    switch (reduce_op) {
-        .set, .add => {},
-        _ => return fail(.invalid_argument, "reduce_op: expected 0 (set) or 1 (add), got {d}", .{@intFromEnum(reduce_op)}),
-    }
-    if (numel == 0) return 0;
-    const args = types.DequantizeArgs{
-        .src = @ptrCast(in.?),
-        .dst = @ptrCast(out.?),
-        .src_type = dtype_in,
-        .dst_type = dtype_out,
+    return run(ctx.?, ctx.?.kernels.quantize, .{
+        .src = @ptrCast(in orelse @as(*const anyopaque, &no_elements)),
+        .dst = @ptrCast(out orelse @as(*anyopaque, &no_output)),
+        .float_type = dtype_in,
+        .quant_type = dtype_out,
         .scale = scale,
         .zero_point = zero_point,
+        .round_mode = round_mode,
+        .reduce_op = .set,
+        .seed = seed,
+    }, numel);
+}
+
+export fn piquant_dequantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, scale: f64, zero_point: i64, reduce_op: types.ReduceOp) c_int {
+    const s = firstFailure(&.{
+        checkBuffers(ctx, in, out, numel),
+        checkTypes("dtype_out", dtype_out, "dtype_in", dtype_in),
+        checkParams(dtype_out, dtype_in, scale, zero_point),
+        checkReduceOp(reduce_op),
+    });
+    if (s != 0) return s;
+    return run(ctx.?, ctx.?.kernels.dequantize, .{
+        .src = @ptrCast(in orelse @as(*const anyopaque, &no_elements)),
+        .dst = @ptrCast(out orelse @as(*anyopaque, &no_output)),
+        .float_type = dtype_out,
+        .quant_type = dtype_in,
+        .scale = scale,
+        .zero_point = zero_point,
+        .round_mode = .nearest,
         .reduce_op = reduce_op,
-    };
-    parallel(ctx.?, types.DequantizeArgs, ctx.?.kernels.dequantize, &args, numel);
-    return 0;
+        .seed = 0,
+    }, numel);
+}
+
+export fn piquant_fake_quantize(ctx: ?*Context, in: ?*const anyopaque, dtype: DType, out: ?*anyopaque, numel: usize, dtype_q: DType, scale: f64, zero_point: i64, round_mode: types.RoundMode, seed: u64, reduce_op: types.ReduceOp) c_int {
+    const s = firstFailure(&.{
+        checkBuffers(ctx, in, out, numel),
+        checkTypes("dtype", dtype, "dtype_q", dtype_q),
+        checkParams(dtype, dtype_q, scale, zero_point),
+        checkRoundMode(round_mode),
+        checkReduceOp(reduce_op),
+    });
+    if (s != 0) return s;
+    return run(ctx.?, ctx.?.kernels.fake_quantize, .{
+        .src = @ptrCast(in orelse @as(*const anyopaque, &no_elements)),
+        .dst = @ptrCast(out orelse @as(*anyopaque, &no_output)),
+        .float_type = dtype,
+        .quant_type = dtype_q,
+        .scale = scale,
+        .zero_point = zero_point,
+        .round_mode = round_mode,
+        .reduce_op = reduce_op,
+        .seed = seed,
+    }, numel);
 }
 
 const max_chunks = 4096;
 const no_elements: [1]u8 = .{0};
+var no_output: [1]u8 = .{0};
 
 /// Smallest and largest non-NaN values (+inf/-inf when there are none).
 export fn piquant_minmax(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, numel: usize, out: ?*types.MinMax) c_int {
     if (checkBuffers(ctx, in, out, numel) != 0) return @intFromEnum(Status.invalid_argument);
     if (out == null) return fail(.invalid_argument, "out: expected a pointer, got NULL", .{});
-    if (!dtype_in.isFloat()) return fail(.unsupported_dtype, "dtype_in: expected a float type (f32, bf16), got {d}", .{@intFromEnum(dtype_in)});
+    if (!dtype_in.isFloat()) return fail(.unsupported_dtype, "dtype_in: expected a float type (F32, BF16, F16, F64), got {d}", .{@intFromEnum(dtype_in)});
     out.?.* = minmaxAll(ctx.?, @ptrCast(in orelse @as(*const anyopaque, &no_elements)), dtype_in, numel);
     return 0;
 }
@@ -264,52 +320,62 @@ fn minmaxAll(ctx: *Context, src: [*]const u8, t: DType, n: usize) types.MinMax {
     return m;
 }
 
-/// Parameters as MinMaxObserver computes them, in float32; see docs/semantics.md.
-pub fn paramsFromRange(mm: types.MinMax, q: DType, symmetric: bool) !struct { scale: f32, zero_point: i64 } {
-    const inf = std.math.inf(f32);
+fn Params(comptime C: type) type {
+    return struct { scale: C, zero_point: i128 };
+}
+
+/// Parameters as MinMaxObserver computes them, in C (float32, or float64
+/// for float64 input); see docs/semantics.md.
+pub fn paramsFromRange(comptime C: type, mm: types.MinMax, q: DType, symmetric: bool) !Params(C) {
+    const inf = std.math.inf(f64);
     if (mm.min == -inf or mm.max == inf) return error.Infinite;
     // An input with no non-NaN value has the range (+inf, -inf): treat it as {0}.
-    const lo: f32 = if (mm.min > mm.max) 0 else @min(mm.min, 0);
-    const hi: f32 = if (mm.min > mm.max) 0 else @max(mm.max, 0);
-    const qmin: f32 = @floatFromInt(q.qmin());
-    const qmax: f32 = @floatFromInt(q.qmax());
-    const eps = std.math.floatEps(f32);
+    const lo: C = if (mm.min > mm.max) 0 else @floatCast(@min(mm.min, 0));
+    const hi: C = if (mm.min > mm.max) 0 else @floatCast(@max(mm.max, 0));
+    const width: C = @floatFromInt(q.qmax() - q.qmin());
+    const eps = std.math.floatEps(C);
     if (symmetric) {
-        const amax = @max(-lo, hi);
-        const scale = @max(amax / ((qmax - qmin) / 2), eps);
+        const scale = @max(@max(-lo, hi) / (width / 2), eps);
         if (!std.math.isFinite(scale)) return error.Overflow;
-        const zp: i64 = if (q.qmin() < 0) 0 else @divFloor(q.qmin() + q.qmax() + 1, 2);
+        const zp: i128 = if (q.isSigned()) 0 else @divFloor(q.qmin() + q.qmax() + 1, 2);
         return .{ .scale = scale, .zero_point = zp };
     }
-    const scale = @max((hi - lo) / (qmax - qmin), eps);
+    const scale = @max((hi - lo) / width, eps);
     if (!std.math.isFinite(scale)) return error.Overflow;
-    const r = types.roundHalfEven(1, @splat(lo / scale))[0];
-    const zp = std.math.clamp(q.qmin() - @as(i64, @intFromFloat(r)), q.qmin(), q.qmax());
+    const r = types.roundHalfEven(1, C, @splat(lo / scale))[0];
+    const zp = std.math.clamp(q.qmin() - @as(i128, @intFromFloat(r)), q.qmin(), q.qmax());
     return .{ .scale = scale, .zero_point = zp };
 }
 
-export fn piquant_compute_params(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, numel: usize, dtype_q: DType, symmetric: c_int, out_scale: ?*f32, out_zero_point: ?*i64) c_int {
+export fn piquant_compute_params(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, numel: usize, dtype_q: DType, symmetric: c_int, out_scale: ?*f64, out_zero_point: ?*i64) c_int {
     if (checkBuffers(ctx, in, out_scale, numel) != 0) return @intFromEnum(Status.invalid_argument);
     if (out_scale == null or out_zero_point == null) return fail(.invalid_argument, "out_scale/out_zero_point: expected pointers, got NULL", .{});
-    if (!dtype_in.isFloat()) return fail(.unsupported_dtype, "dtype_in: expected a float type (f32, bf16), got {d}", .{@intFromEnum(dtype_in)});
-    if (!dtype_q.isQuantized()) return fail(.unsupported_dtype, "dtype_q: expected a quantized type, got {d}", .{@intFromEnum(dtype_q)});
+    const s = checkTypes("dtype_in", dtype_in, "dtype_q", dtype_q);
+    if (s != 0) return s;
     const mm = minmaxAll(ctx.?, @ptrCast(in orelse @as(*const anyopaque, &no_elements)), dtype_in, numel);
-    const p = paramsFromRange(mm, dtype_q, symmetric != 0) catch |e| return switch (e) {
+    const params: anyerror!Params(f64) = blk: {
+        if (dtype_in == .f64) break :blk paramsFromRange(f64, mm, dtype_q, symmetric != 0);
+        const p32 = paramsFromRange(f32, mm, dtype_q, symmetric != 0) catch |e| break :blk e;
+        break :blk .{ .scale = p32.scale, .zero_point = p32.zero_point };
+    };
+    const p = params catch |e| return switch (e) {
         error.Infinite => fail(.invalid_value, "x: contains an infinite value; parameters need a finite range", .{}),
-        error.Overflow => fail(.invalid_value, "x: its range (max - min) overflows float32", .{}),
+        else => fail(.invalid_value, "x: its range (max - min) overflows float32", .{}),
     };
     out_scale.?.* = p.scale;
-    out_zero_point.?.* = p.zero_point;
+    out_zero_point.?.* = dtype_q.rawZeroPoint(p.zero_point);
     return 0;
 }
 
 test "params of a known range" {
-    const p = try paramsFromRange(.{ .min = -1, .max = 3 }, .uint8, false);
+    const p = try paramsFromRange(f32, .{ .min = -1, .max = 3 }, .uint8, false);
     try std.testing.expectEqual(@as(f32, 4.0 / 255.0), p.scale);
-    try std.testing.expectEqual(@as(i64, 64), p.zero_point);
-    const s = try paramsFromRange(.{ .min = -1, .max = 3 }, .int8, true);
-    try std.testing.expectEqual(@as(i64, 0), s.zero_point);
-    try std.testing.expectError(error.Infinite, paramsFromRange(.{ .min = -std.math.inf(f32), .max = 0 }, .uint8, false));
+    try std.testing.expectEqual(@as(i128, 64), p.zero_point);
+    const s = try paramsFromRange(f32, .{ .min = -1, .max = 3 }, .int8, true);
+    try std.testing.expectEqual(@as(i128, 0), s.zero_point);
+    const u = try paramsFromRange(f64, .{ .min = -1, .max = 3 }, .uint64, true);
+    try std.testing.expectEqual(@as(i128, 1 << 63), u.zero_point);
+    try std.testing.expectError(error.Infinite, paramsFromRange(f32, .{ .min = -std.math.inf(f64), .max = 0 }, .uint8, false));
 }
 
 test {

@@ -2,63 +2,100 @@
 //! that crosses an object boundary is `extern` so that objects compiled for
 //! different CPU models agree on layout.
 
+const std = @import("std");
+
 /// Element types. Values are the C ABI's `piquant_dtype`; floats below 16,
-/// quantized types from 16 on, so later dtypes slot in without renumbering.
+/// quantized types from 16 on.
 pub const DType = enum(c_int) {
     f32 = 0,
     bf16 = 1,
+    f16 = 2,
+    f64 = 3,
+    uint2 = 16,
+    int2 = 17,
     uint4 = 18,
     int4 = 19,
     uint8 = 20,
     int8 = 21,
+    uint16 = 22,
+    int16 = 23,
+    uint32 = 24,
+    int32 = 25,
+    uint64 = 26,
+    int64 = 27,
     _,
 
+    pub const floats = [_]DType{ .f32, .bf16, .f16, .f64 };
+    pub const quantized = [_]DType{ .uint2, .int2, .uint4, .int4, .uint8, .int8, .uint16, .int16, .uint32, .int32, .uint64, .int64 };
+
     pub fn isFloat(t: DType) bool {
-        return t == .f32 or t == .bf16;
+        return std.mem.indexOfScalar(DType, &floats, t) != null;
     }
 
     pub fn isQuantized(t: DType) bool {
-        return switch (t) {
-            .uint4, .int4, .uint8, .int8 => true,
-            else => false,
-        };
+        return std.mem.indexOfScalar(DType, &quantized, t) != null;
+    }
+
+    pub fn isSigned(t: DType) bool {
+        return @intFromEnum(t) & 1 == 1;
     }
 
     /// Bits per element in memory.
     pub fn bits(t: DType) u8 {
         return switch (t) {
             .f32 => 32,
-            .bf16 => 16,
+            .bf16, .f16 => 16,
+            .f64 => 64,
+            .uint2, .int2 => 2,
             .uint4, .int4 => 4,
             .uint8, .int8 => 8,
+            .uint16, .int16 => 16,
+            .uint32, .int32 => 32,
+            .uint64, .int64 => 64,
             _ => 0,
         };
     }
 
-    pub fn qmin(t: DType) i64 {
-        return switch (t) {
-            .int4 => -8,
-            .int8 => -128,
-            else => 0,
-        };
+    pub fn qmin(t: DType) i128 {
+        if (!t.isSigned()) return 0;
+        return -(@as(i128, 1) << @intCast(t.bits() - 1));
     }
 
-    pub fn qmax(t: DType) i64 {
-        return switch (t) {
-            .uint4 => 15,
-            .int4 => 7,
-            .uint8 => 255,
-            .int8 => 127,
-            else => 0,
-        };
+    pub fn qmax(t: DType) i128 {
+        if (!t.isSigned()) return (@as(i128, 1) << @intCast(t.bits())) - 1;
+        return (@as(i128, 1) << @intCast(t.bits() - 1)) - 1;
+    }
+
+    /// The integer type a quantized element is stored as (packed types: u8).
+    pub fn Storage(comptime t: DType) type {
+        return std.meta.Int(if (t.isSigned()) .signed else .unsigned, @max(8, t.bits()));
+    }
+
+    /// The float type arithmetic on this float type is done in.
+    pub fn Compute(comptime t: DType) type {
+        return if (t == .f64) f64 else f32;
+    }
+
+    /// Elements per byte of packed types, 1 otherwise.
+    pub fn perByte(t: DType) usize {
+        return if (t.bits() < 8) 8 / t.bits() else 1;
     }
 
     /// Bytes needed for `n` elements; packed types round up to whole bytes.
     pub fn byteCount(t: DType, n: usize) usize {
-        return switch (t.bits()) {
-            4 => n / 2 + n % 2,
-            else => |b| n * (b / 8),
-        };
+        if (t.bits() < 8) return std.math.divCeil(usize, n, t.perByte()) catch unreachable;
+        return n * (t.bits() / 8);
+    }
+
+    /// A zero point as passed through the ABI (an int64; uint64's are its
+    /// bits) as the exact integer it stands for.
+    pub fn zeroPoint(t: DType, raw: i64) i128 {
+        return if (t == .uint64) @as(u64, @bitCast(raw)) else raw;
+    }
+
+    /// The ABI form of an exact zero point; see `zeroPoint`.
+    pub fn rawZeroPoint(t: DType, zp: i128) i64 {
+        return if (t == .uint64) @bitCast(@as(u64, @intCast(zp))) else @intCast(zp);
     }
 };
 
@@ -66,40 +103,36 @@ pub const RoundMode = enum(c_int) { nearest = 0, stochastic = 1, _ };
 
 pub const ReduceOp = enum(c_int) { set = 0, add = 1, _ };
 
-/// Arguments of one quantize call. Kernels process element ranges
-/// `[begin, end)` of it; for packed types `begin` is a multiple of the
-/// elements per byte.
-pub const QuantizeArgs = extern struct {
+/// Arguments of one quantize, dequantize or fake-quantize call. Kernels
+/// process element ranges `[begin, end)` of it; `begin` is always a multiple
+/// of `chunk_granule`.
+pub const Args = extern struct {
     src: [*]const u8,
     dst: [*]u8,
-    src_type: DType,
-    dst_type: DType,
-    inv_scale: f32,
+    /// The float side: quantize's input, dequantize's output, fake-quantize's both.
+    float_type: DType,
+    quant_type: DType,
+    scale: f64,
     zero_point: i64,
     round_mode: RoundMode,
-};
-
-pub const DequantizeArgs = extern struct {
-    src: [*]const u8,
-    dst: [*]u8,
-    src_type: DType,
-    dst_type: DType,
-    scale: f32,
-    zero_point: i64,
     reduce_op: ReduceOp,
+    seed: u64,
 };
 
 /// Smallest and largest non-NaN value of a range; +inf/-inf if it has none.
 pub const MinMax = extern struct {
-    min: f32,
-    max: f32,
+    min: f64,
+    max: f64,
 };
+
+pub const Kernel = *const fn (args: *const Args, begin: usize, end: usize) callconv(.c) void;
 
 /// One per ISA variant. Each kernel takes its argument block and an element
 /// range, so the thread pool can split any call without knowing its type.
 pub const KernelTable = extern struct {
-    quantize: *const fn (args: *const QuantizeArgs, begin: usize, end: usize) callconv(.c) void,
-    dequantize: *const fn (args: *const DequantizeArgs, begin: usize, end: usize) callconv(.c) void,
+    quantize: Kernel,
+    dequantize: Kernel,
+    fake_quantize: Kernel,
     minmax: *const fn (src: [*]const u8, src_type: DType, begin: usize, end: usize) callconv(.c) MinMax,
 };
 
@@ -115,15 +148,70 @@ pub const Isa = enum(c_int) {
 /// packed output is shared by two threads and chunk starts stay aligned.
 pub const chunk_granule = 64;
 
-/// Round half to even. Adding and subtracting 2^23 leaves the nearest
-/// integer under the default rounding mode; magnitudes of 2^23 and up are
-/// integers already. The float mode is strict, so this is not folded away.
-pub fn roundHalfEven(comptime n: comptime_int, y: @Vector(n, f32)) @Vector(n, f32) {
-    const V = @Vector(n, f32);
-    const U = @Vector(n, u32);
-    const two23: V = @splat(8388608.0);
+/// Round half to even. Adding and subtracting 2^m (m = mantissa bits) leaves
+/// the nearest integer under the default rounding mode; magnitudes of 2^m and
+/// up are integers already. The float mode is strict, so this is not folded away.
+pub fn roundHalfEven(comptime n: comptime_int, comptime C: type, y: @Vector(n, C)) @Vector(n, C) {
+    const V = @Vector(n, C);
+    const U = @Vector(n, std.meta.Int(.unsigned, @bitSizeOf(C)));
+    const magic: V = @splat(@as(C, @floatFromInt(@as(u64, 1) << std.math.floatMantissaBits(C))));
     const a = @abs(y);
-    const r: U = @bitCast((a + two23) - two23);
-    const sign = @as(U, @bitCast(y)) & @as(U, @splat(0x8000_0000));
-    return @select(f32, a < two23, @as(V, @bitCast(r | sign)), y);
+    const r: U = @bitCast((a + magic) - magic);
+    const sign_bit: U = @splat(@as(std.meta.Int(.unsigned, @bitSizeOf(C)), 1) << (@bitSizeOf(C) - 1));
+    const sign = @as(U, @bitCast(y)) & sign_bit;
+    return @select(C, a < magic, @as(V, @bitCast(r | sign)), y);
+}
+
+/// The largest C not above v (`up` false) or the smallest not below it.
+pub fn floatBound(comptime C: type, v: i128, up: bool) C {
+    const f: C = @floatFromInt(v);
+    const back: i128 = @intFromFloat(f); // |f| ≤ 2^64: fits
+    if (up and back < v) return std.math.nextAfter(C, f, std.math.inf(C));
+    if (!up and back > v) return std.math.nextAfter(C, f, -std.math.inf(C));
+    return f;
+}
+
+/// SplitMix64's output function: spreads a seed over all 64 bits.
+pub fn splitmix64(seed: u64) u64 {
+    var z = seed +% 0x9E37_79B9_7F4A_7C15;
+    z = (z ^ (z >> 30)) *% 0xBF58_476D_1CE4_E5B9;
+    z = (z ^ (z >> 27)) *% 0x94D0_49BB_1331_11EB;
+    return z ^ (z >> 31);
+}
+
+/// lowbias32 (Chris Wellons' hash-prospector): a bijective 32-bit mix.
+pub fn lowbias32(comptime n: comptime_int, v: @Vector(n, u32)) @Vector(n, u32) {
+    var x = v;
+    x ^= x >> @splat(16);
+    x *%= @splat(0x7feb352d);
+    x ^= x >> @splat(15);
+    x *%= @splat(0x846ca68b);
+    x ^= x >> @splat(16);
+    return x;
+}
+
+test "quantized ranges" {
+    try std.testing.expectEqual(@as(i128, -2), DType.int2.qmin());
+    try std.testing.expectEqual(@as(i128, 3), DType.uint2.qmax());
+    try std.testing.expectEqual(@as(i128, std.math.maxInt(u64)), DType.uint64.qmax());
+    try std.testing.expectEqual(@as(i128, std.math.minInt(i64)), DType.int64.qmin());
+    try std.testing.expectEqual(@as(usize, 3), DType.uint2.byteCount(9));
+    try std.testing.expect(DType.int32.Storage() == i32);
+}
+
+test "float bounds of integers" {
+    const m: i128 = std.math.maxInt(u64);
+    try std.testing.expectEqual(@as(f32, 0x1p64), @as(f32, @floatFromInt(m)));
+    try std.testing.expect(floatBound(f32, m, false) < 0x1p64);
+    try std.testing.expectEqual(@as(f32, 0x1p64 - 0x1p40), floatBound(f32, m, false));
+    try std.testing.expectEqual(@as(f64, -0x1p63), floatBound(f64, std.math.minInt(i64), true));
+    try std.testing.expectEqual(@as(f32, 255), floatBound(f32, 255, false));
+}
+
+test "lowbias32 known value" {
+    // From the hash-prospector reference implementation.
+    const v: @Vector(1, u32) = .{0};
+    try std.testing.expectEqual(@as(u32, 0), lowbias32(1, v)[0]);
+    const w: @Vector(1, u32) = .{1};
+    try std.testing.expect(lowbias32(1, w)[0] != 1);
 }

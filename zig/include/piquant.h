@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Version of this interface; piquant_abi_version() returns the library's. */
-#define PIQUANT_ABI_VERSION 1
+#define PIQUANT_ABI_VERSION 2
 
 typedef enum piquant_status {
     PIQUANT_OK = 0,
@@ -30,20 +30,33 @@ typedef enum piquant_status {
     PIQUANT_ERR_UNSUPPORTED = 6        /* a valid request this version does not implement */
 } piquant_status;
 
-/* Element types. Floats are below 16, quantized types from 16 on. 4-bit
- * types are packed two per byte, first element in the low nibble. */
+/* Element types. Floats are below 16, quantized types from 16 on.
+ * Arithmetic is done in float64 when the float side is F64, else in float32.
+ * 2- and 4-bit types are packed 4 or 2 per byte, first element in the lowest
+ * bits (torch.quint2x4 / quint4x2 layout); unused fields of a last byte are 0.
+ * Quantized types of 8 bits and more are stored as the C integer type. */
 typedef enum piquant_dtype {
     PIQUANT_DTYPE_F32 = 0,
-    PIQUANT_DTYPE_BF16 = 1,
+    PIQUANT_DTYPE_BF16 = 1,   /* the upper 16 bits of an IEEE binary32 */
+    PIQUANT_DTYPE_F16 = 2,    /* IEEE binary16 */
+    PIQUANT_DTYPE_F64 = 3,
+    PIQUANT_DTYPE_UINT2 = 16, /* [0, 3] */
+    PIQUANT_DTYPE_INT2 = 17,  /* [-2, 1] */
     PIQUANT_DTYPE_UINT4 = 18,
     PIQUANT_DTYPE_INT4 = 19,
     PIQUANT_DTYPE_UINT8 = 20,
-    PIQUANT_DTYPE_INT8 = 21
+    PIQUANT_DTYPE_INT8 = 21,
+    PIQUANT_DTYPE_UINT16 = 22,
+    PIQUANT_DTYPE_INT16 = 23,
+    PIQUANT_DTYPE_UINT32 = 24,
+    PIQUANT_DTYPE_INT32 = 25,
+    PIQUANT_DTYPE_UINT64 = 26,
+    PIQUANT_DTYPE_INT64 = 27
 } piquant_dtype;
 
 typedef enum piquant_round_mode {
     PIQUANT_ROUND_NEAREST = 0,   /* half to even */
-    PIQUANT_ROUND_STOCHASTIC = 1 /* reserved: returns PIQUANT_ERR_UNSUPPORTED in ABI 1 */
+    PIQUANT_ROUND_STOCHASTIC = 1 /* up with probability frac(y); keyed by (seed, element index) */
 } piquant_round_mode;
 
 typedef enum piquant_reduce_op {
@@ -63,8 +76,8 @@ typedef enum piquant_isa {
 
 /* Smallest and largest non-NaN value; +inf and -inf when there is none. */
 typedef struct piquant_minmax_result {
-    float min;
-    float max;
+    double min;
+    double max;
 } piquant_minmax_result;
 
 /* An opaque context: a kernel table and a thread pool. A context may be used
@@ -101,35 +114,51 @@ size_t piquant_context_num_threads(const piquant_context *ctx);
 /* The piquant_isa a context runs, -1 for NULL. */
 int piquant_context_isa(const piquant_context *ctx);
 
-/* out[i] = clamp(round_half_even(in[i] * (1/scale)) + zero_point, qmin, qmax).
- *   in: numel elements of dtype_in (F32 or BF16).
- *   out: the bytes of dtype_out for numel elements (numel/2 rounded up for
- *        4-bit types; the unused high nibble of an odd count is set to 0).
- *   scale: finite, > 0, with a finite reciprocal.
- *   zero_point: within dtype_out's range.
- *   mode: PIQUANT_ROUND_NEAREST. */
-int piquant_quantize(piquant_context *ctx, const void *in, piquant_dtype dtype_in, void *out,
-                     piquant_dtype dtype_out, size_t numel, float scale, int64_t zero_point,
-                     piquant_round_mode mode);
+/* Parameters shared by the functions below.
+ *   scale: rounded to the compute precision (float32 unless the float side is
+ *        F64) it must be finite, > 0, and have a finite reciprocal there.
+ *   zero_point: an integer within the quantized type's range. For UINT64 it
+ *        is passed as the int64_t with the same bits ((int64_t)(uint64_t)zp).
+ *   seed: keys stochastic rounding (ignored by NEAREST); the same seed gives
+ *        the same result for every thread count and ISA variant. */
 
-/* out[i] = float32(in[i] - zero_point) * scale, rounded to dtype_out (SET), or
- * out[i] = round(float32(out[i]) + float32(in[i] - zero_point) * scale) (ADD).
+/* out[i] = clamp(round(c(in[i]) * (1/scale)) + zero_point, qmin, qmax), the
+ * clamp on exact integers; NaN gives zero_point, +-inf qmax/qmin.
+ *   in: numel elements of dtype_in (a float type).
+ *   out: the bytes of numel elements of dtype_out (a quantized type). */
+int piquant_quantize(piquant_context *ctx, const void *in, piquant_dtype dtype_in, void *out,
+                     piquant_dtype dtype_out, size_t numel, double scale, int64_t zero_point,
+                     piquant_round_mode mode, uint64_t seed);
+
+/* out[i] = c(in[i] - zero_point) * scale, rounded to dtype_out (SET), or
+ * out[i] = round(c(out[i]) + c(in[i] - zero_point) * scale) (ADD); c is the
+ * compute precision of dtype_out and in[i] - zero_point is exact before it
+ * is rounded to c.
  *   in: numel elements of dtype_in (a quantized type), packed as above.
- *   out: numel elements of dtype_out (F32 or BF16). */
+ *   out: numel elements of dtype_out (a float type). */
 int piquant_dequantize(piquant_context *ctx, const void *in, piquant_dtype dtype_in, void *out,
-                       piquant_dtype dtype_out, size_t numel, float scale, int64_t zero_point,
+                       piquant_dtype dtype_out, size_t numel, double scale, int64_t zero_point,
                        piquant_reduce_op op);
 
-/* Smallest and largest non-NaN value of numel elements of dtype_in. */
+/* dequantize(quantize(in)) in one pass, bit for bit, without materializing
+ * the integers: in and out are numel elements of the float type dtype; out
+ * may equal in (the same pointer) but must not overlap it otherwise. */
+int piquant_fake_quantize(piquant_context *ctx, const void *in, piquant_dtype dtype, void *out,
+                          size_t numel, piquant_dtype dtype_q, double scale, int64_t zero_point,
+                          piquant_round_mode mode, uint64_t seed, piquant_reduce_op op);
+
+/* Smallest and largest non-NaN value of numel elements of dtype_in (a float
+ * type), exactly, as doubles. */
 int piquant_minmax(piquant_context *ctx, const void *in, piquant_dtype dtype_in, size_t numel,
                    piquant_minmax_result *out);
 
 /* scale and zero_point for quantizing in[0..numel) to dtype_q, as
  * torch.ao.quantization.MinMaxObserver computes them (symmetric != 0 for the
- * symmetric scheme). NaN is ignored; an infinite value gives
- * PIQUANT_ERR_INVALID_VALUE. */
+ * symmetric scheme), in the compute precision of dtype_in. NaN is ignored; an
+ * infinite value gives PIQUANT_ERR_INVALID_VALUE. UINT64 zero points are
+ * returned as their bits, as above. */
 int piquant_compute_params(piquant_context *ctx, const void *in, piquant_dtype dtype_in,
-                           size_t numel, piquant_dtype dtype_q, int symmetric, float *out_scale,
+                           size_t numel, piquant_dtype dtype_q, int symmetric, double *out_scale,
                            int64_t *out_zero_point);
 
 #ifdef __cplusplus

@@ -1,0 +1,49 @@
+"""Checks of the scalar arguments shared by every entry point: scale,
+zero_point and seed. Each raises an exception that names the argument."""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import numbers
+import secrets
+from typing import Any
+
+from ._dtypes import DataType
+
+
+def check_scale(scale: Any, fdt: DataType) -> float:
+    """``scale`` in the compute precision of the float type (float64 for F64
+    data, else float32), checked."""
+    if type(scale) is not float and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
+        raise TypeError(f"scale: expected a real number, got {type(scale).__name__}")
+    if fdt is DataType.F64:
+        s = float(scale)
+        ok = s > 0 and math.isfinite(s) and math.isfinite(1 / s)
+    else:
+        s = ctypes.c_float(scale).value  # overflow gives inf
+        ok = s > 0 and math.isfinite(s) and math.isfinite(ctypes.c_float(1 / s).value)
+    if not ok:
+        precision = "float64" if fdt is DataType.F64 else "float32"
+        raise ValueError(f"scale: expected a finite number > 0 whose {precision} reciprocal is finite, got {scale!r}")
+    return s
+
+
+def check_zero_point(zero_point: Any, qdt: DataType) -> int:
+    if type(zero_point) is not int and (isinstance(zero_point, bool) or not isinstance(zero_point, numbers.Integral)):
+        raise TypeError(f"zero_point: expected an integer, got {type(zero_point).__name__}")
+    zp = int(zero_point)
+    if not qdt.qmin <= zp <= qdt.qmax:
+        raise ValueError(f"zero_point: expected an integer in [{qdt.qmin}, {qdt.qmax}] for {qdt.short_name}, got {zp}")
+    return zp
+
+
+def check_seed(seed: Any, mode: int) -> int:
+    """The seed of stochastic rounding: a fresh one per call unless given."""
+    if seed is None:
+        return secrets.randbits(64) if mode == 1 else 0
+    if type(seed) is not int and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"seed: expected an integer or None, got {type(seed).__name__}")
+    if not 0 <= int(seed) < 1 << 64:
+        raise ValueError(f"seed: expected an integer in [0, 2**64), got {seed}")
+    return int(seed)
