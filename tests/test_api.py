@@ -230,3 +230,58 @@ def test_closed_context_raises():
     ctx.close()
     with pytest.raises(RuntimeError, match="closed"):
         piquant.quantize(np.ones(3, np.float32), "uint8", ctx=ctx)
+
+
+def test_fake_quantize_in_place_and_add(rng):
+    x = rng.standard_normal((5, 7)).astype(np.float32)
+    want = piquant.quantize(x, "int4", scale=0.2, zero_point=0).dequantize()
+    y = piquant.fake_quantize(x, "int4", scale=0.2, zero_point=0)
+    assert y.shape == x.shape and y.dtype == x.dtype and np.array_equal(y, want)
+    acc = np.ones_like(x)
+    piquant.fake_quantize(x, "int4", scale=0.2, zero_point=0, reduce="add", out=acc)
+    assert np.array_equal(acc, np.float32(1) + want)
+    inplace = x.copy()
+    assert piquant.fake_quantize(inplace, "int4", scale=0.2, zero_point=0, out=inplace) is inplace
+    assert np.array_equal(inplace, want)
+    with pytest.raises(ValueError, match="out"):
+        piquant.fake_quantize(x, "int4", scale=0.2, zero_point=0, reduce="add")
+    big = rng.standard_normal(100).astype(np.float32)
+    with pytest.raises(ValueError, match="shares memory"):
+        piquant.fake_quantize(big[:50], "int4", scale=0.2, zero_point=0, out=big[1:51])
+    with pytest.raises(ValueError, match="dtype"):
+        piquant.fake_quantize(x, "int4", scale=0.2, zero_point=0, out=np.empty(x.shape, np.float64))
+
+
+@pytest.mark.parametrize("ftype", [np.float16, np.float64])
+def test_numpy_float16_and_float64(rng, ftype):
+    x = (rng.standard_normal(1001) * 3).astype(ftype)
+    q = piquant.quantize(x, "int16")
+    assert q.data.dtype == np.int16
+    y = piquant.dequantize(q, ftype)
+    assert y.dtype == ftype
+    tol = q.scale * 0.5 + (np.finfo(ftype).eps * 8 if ftype == np.float16 else 0)
+    assert np.max(np.abs(y.astype(np.float64) - x.astype(np.float64))) <= tol * 1.01
+
+
+def test_float64_keeps_int64_precision():
+    x = np.array([2.0**52 + 1, -(2.0**52) - 3, 123456789012345.0])
+    q = piquant.quantize(x, "int64", scale=1.0, zero_point=0)
+    assert q.data.tolist() == [2**52 + 1, -(2**52) - 3, 123456789012345]
+    assert np.array_equal(q.dequantize(np.float64), x)
+
+
+def test_uint64_zero_points_above_int64():
+    x = np.linspace(-1, 1, 101)
+    p = piquant.compute_params(x, "uint64", symmetric=True)
+    assert p.zero_point == 2**63
+    q = piquant.quantize(x, "uint64", scale=p.scale, zero_point=p.zero_point)
+    assert q.data.dtype == np.uint64 and int(q.data[50]) == 2**63
+    assert np.max(np.abs(q.dequantize(np.float64) - x)) <= p.scale
+
+
+def test_two_bit_types_pack_four_per_byte():
+    x = np.array([0.0, 1.0, 2.0, 3.0, 1.0], np.float32)
+    q = piquant.quantize(x, "uint2", scale=1.0, zero_point=0)
+    assert q.data.tolist() == [0b11100100, 0b01]
+    assert np.array_equal(q.dequantize(), x)
+    assert piquant.DataType.UINT2.bit_size == 2 and piquant.DataType.INT2.qmin == -2

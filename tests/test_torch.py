@@ -28,20 +28,31 @@ def test_quantize_agrees_with_torch_except_at_ties(rng, tdtype, qtype):
     assert rate < 1e-3, f"mismatch rate {rate}"
 
 
-@pytest.mark.parametrize("symmetric", (False, True))
-@pytest.mark.parametrize("tdtype,qtype", [(torch.quint8, "uint8"), (torch.qint8, "int8")])
-def test_compute_params_matches_minmax_observer(rng, symmetric, tdtype, qtype):
+OBSERVED = [
+    (torch.quint8, "uint8", None, (False, True)),
+    (torch.qint8, "int8", None, (False, True)),
+    (torch.qint32, "int32", None, (False, True)),
+    # torch gives quint4x2 a symmetric zero point of 0 (ours: 8, the middle).
+    (torch.quint4x2, "uint4", None, (False,)),
+    (torch.quint8, "uint2", (0, 3), (False,)),
+    (torch.qint8, "int4", (-8, 7), (False,)),
+]
+
+
+@pytest.mark.parametrize("tdtype,qtype,qrange,schemes", OBSERVED)
+def test_compute_params_matches_minmax_observer(rng, tdtype, qtype, qrange, schemes):
     from torch.ao.quantization import MinMaxObserver
 
-    for shift in (-3.0, 0.0, 2.0):
+    limits = {} if qrange is None else dict(quant_min=qrange[0], quant_max=qrange[1])
+    for symmetric, shift in [(sym, shift) for sym in schemes for shift in (-3.0, 0.0, 2.0)]:
         x = torch.from_numpy((rng.standard_normal(10_000) + shift).astype(np.float32))
         scheme = torch.per_tensor_symmetric if symmetric else torch.per_tensor_affine
-        obs = MinMaxObserver(dtype=tdtype, qscheme=scheme)
+        obs = MinMaxObserver(dtype=tdtype, qscheme=scheme, **limits)
         obs(x)
         scale, zp = obs.calculate_qparams()
         got = piquant.compute_params(x, qtype, symmetric=symmetric)
-        assert np.float32(got.scale) == np.float32(scale.item())
-        assert got.zero_point == zp.item()
+        assert np.float32(got.scale) == np.float32(scale.item()), (symmetric, shift)
+        assert got.zero_point == zp.item(), (symmetric, shift)
 
 
 def test_torch_in_torch_out_and_bfloat16():
@@ -62,13 +73,14 @@ def test_dequantize_accepts_torch_quantized_tensor():
 
 def test_pi_quant_api_round_trip_and_real_params():
     x = torch.randn(3, 1000)
-    for dtype in (torch.quint8, torch.uint8, torch.quint4x2):
+    for dtype in (torch.quint8, torch.uint8, torch.quint4x2, torch.quint2x4, torch.qint32):
         scale, zp = piquant.torch.compute_quant_params(x, dtype=dtype)
         q = piquant.torch.quantize(x, scale=scale, zero_point=zp, dtype=dtype)
         assert q.dtype == dtype and q.shape == x.shape
         y = piquant.torch.dequantize(q, scale=scale, zero_point=zp, dtype=torch.float32)
         assert y.shape == x.shape
-        assert torch.max(torch.abs(y - x)) <= scale * 0.5 * 1.0001
+        if dtype != torch.quint2x4:  # x reaches beyond 2-bit's range
+            assert torch.max(torch.abs(y - x)) <= scale * 0.5 * 1.0001
         if dtype != torch.uint8:
             # A quantized tensor carries its real parameters: torch's own
             # dequantize agrees with ours.
@@ -99,3 +111,45 @@ def test_pi_quant_context_and_enums():
     assert (s, z) == tuple(piquant.compute_params(x, "uint8"))
     with pytest.raises(ValueError, match="zero_point"):
         ctx.quantize_ptr(x.data_ptr(), piquant.DataType.F32, out.data_ptr(), piquant.DataType.UINT8, 100, 0.05, 300, piquant.RoundMode.NEAREST)
+
+
+TORCH_QUANTIZED = [(torch.quint8, "uint8"), (torch.qint8, "int8"), (torch.qint32, "int32"), (torch.quint4x2, "uint4"), (torch.quint2x4, "uint2")]
+
+
+@pytest.mark.parametrize("tdtype,qtype", TORCH_QUANTIZED)
+@pytest.mark.parametrize("round_mode", ("nearest", "stochastic"))
+def test_torch_quantized_outputs_agree_with_torch(rng, tdtype, qtype, round_mode):
+    x = torch.from_numpy((rng.standard_normal((3, 1001)) * 2).astype(np.float32))
+    q = piquant.quantize(x, tdtype, round_mode=round_mode, seed=11)
+    plain = piquant.quantize(x, qtype, scale=q.scale, zero_point=q.zero_point, round_mode=round_mode, seed=11)
+    t = q.data
+    assert t.is_quantized and t.dtype == tdtype and tuple(t.shape) == x.shape
+    assert t.q_scale() == q.scale and t.q_zero_point() == q.zero_point
+    # The same integers as the plain form; torch reads them back as we do.
+    assert np.array_equal(t.int_repr().numpy().reshape(-1).view(np.uint8), plain.data.numpy().reshape(-1).view(np.uint8))
+    ours = piquant.dequantize(q)
+    assert torch.equal(t.dequantize(), ours)
+    # Accepted back without restating anything.
+    assert torch.equal(piquant.dequantize(t), ours)
+    with pytest.raises(ValueError, match="out"):
+        piquant.quantize(x, tdtype, out=torch.empty(x.shape, dtype=torch.uint8))
+
+
+def test_torch_quantized_output_needs_torch_input():
+    with pytest.raises(TypeError, match="torch"):
+        piquant.quantize(np.ones(4, np.float32), torch.quint8)
+
+
+@pytest.mark.parametrize("fdtype", (torch.float16, torch.float64, torch.bfloat16, torch.float32))
+@pytest.mark.parametrize("qdtype", (torch.uint8, torch.int16, torch.uint16, torch.int32, torch.uint32, torch.int64, torch.uint64))
+def test_every_torch_integer_and_float_type(rng, fdtype, qdtype):
+    x = torch.from_numpy(rng.standard_normal(257) * 100).to(fdtype)
+    q = piquant.quantize(x, qdtype)
+    assert q.data.dtype == qdtype and q.data.shape == x.shape
+    y = piquant.dequantize(q, fdtype)
+    assert y.dtype == fdtype
+    # float16/bfloat16 widen exactly to float32, the compute type.
+    xs = x.numpy() if fdtype == torch.float64 else x.float().numpy()
+    assert np.array_equal(q.data.numpy(), ref.quantize(xs, str(qdtype).removeprefix("torch."), q.scale, q.zero_point))
+    f = piquant.fake_quantize(x, qdtype, scale=q.scale, zero_point=q.zero_point)
+    assert f.dtype == fdtype and torch.equal(f, y)
