@@ -3,16 +3,21 @@ and stochastic), fake quantization and parameters: piquant against torch, in
 one process run.
 
     python benchmarks/bench_quantize.py [--numel 27264000] [--repeats 15] [--isa-sweep]
+        [--pi-quant-python /path/to/venv/bin/python]
 
 --isa-sweep adds piquant's quantize (into out=) for every ISA variant this
-CPU runs, with 1 and 2 threads.
+CPU runs, with 1 and 2 threads. --pi-quant-python runs pi-quant's quantize
+(nearest and stochastic) in that interpreter's environment, from this run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,6 +40,7 @@ def main() -> None:
     ap.add_argument("--numel", type=int, default=27_264_000)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--isa-sweep", action="store_true")
+    ap.add_argument("--pi-quant-python", help="python of a virtual environment with pypiquant installed")
     args = ap.parse_args()
     torch.set_num_threads(piquant.Context.get().num_threads)
     x = torch.randn(args.numel)
@@ -61,6 +67,10 @@ def main() -> None:
     info = piquant.info()
     print(f"numel={args.numel} isa={info['isa']} threads={info['num_threads']} torch threads={torch.get_num_threads()} repeats={args.repeats}")
     results = {name: median_time(fn, args.repeats) for name, fn in rows.items()}
+    if args.pi_quant_python:
+        peer = Path(__file__).with_name("peer_piquant.py")
+        cmd = [args.pi_quant_python, str(peer), str(args.numel), str(args.repeats), str(piquant.Context.get().num_threads)]
+        results |= json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     base = results["torch.quantize_per_tensor"]
     for name, t in results.items():
         print(f"{name:34s} median {t * 1e3:8.2f} ms   torch.quantize_per_tensor / this = {base / t:5.2f}x")
