@@ -10,7 +10,7 @@ import pytest
 
 import piquant
 import piquant_reference as ref
-from conftest import ISAS, THREADS
+from conftest import ISAS, THREADS, as_bytes, random_quantized
 
 # Above 32,768 elements calls are split over threads; 100,003 gives several
 # chunks and a ragged last one.
@@ -65,23 +65,6 @@ def adversarial_floats(rng, n: int, ftype: str, scale: float, qtype: str = "uint
         bits = rng.integers(0, 2**63, n // 16, dtype=np.uint64).astype(np.dtype(f"u{width // 8}"))
         x.view(bits.dtype)[rng.integers(0, n, bits.size)] = bits
     return x
-
-
-def random_quantized(rng, n: int, qtype: str) -> np.ndarray:
-    """Stored data of n elements: every bit pattern, packed fields included."""
-    st = ref.storage_dtype(qtype)
-    nbytes = -(-n * ref.bits(qtype) // 8)
-    data = rng.integers(0, 256, nbytes, dtype=np.uint16).astype(np.uint8)
-    if ref.bits(qtype) < 8:
-        used = n * ref.bits(qtype) % 8
-        if used:
-            data[-1] &= (1 << used) - 1
-        return data
-    return data.view(st)
-
-
-def as_bytes(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
 
 
 @pytest.mark.parametrize("threads", THREADS)

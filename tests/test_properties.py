@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import piquant
 import piquant_reference as ref
-from conftest import ISAS
+from conftest import ISAS, as_bytes, random_quantized
 
 pytestmark = pytest.mark.skipif(not ISAS, reason="native library not loaded")
 
@@ -80,10 +80,6 @@ def cases(draw):
     )
 
 
-def as_bytes(a) -> np.ndarray:
-    return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-
-
 @PROFILE
 @given(cases())
 def test_quantize_and_fake_quantize(case):
@@ -105,15 +101,7 @@ def test_quantize_and_fake_quantize(case):
 @given(cases())
 def test_dequantize(case):
     qtype, ftype, n = case["qtype"], case["ftype"], case["x"].size
-    rng = case["rng"]
-    nbytes = -(-n * ref.bits(qtype) // 8)
-    data = rng.integers(0, 256, nbytes, dtype=np.uint16).astype(np.uint8)
-    if ref.bits(qtype) < 8:
-        used = n * ref.bits(qtype) % 8
-        if used:
-            data[-1] &= (1 << used) - 1
-    else:
-        data = data.view(ref.storage_dtype(qtype))
+    data = random_quantized(case["rng"], n, qtype)
     start = case["x"].reshape(-1).copy()
     out, want = start.copy(), start.copy()
     piquant.dequantize(data, NP_FLOAT[ftype], scale=case["scale"], zero_point=case["zp"], qdtype=qtype, shape=(n,),
