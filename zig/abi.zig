@@ -211,8 +211,15 @@ fn firstFailure(statuses: []const c_int) c_int {
     return 0;
 }
 
-fn run(ctx: *Context, kernel: types.Kernel, args: types.Args, numel: usize) c_int {
-    if (numel != 0) parallel(ctx, kernel, &args, numel);
+/// Outputs of at least this many bytes are written with non-temporal
+/// stores: they would not stay cached anyway, and bypassing the cache saves
+/// reading each destination line before it is overwritten.
+const stream_min_bytes = 8 << 20;
+
+fn run(ctx: *Context, kernel: types.Kernel, args: types.Args, numel: usize, out_type: DType) c_int {
+    var a = args;
+    a.stream = @intFromBool(out_type.byteCount(numel) >= stream_min_bytes);
+    if (numel != 0) parallel(ctx, kernel, &a, numel);
     return 0;
 }
 
@@ -234,7 +241,8 @@ export fn piquant_quantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DTyp
         .round_mode = round_mode,
         .reduce_op = .set,
         .seed = seed,
-    }, numel);
+        .stream = 0,
+    }, numel, dtype_out);
 }
 
 export fn piquant_dequantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, scale: f64, zero_point: i64, reduce_op: types.ReduceOp) c_int {
@@ -255,7 +263,8 @@ export fn piquant_dequantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DT
         .round_mode = .nearest,
         .reduce_op = reduce_op,
         .seed = 0,
-    }, numel);
+        .stream = 0,
+    }, numel, dtype_out);
 }
 
 export fn piquant_fake_quantize(ctx: ?*Context, in: ?*const anyopaque, dtype: DType, out: ?*anyopaque, numel: usize, dtype_q: DType, scale: f64, zero_point: i64, round_mode: types.RoundMode, seed: u64, reduce_op: types.ReduceOp) c_int {
@@ -277,7 +286,8 @@ export fn piquant_fake_quantize(ctx: ?*Context, in: ?*const anyopaque, dtype: DT
         .round_mode = round_mode,
         .reduce_op = reduce_op,
         .seed = seed,
-    }, numel);
+        .stream = 0,
+    }, numel, dtype);
 }
 
 const max_chunks = 4096;
@@ -318,6 +328,35 @@ fn minmaxAll(ctx: *Context, src: [*]const u8, t: DType, n: usize) types.MinMax {
         m.max = @max(m.max, p.max);
     }
     return m;
+}
+
+/// The memory roofline the benchmarks compare against: a copy of `nbytes`
+/// (dst non-NULL; libc's memcpy per chunk) or a read of them (dst NULL),
+/// split over the context's pool the way the kernels are.
+export fn piquant_stream(ctx: ?*Context, src: ?*const anyopaque, dst: ?*anyopaque, nbytes: usize) c_int {
+    if (checkBuffers(ctx, src, if (dst) |d| d else @constCast(src), nbytes) != 0) return @intFromEnum(Status.invalid_argument);
+    const Stream = struct {
+        src: [*]const u8,
+        dst: ?[*]u8,
+        n: usize,
+        chunk: usize,
+        fn run(p: *const anyopaque, c: usize) void {
+            const self: *const @This() = @ptrCast(@alignCast(p));
+            const begin = c * self.chunk;
+            const len = @min(self.n, begin + self.chunk) - begin;
+            if (self.dst) |d| return @memcpy(d[begin..][0..len], self.src[begin..][0..len]);
+            const V = @Vector(64, u8);
+            var acc: V = @splat(0);
+            var i: usize = 0;
+            while (i + 64 <= len) : (i += 64) acc ^= self.src[begin + i ..][0..64].*;
+            std.mem.doNotOptimizeAway(acc);
+        }
+    };
+    if (nbytes == 0) return 0;
+    const chunk = std.mem.alignForward(usize, @max(nbytes / (ctx.?.pool.threadCount() * 4), 1 << 16), 64);
+    const job = Stream{ .src = @ptrCast(src.?), .dst = if (dst) |d| @ptrCast(d) else null, .n = nbytes, .chunk = chunk };
+    ctx.?.pool.run(.{ .ctx = &job, .run = Stream.run, .chunks = std.math.divCeil(usize, nbytes, chunk) catch unreachable });
+    return 0;
 }
 
 fn Params(comptime C: type) type {

@@ -117,6 +117,9 @@ pub const Args = extern struct {
     round_mode: RoundMode,
     reduce_op: ReduceOp,
     seed: u64,
+    /// Nonzero: write whole cache lines of the output with stores that
+    /// bypass the cache (set by the ABI for outputs too large to stay cached).
+    stream: u32,
 };
 
 /// Smallest and largest non-NaN value of a range; +inf/-inf if it has none.

@@ -161,6 +161,11 @@ int piquant_compute_params(piquant_context *ctx, const void *in, piquant_dtype d
                            size_t numel, piquant_dtype dtype_q, int symmetric, double *out_scale,
                            int64_t *out_zero_point);
 
+/* The memory roofline of the benchmarks: copies nbytes from src to dst, or
+ * only reads them when dst is NULL, split over the context's threads like
+ * the kernels. */
+int piquant_stream(piquant_context *ctx, const void *src, void *dst, size_t nbytes);
+
 #ifdef __cplusplus
 }
 #endif
