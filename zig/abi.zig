@@ -42,8 +42,14 @@ const Context = struct {
 const parallel_min_elements = 1 << 15;
 const min_chunk_elements = 1 << 14;
 
+/// Below this many elements a call is split into one chunk per thread: the
+/// caller nearly always takes the first, so repeated calls on the same
+/// arrays find each part in the cache of the core that did it last time.
+/// Larger calls stream from memory, where more chunks balance the load.
+const affinity_max_elements = 1 << 22;
+
 fn chunkSize(ctx: *const Context, n: usize) usize {
-    const per = n / (ctx.pool.threadCount() * 4);
+    const per = if (n < affinity_max_elements) n / ctx.pool.threadCount() else n / (ctx.pool.threadCount() * 4);
     return std.mem.alignForward(usize, @max(per, min_chunk_elements), types.chunk_granule);
 }
 

@@ -129,11 +129,44 @@ fn f32ToF16(x: Vec(f32)) Vec(u16) {
 
 // ------------------------------------------------------------ rounding
 
+// LLVM's roundeven: one instruction with SSE4.1 (roundps $8), AVX-512
+// (vrndscaleps) and Neon (frintn), independent of the MXCSR rounding mode.
+// Called per native register: wider vectors would be passed by pointer.
+extern fn @"llvm.roundeven.v4f32"(@Vector(4, f32)) @Vector(4, f32);
+extern fn @"llvm.roundeven.v8f32"(@Vector(8, f32)) @Vector(8, f32);
+extern fn @"llvm.roundeven.v16f32"(@Vector(16, f32)) @Vector(16, f32);
+extern fn @"llvm.roundeven.v2f64"(@Vector(2, f64)) @Vector(2, f64);
+extern fn @"llvm.roundeven.v4f64"(@Vector(4, f64)) @Vector(4, f64);
+extern fn @"llvm.roundeven.v8f64"(@Vector(8, f64)) @Vector(8, f64);
+
+fn roundEvenRegister(comptime C: type, comptime n: usize, v: @Vector(n, C)) @Vector(n, C) {
+    return switch (@Vector(n, C)) {
+        @Vector(4, f32) => @"llvm.roundeven.v4f32"(v),
+        @Vector(8, f32) => @"llvm.roundeven.v8f32"(v),
+        @Vector(16, f32) => @"llvm.roundeven.v16f32"(v),
+        @Vector(2, f64) => @"llvm.roundeven.v2f64"(v),
+        @Vector(4, f64) => @"llvm.roundeven.v4f64"(v),
+        @Vector(8, f64) => @"llvm.roundeven.v8f64"(v),
+        else => @compileError("no register of this shape"),
+    };
+}
+
+/// Round half to even. Baseline x86-64 has no rounding instruction (LLVM
+/// would call roundevenf per lane), so it uses the add-and-subtract trick.
+fn roundEven(comptime C: type, y: Vec(C)) Vec(C) {
+    if (isa == .generic) return types.roundHalfEven(block, C, y);
+    const reg = lanes * 4 / @sizeOf(C); // elements of C per native register
+    var parts: [block / reg]@Vector(reg, C) = undefined;
+    const arr: [block]C = y;
+    inline for (&parts, 0..) |*part, k| part.* = roundEvenRegister(C, reg, arr[k * reg ..][0..reg].*);
+    return @bitCast(parts);
+}
+
 fn floorExact(comptime C: type, y: Vec(C)) Vec(C) {
     // SSE4.1, AVX-512 and Neon floor in one instruction; baseline x86-64
     // would call floorf per lane, so it rounds to nearest and steps down.
     if (isa != .generic) return @floor(y);
-    const t = types.roundHalfEven(block, C, y);
+    const t = roundEven(C, y);
     return t - @select(C, t > y, splat(C, 1), splat(C, 0));
 }
 
@@ -167,7 +200,7 @@ fn uniforms(comptime C: type, key: u64, i: usize) Vec(C) {
 /// (up with probability frac(y), the comparison u < y - floor(y)).
 fn roundValues(comptime C: type, comptime mode: types.RoundMode, y: Vec(C), key: u64, i: usize) Vec(C) {
     switch (mode) {
-        .nearest => return types.roundHalfEven(block, C, y),
+        .nearest => return roundEven(C, y),
         .stochastic => {
             const fl = floorExact(C, y);
             return fl + @select(C, uniforms(C, key, i) < y - fl, splat(C, 1), splat(C, 0));

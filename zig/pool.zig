@@ -8,6 +8,12 @@ const std = @import("std");
 const Futex = std.Thread.Futex;
 const Atomic = std.atomic.Value;
 
+/// Pause-loop iterations (each some tens of nanoseconds) a worker spins
+/// after a job before it sleeps, and the caller spins waiting for the last
+/// chunks before it sleeps.
+const worker_spins = 2000;
+const caller_spins = 20000;
+
 pub const Job = struct {
     ctx: *const anyopaque,
     run: *const fn (ctx: *const anyopaque, chunk: usize) void,
@@ -26,6 +32,11 @@ pub const Pool = struct {
     remaining: Atomic(u32) = .init(0),
     job: Job = undefined,
     stopping: Atomic(bool) = .init(false),
+    /// Workers asleep on `epoch`, and whether the caller sleeps on
+    /// `remaining`: a futex wake (a system call, slow on virtual machines)
+    /// is made only when someone sleeps.
+    sleepers: Atomic(u32) = .init(0),
+    caller_sleeps: Atomic(bool) = .init(false),
 
     /// `num_threads` counts the calling thread, so it spawns one fewer worker.
     pub fn init(self: *Pool, allocator: std.mem.Allocator, num_threads: usize) !void {
@@ -69,14 +80,21 @@ pub const Pool = struct {
         self.remaining.store(@intCast(job.chunks), .release);
         const epoch = self.epoch.load(.monotonic) +% 1;
         self.claim.store(@as(u64, epoch) << 32, .release);
-        self.epoch.store(epoch, .release);
-        Futex.wake(&self.epoch, @intCast(@min(self.workers.len, job.chunks - 1)));
+        self.epoch.store(epoch, .seq_cst);
+        if (self.sleepers.load(.seq_cst) > 0) Futex.wake(&self.epoch, @intCast(@min(self.workers.len, job.chunks - 1)));
         self.work(epoch);
-        while (true) {
-            const left = self.remaining.load(.acquire);
-            if (left == 0) break;
-            Futex.wait(&self.remaining, left);
+        var spins: usize = 0;
+        while (self.remaining.load(.acquire) != 0) {
+            if (spins < caller_spins) {
+                std.atomic.spinLoopHint();
+                spins += 1;
+                continue;
+            }
+            self.caller_sleeps.store(true, .seq_cst);
+            const left = self.remaining.load(.seq_cst);
+            if (left != 0) Futex.wait(&self.remaining, left);
         }
+        self.caller_sleeps.store(false, .monotonic);
     }
 
     fn work(self: *Pool, epoch: u32) void {
@@ -87,7 +105,7 @@ pub const Pool = struct {
             if (index >= self.job.chunks) return;
             cur = self.claim.cmpxchgWeak(cur, cur + 1, .acq_rel, .acquire) orelse {
                 self.job.run(self.job.ctx, index);
-                if (self.remaining.fetchSub(1, .acq_rel) == 1) Futex.wake(&self.remaining, 1);
+                if (self.remaining.fetchSub(1, .seq_cst) == 1 and self.caller_sleeps.load(.seq_cst)) Futex.wake(&self.remaining, 1);
                 cur = self.claim.load(.acquire);
                 continue;
             };
@@ -100,9 +118,18 @@ pub const Pool = struct {
         var seen: u32 = 0;
         while (true) {
             var e = self.epoch.load(.acquire);
-            while (e == seen) {
-                Futex.wait(&self.epoch, seen);
-                e = self.epoch.load(.acquire);
+            var spins: usize = 0;
+            while (e == seen) : (e = self.epoch.load(.acquire)) {
+                // Spin a little first: jobs often come in bursts, and waking
+                // from a futex costs more than a small job.
+                if (spins < worker_spins) {
+                    std.atomic.spinLoopHint();
+                    spins += 1;
+                    continue;
+                }
+                _ = self.sleepers.fetchAdd(1, .seq_cst);
+                if (self.epoch.load(.seq_cst) == seen) Futex.wait(&self.epoch, seen);
+                _ = self.sleepers.fetchSub(1, .seq_cst);
             }
             seen = e;
             if (self.stopping.load(.acquire)) return;

@@ -1,0 +1,468 @@
+"""``python -m piquant bench``: piquant against the peers present on this
+machine, side by side in one run, with the memory roofline of the same run.
+
+Peers: torch's quantized-tensor ops (``quantize_per_tensor``, ``.dequantize()``,
+``aminmax``-based parameters, ``fake_quantize_per_tensor_affine``), torch's
+decomposed ops (``torch.ops.quantized_decomposed``, where torch is moving as it
+deprecates quantized tensors), pi-quant (``pypiquant``, in a virtual
+environment of its own because it installs the same import name), and the
+numpy reference. A peer that is missing or cannot do a row is reported as
+skipped, with the reason.
+
+Roofline efficiency = (bytes read + bytes written) / time ÷ the bandwidth of
+a streaming copy (a read, for compute_params) of the same size on the same
+threads (``piquant_stream``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import venv
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import piquant
+import piquant_reference as ref
+
+from . import _backend
+
+SIZES = (64, 4_096, 65_536, 1_048_576, 27_264_000)
+PEERS = ("torch", "torch decomposed", "pi-quant", "reference")
+PI_QUANT = "pypiquant==4.1.0"
+# Seconds of timing per measurement (after a warm-up call), and at least this many calls.
+BUDGET = {"quick": 0.02, "full": 0.25}
+MIN_REPEATS = {"quick": 3, "full": 10}
+REFERENCE_MAX = {"quick": 1_048_576, "full": 27_264_000}
+
+
+@dataclass(frozen=True)
+class Row:
+    op: str  # quantize, dequantize, compute_params, fake_quantize
+    float_dtype: str
+    quant_dtype: str
+    round_mode: str = "nearest"
+    reduce: str = "set"
+
+    @property
+    def name(self) -> str:
+        f = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "float64": "f64"}[self.float_dtype]
+        if self.op == "quantize":
+            return f"quantize {f}→{self.quant_dtype}" + (" stochastic" if self.round_mode == "stochastic" else "")
+        if self.op == "dequantize":
+            return f"dequantize {self.quant_dtype}→{f}" + (" add" if self.reduce == "add" else "")
+        if self.op == "fake_quantize":
+            return f"fake_quantize {f} via {self.quant_dtype}"
+        return f"compute_params {f}"
+
+    def bytes_moved(self, n: int) -> int:
+        """Bytes read plus bytes written by one call on n elements."""
+        f = {"float64": 8, "float32": 4}.get(self.float_dtype, 2)
+        q = (n * ref.bits(self.quant_dtype) + 7) // 8
+        return {
+            "quantize": n * f + q,
+            "dequantize": q + n * f * (2 if self.reduce == "add" else 1),
+            "fake_quantize": 2 * n * f,
+            "compute_params": n * f,
+        }[self.op]
+
+
+ROWS = (
+    Row("quantize", "float32", "uint8"),
+    Row("quantize", "float32", "uint8", round_mode="stochastic"),
+    Row("quantize", "float32", "int8"),
+    Row("quantize", "float32", "uint4"),
+    Row("quantize", "bfloat16", "uint8"),
+    Row("quantize", "float16", "uint8"),
+    Row("dequantize", "float32", "uint8"),
+    Row("dequantize", "float32", "uint8", reduce="add"),
+    Row("dequantize", "float32", "uint4"),
+    Row("dequantize", "bfloat16", "uint8"),
+    Row("compute_params", "float32", "uint8"),
+    Row("fake_quantize", "float32", "uint8"),
+)
+
+
+@dataclass
+class Result:
+    row: str
+    n: int
+    bytes: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    roofline_efficiency: float | None = None
+
+
+def median_time(fn: Callable[[], Any], budget: float, min_repeats: int) -> float:
+    fn()  # warm up: page faults, caches, pool start
+    t = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t, 1e-7)
+    times = []
+    for _ in range(max(min_repeats, min(2000, int(budget / once)))):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+# ------------------------------------------------------------ inputs
+
+
+class Inputs:
+    """The arrays of one (row, n): the same memory for every in-process peer
+    (torch tensors share numpy's buffers)."""
+
+    def __init__(self, row: Row, n: int, torch: Any) -> None:
+        self.row, self.n, self.torch = row, n, torch
+        x32 = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+        self.x32 = x32
+        self.scale, self.zero_point = piquant.compute_params(x32, row.quant_dtype)
+        self.x = self._float(x32, row.float_dtype)
+        self.q = piquant.quantize(x32, row.quant_dtype, scale=self.scale, zero_point=self.zero_point)
+
+    def _float(self, x32: np.ndarray, dtype: str) -> Any:
+        if dtype == "float32":
+            return x32
+        if dtype == "float16":
+            return x32.astype(np.float16)
+        if self.torch is not None:  # bfloat16: torch's, so that numpy needs no ml_dtypes
+            return self.torch.from_numpy(x32).to(self.torch.bfloat16)
+        import ml_dtypes
+
+        return x32.astype(ml_dtypes.bfloat16)
+
+    def float_out(self) -> Any:
+        """A zeroed output of the row's float type, the kind of self.x."""
+        if isinstance(self.x, np.ndarray):
+            return np.zeros(self.n, self.x.dtype)
+        return self.torch.zeros(self.n, dtype=self.x.dtype)
+
+
+# ------------------------------------------------------------ peers: in process
+
+
+def piquant_fn(inp: Inputs, ctx: piquant.Context) -> Callable[[], Any]:
+    r, s, zp = inp.row, inp.scale, inp.zero_point
+    if r.op == "quantize":
+        out = piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp).data
+        return lambda: piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp, round_mode=r.round_mode, out=out, ctx=ctx)
+    if r.op == "dequantize":
+        out = inp.float_out()
+        q = piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp)  # q.data of x's kind
+        return lambda: piquant.dequantize(q, out=out, reduce=r.reduce, ctx=ctx)
+    if r.op == "fake_quantize":
+        out = inp.float_out()
+        return lambda: piquant.fake_quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp, out=out, ctx=ctx)
+    return lambda: piquant.compute_params(inp.x, r.quant_dtype, ctx=ctx)
+
+
+_TORCH_QTYPES = {"uint8": "quint8", "int8": "qint8", "uint4": "quint4x2", "uint2": "quint2x4", "int32": "qint32"}
+
+
+def torch_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
+    torch, r = inp.torch, inp.row
+    s, zp = float(inp.scale), int(inp.zero_point)
+    qmin, qmax = ref.qrange(r.quant_dtype)
+    xt = inp.x if not isinstance(inp.x, np.ndarray) else torch.from_numpy(inp.x)
+    if r.op == "compute_params":
+        def params() -> tuple[float, int]:
+            mn, mx = torch.aminmax(xt)
+            lo, hi = torch.clamp(mn, max=0), torch.clamp(mx, min=0)
+            scale = torch.clamp((hi - lo) / float(qmax - qmin), min=torch.finfo(torch.float32).eps)
+            zero = torch.clamp(qmin - torch.round(lo / scale).to(torch.int), qmin, qmax)
+            return scale.item(), int(zero.item())
+
+        return params, None
+    if r.quant_dtype not in _TORCH_QTYPES:
+        return None, f"torch has no quantized {r.quant_dtype}"
+    tq = getattr(torch, _TORCH_QTYPES[r.quant_dtype])
+    if r.op == "quantize":
+        if r.round_mode == "stochastic":
+            return None, "torch has no stochastic rounding"
+        return lambda: torch.quantize_per_tensor(xt, s, zp, tq), None
+    if r.op == "fake_quantize":
+        return lambda: torch.fake_quantize_per_tensor_affine(xt, s, zp, qmin, qmax), None
+    qt = torch.quantize_per_tensor(torch.from_numpy(inp.x32), s, zp, tq)
+    fdt = getattr(torch, r.float_dtype)
+    if r.reduce == "add":
+        acc = torch.zeros(inp.n, dtype=fdt)
+        return lambda: acc.add_(qt.dequantize()), None
+    if fdt == torch.float32:
+        return qt.dequantize, None
+    return lambda: qt.dequantize().to(fdt), None
+
+
+def decomposed_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
+    torch, r = inp.torch, inp.row
+    from torch.ao.quantization.fx import _decomposed  # noqa: F401  registers the ops
+
+    ops = torch.ops.quantized_decomposed
+    s, zp = float(inp.scale), int(inp.zero_point)
+    qmin, qmax = ref.qrange(r.quant_dtype)
+    xt = inp.x if not isinstance(inp.x, np.ndarray) else torch.from_numpy(inp.x)
+    if r.op == "compute_params":
+        eps = torch.finfo(torch.float32).eps
+        return lambda: ops.choose_qparams.tensor(xt, qmin, qmax, eps, torch.uint8), None
+    if r.quant_dtype not in ("uint8", "int8"):
+        return None, f"decomposed ops store one element per byte: no packed {r.quant_dtype}"
+    if r.round_mode == "stochastic":
+        return None, "torch has no stochastic rounding"
+    tdt = getattr(torch, r.quant_dtype)
+    if r.op == "quantize":
+        return lambda: ops.quantize_per_tensor(xt, s, zp, qmin, qmax, tdt), None
+    if r.op == "fake_quantize":
+        return lambda: ops.dequantize_per_tensor(ops.quantize_per_tensor(xt, s, zp, qmin, qmax, tdt), s, zp, qmin, qmax, tdt), None
+    q8 = ops.quantize_per_tensor(torch.from_numpy(inp.x32), s, zp, qmin, qmax, tdt)
+    fdt = getattr(torch, r.float_dtype)
+    if r.reduce == "add":
+        acc = torch.zeros(inp.n, dtype=fdt)
+        return lambda: acc.add_(ops.dequantize_per_tensor(q8, s, zp, qmin, qmax, tdt)), None
+    return lambda: ops.dequantize_per_tensor(q8, s, zp, qmin, qmax, tdt, out_dtype=fdt), None
+
+
+def reference_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
+    r, s, zp = inp.row, float(inp.scale), int(inp.zero_point)
+    x = inp.x if isinstance(inp.x, np.ndarray) else inp.x.view(inp.torch.int16).numpy().view(np.uint16)
+    fd = r.float_dtype
+    if r.op == "quantize":
+        return lambda: ref.quantize(x, r.quant_dtype, s, zp, round_mode=r.round_mode, seed=1, float_dtype=fd), None
+    if r.op == "fake_quantize":
+        return lambda: ref.fake_quantize(x, r.quant_dtype, s, zp, float_dtype=fd), None
+    if r.op == "compute_params":
+        return lambda: ref.compute_params(x, r.quant_dtype, float_dtype=fd), None
+    q = ref.quantize(inp.x32, r.quant_dtype, s, zp)
+    out = np.zeros(inp.n, np.float32 if fd == "float32" else np.uint16)
+    return lambda: ref.dequantize(q, r.quant_dtype, s, zp, numel=inp.n, out_dtype=fd, out=out, reduce=r.reduce), None
+
+
+# ------------------------------------------------------------ peer: pi-quant
+
+
+def pi_quant_python(explicit: str | None, log: Callable[[str], None]) -> tuple[str | None, str | None]:
+    """The interpreter of a virtual environment with pi-quant: the one given,
+    or one created (once) in the user's cache directory."""
+    if explicit:
+        return explicit, None
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "piquant-bench" / PI_QUANT.replace("==", "-")
+    py = cache / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if py.exists() and subprocess.run([str(py), "-I", "-c", "import piquant"], capture_output=True).returncode == 0:
+        return str(py), None
+    log(f"creating a virtual environment for pi-quant ({PI_QUANT}) in {cache} ...")
+    try:
+        venv.EnvBuilder(with_pip=True, clear=True).create(cache)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", PI_QUANT, "numpy"],
+                       check=True, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.SubprocessError) as e:
+        detail = getattr(e, "stderr", "") or str(e)
+        return None, f"could not install {PI_QUANT}: {detail.strip().splitlines()[-1] if detail.strip() else e}"
+    return str(py), None
+
+
+def run_pi_quant(py: str, cases: list[tuple[Row, int]], threads: int, mode: str) -> tuple[list[float | None], list[str | None]]:
+    req = {
+        "threads": threads,
+        "budget": BUDGET[mode],
+        "min_repeats": MIN_REPEATS[mode],
+        "cases": [dict(asdict(row), row=row.name, n=n) for row, n in cases],
+    }
+    script = Path(__file__).with_name("_peer_pi_quant.py")
+    out = subprocess.run([py, "-I", str(script)], input=json.dumps(req), capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout)
+    return res["medians"], res["skipped"]
+
+
+# ------------------------------------------------------------ the run
+
+
+class Progress:
+    """A one-line progress bar on stderr (a line per 10% when not a terminal)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.tty = total, 0, sys.stderr.isatty()
+        self.last_decile = -1
+
+    def step(self, what: str) -> None:
+        self.done += 1
+        frac = self.done / self.total
+        if self.tty:
+            bar = "#" * int(30 * frac)
+            sys.stderr.write(f"\r[{bar:<30}] {self.done}/{self.total} {what[:60]:<60}")
+            if self.done == self.total:
+                sys.stderr.write("\n")
+        elif int(10 * frac) != self.last_decile:
+            self.last_decile = int(10 * frac)
+            sys.stderr.write(f"[{self.done}/{self.total}] {what}\n")
+        sys.stderr.flush()
+
+
+def run(mode: str = "quick", sizes: tuple[int, ...] = SIZES, rows: tuple[Row, ...] = ROWS, *,
+        pi_quant: bool = True, pi_quant_python_path: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    ctx = piquant.Context.get()
+    threads = ctx.num_threads
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        torch = None
+    skipped_peers: dict[str, str] = {}
+    if torch is None:
+        skipped_peers["torch"] = skipped_peers["torch decomposed"] = "torch is not installed"
+    py = None
+    if pi_quant:
+        py, why = pi_quant_python(pi_quant_python_path, log)
+        if why:
+            skipped_peers["pi-quant"] = why
+    else:
+        skipped_peers["pi-quant"] = "--no-pi-quant"
+    in_process = [p for p in ("torch", "torch decomposed", "reference") if p not in skipped_peers]
+    progress = Progress(len(sizes) * (2 + len(rows) * (1 + len(in_process))))
+    results: list[Result] = []
+    roofline: dict[int, dict[str, float]] = {}
+    lib = _backend.library()
+    for n in sizes:
+        roofline[n] = stream_bandwidth(lib, ctx, n, mode, progress)
+        for row in rows:
+            res = Result(row.name, n, row.bytes_moved(n))
+            inp = Inputs(row, n, torch)
+            res.seconds["piquant"] = median_time(piquant_fn(inp, ctx), BUDGET[mode], MIN_REPEATS[mode])
+            progress.step(f"{row.name} n={n} piquant")
+            for peer in in_process:
+                if peer == "reference" and n > REFERENCE_MAX[mode]:
+                    res.skipped[peer] = f"n > {REFERENCE_MAX[mode]:,} (slow; --full runs it)"
+                else:
+                    make = {"torch": torch_fn, "torch decomposed": decomposed_fn, "reference": reference_fn}[peer]
+                    try:
+                        fn, why = make(inp)
+                        if fn is None:
+                            res.skipped[peer] = why or "n/a"
+                        else:
+                            res.seconds[peer] = median_time(fn, BUDGET[mode], MIN_REPEATS[mode])
+                    except Exception as e:  # a peer that cannot do this row is reported, not fatal
+                        res.skipped[peer] = f"{type(e).__name__}: {str(e).splitlines()[0][:100]}"
+                progress.step(f"{row.name} n={n} {peer}")
+            bw = roofline[n]["read_bytes_per_s" if row.op == "compute_params" else "copy_bytes_per_s"]
+            res.roofline_efficiency = res.bytes / res.seconds["piquant"] / bw
+            results.append(res)
+            del inp
+    if py:
+        cases = [(row, n) for n in sizes for row in rows]
+        try:
+            medians, why = run_pi_quant(py, cases, threads, mode)
+            for res, t, w in zip(results, medians, why):
+                if t is None:
+                    res.skipped["pi-quant"] = w
+                else:
+                    res.seconds["pi-quant"] = t
+        except (OSError, subprocess.SubprocessError, ValueError) as e:
+            skipped_peers["pi-quant"] = f"its run failed: {getattr(e, 'stderr', '') or e}"
+    for res in results:
+        for peer, why in skipped_peers.items():
+            res.skipped.setdefault(peer, why)
+    info = piquant.info(ctx)
+    return {
+        "piquant": info,
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
+                    "torch": getattr(torch, "__version__", None)},
+        "mode": mode,
+        "threads": threads,
+        "skipped_peers": skipped_peers,
+        "roofline": {str(n): v for n, v in roofline.items()},
+        "results": [asdict(r) for r in results],
+    }
+
+
+def stream_bandwidth(lib: Any, ctx: piquant.Context, n: int, mode: str, progress: Progress) -> dict[str, float]:
+    """Copy and read bandwidth (bytes/s, read + written) on n float32 values."""
+    src = np.ones(n, np.float32)
+    dst = np.empty_like(src)
+    handle = ctx.backend._ctx
+    copy = median_time(lambda: lib.piquant_stream(handle, src.ctypes.data, dst.ctypes.data, src.nbytes), BUDGET[mode], MIN_REPEATS[mode])
+    progress.step(f"copy n={n}")
+    read = median_time(lambda: lib.piquant_stream(handle, src.ctypes.data, None, src.nbytes), BUDGET[mode], MIN_REPEATS[mode])
+    progress.step(f"read n={n}")
+    return {"copy_bytes_per_s": 2 * src.nbytes / copy, "read_bytes_per_s": src.nbytes / read}
+
+
+# ------------------------------------------------------------ reporting
+
+
+def _time(t: float) -> str:
+    return f"{t * 1e6:8.2f} µs" if t < 1e-3 else f"{t * 1e3:8.2f} ms"
+
+
+def table(report: dict[str, Any]) -> str:
+    peers = [p for p in PEERS if any(p in r["seconds"] for r in report["results"])]
+    head = f"{'row':34} {'n':>11} {'piquant':>12} " + " ".join(f"{'÷ ' + p:>18}" for p in peers) + f" {'roofline':>9}"
+    lines = [head, "-" * len(head)]
+    for r in report["results"]:
+        t = r["seconds"]["piquant"]
+        cells = []
+        for p in peers:
+            cells.append(f"{t_p / t:17.2f}x" if (t_p := r["seconds"].get(p)) else f"{'—':>18}")
+        eff = r["roofline_efficiency"]
+        lines.append(f"{r['row']:34} {r['n']:>11,} {_time(t):>12} " + " ".join(cells) + f" {eff:9.2f}")
+    lines.append("÷ peer: the peer's median time over piquant's (above 1: piquant is faster). roofline: (bytes read + written) / time ÷ copy bandwidth of the same run (read bandwidth for compute_params).")
+    for peer, why in report["skipped_peers"].items():
+        lines.append(f"skipped {peer}: {why}")
+    reasons = sorted({f"{p}: {w}" for r in report["results"] for p, w in r["skipped"].items() if p not in report["skipped_peers"]})
+    if reasons:
+        lines.append("not measured on some rows — " + "; ".join(reasons))
+    return "\n".join(lines)
+
+
+def chart(report: dict[str, Any], path: Path) -> str | None:
+    """A PNG of piquant's speed-up over each peer, one panel per size; None,
+    or the reason it was not drawn."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install matplotlib, or piquant[bench])"
+    sizes = sorted({r["n"] for r in report["results"]})
+    rows = list(dict.fromkeys(r["row"] for r in report["results"]))
+    peers = [p for p in PEERS if any(p in r["seconds"] for r in report["results"])]
+    fig, axes = plt.subplots(len(sizes), 1, figsize=(12, 3.2 * len(sizes)), squeeze=False)
+    width = 0.8 / max(1, len(peers))
+    for ax, n in zip(axes[:, 0], sizes):
+        by_row = {r["row"]: r for r in report["results"] if r["n"] == n}
+        for k, peer in enumerate(peers):
+            ys = [by_row[row]["seconds"].get(peer, np.nan) / by_row[row]["seconds"]["piquant"] for row in rows]
+            ax.bar(np.arange(len(rows)) + k * width, ys, width, label=peer)
+        ax.axhline(1, color="black", linewidth=0.8)
+        ax.set_yscale("log")
+        ax.set_title(f"n = {n:,}: peer time ÷ piquant time (above 1: piquant faster)", fontsize=9)
+        ax.set_xticks(np.arange(len(rows)) + 0.4 - width / 2)
+        ax.set_xticklabels(rows, rotation=30, ha="right", fontsize=7)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def main(args: Any) -> int:
+    mode = "full" if args.full else "quick"
+    sizes = tuple(args.sizes) if args.sizes else SIZES
+    rows = tuple(r for r in ROWS if not args.rows or any(k in r.name for k in args.rows))
+    report = run(mode, sizes, rows, pi_quant=not args.no_pi_quant, pi_quant_python_path=args.pi_quant_python,
+                 log=lambda m: print(m, file=sys.stderr))
+    print(table(report))
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(report, indent=1))
+    print(f"results: {out / 'bench.json'}")
+    why = chart(report, out / "bench.png")
+    print(f"chart: {out / 'bench.png'}" if why is None else f"chart skipped: {why}")
+    return 0
