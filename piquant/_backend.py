@@ -80,6 +80,7 @@ class NativeBackend:
         self._quantize = lib.piquant_quantize
         self._dequantize = lib.piquant_dequantize
         self._fake_quantize = lib.piquant_fake_quantize
+        self._execute = lib.piquant_execute
 
     def close(self) -> None:
         if self._ctx:

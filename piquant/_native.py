@@ -41,6 +41,7 @@ _SIGNATURES = {
         c_int,
         [c_void_p, c_void_p, c_int, c_void_p, c_size, c_int, c_double, c_int64, c_int, c_uint64, c_int],
     ),
+    "piquant_execute": (c_int, [c_void_p, c_void_p]),
     "piquant_stream": (c_int, [c_void_p, c_void_p, c_void_p, c_size]),
     "piquant_minmax": (c_int, [c_void_p, c_void_p, c_int, c_size, ctypes.POINTER(MinMax)]),
     "piquant_compute_params": (

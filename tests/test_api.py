@@ -285,3 +285,34 @@ def test_two_bit_types_pack_four_per_byte():
     assert q.data.tolist() == [0b11100100, 0b01]
     assert np.array_equal(q.dequantize(), x)
     assert piquant.DataType.UINT2.bit_size == 2 and piquant.DataType.INT2.qmin == -2
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_fast_path_matches_general_path_and_still_checks(rng, kind):
+    import torch
+
+    conv = (lambda a: a) if kind == "numpy" else torch.from_numpy
+    x = conv(rng.standard_normal(777).astype(np.float32))
+    for qtype, storage, n_out in [("uint8", np.uint8, 777), ("int4", np.uint8, 389), ("int16", np.int16, 777)]:
+        out = conv(np.zeros(n_out, storage))
+        q = piquant.quantize(x, qtype, scale=0.05, zero_point=0, out=out, round_mode="stochastic", seed=3)
+        assert q.data is out and q.shape == (777,) and q.scale == float(np.float32(0.05))
+        general = piquant.quantize(x, qtype, scale=0.05, zero_point=0, round_mode="stochastic", seed=3)
+        assert np.array_equal(np.asarray(out), np.asarray(general.data))
+    y = conv(np.zeros(777, np.float32))
+    q8 = piquant.quantize(x, "uint8", scale=0.05, zero_point=128)
+    assert piquant.dequantize(q8, out=y) is y and np.array_equal(np.asarray(y), np.asarray(piquant.dequantize(q8)))
+    # The checks of the general path still apply when the fast one declines.
+    with pytest.raises(ValueError, match="zero_point"):
+        piquant.quantize(x, "uint8", scale=0.05, zero_point=256, out=conv(np.zeros(777, np.uint8)))
+    with pytest.raises(ValueError, match="scale"):
+        piquant.quantize(x, "uint8", scale=float("nan"), zero_point=0, out=conv(np.zeros(777, np.uint8)))
+    with pytest.raises(ValueError, match="expected 777"):
+        piquant.quantize(x, "uint8", scale=0.05, zero_point=0, out=conv(np.zeros(776, np.uint8)))
+    ctx = piquant.Context(1)
+    ctx.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        piquant.quantize(x, "uint8", scale=0.05, zero_point=0, out=conv(np.zeros(777, np.uint8)), ctx=ctx)
+    buf = conv(np.zeros(800, np.float32))
+    with pytest.raises(ValueError, match="shares memory"):
+        piquant.fake_quantize(buf[:700], "uint8", scale=0.05, zero_point=0, out=buf[10:710])

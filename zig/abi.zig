@@ -296,6 +296,35 @@ export fn piquant_fake_quantize(ctx: ?*Context, in: ?*const anyopaque, dtype: DT
     }, numel, dtype);
 }
 
+/// One call described by a struct, for bindings whose per-argument cost
+/// dominates small calls (Python's ctypes: ~0.1 µs an argument).
+pub const Call = extern struct {
+    op: Op,
+    float_type: DType,
+    quant_type: DType,
+    round_mode: types.RoundMode,
+    reduce_op: types.ReduceOp,
+    reserved: i32,
+    in: ?*const anyopaque,
+    out: ?*anyopaque,
+    numel: usize,
+    scale: f64,
+    zero_point: i64,
+    seed: u64,
+
+    pub const Op = enum(c_int) { quantize = 0, dequantize = 1, fake_quantize = 2, _ };
+};
+
+export fn piquant_execute(ctx: ?*Context, call: ?*const Call) c_int {
+    const c = call orelse return fail(.invalid_argument, "call: expected a pointer, got NULL", .{});
+    return switch (c.op) {
+        .quantize => piquant_quantize(ctx, c.in, c.float_type, c.out, c.quant_type, c.numel, c.scale, c.zero_point, c.round_mode, c.seed),
+        .dequantize => piquant_dequantize(ctx, c.in, c.quant_type, c.out, c.float_type, c.numel, c.scale, c.zero_point, c.reduce_op),
+        .fake_quantize => piquant_fake_quantize(ctx, c.in, c.float_type, c.out, c.numel, c.quant_type, c.scale, c.zero_point, c.round_mode, c.seed, c.reduce_op),
+        _ => fail(.invalid_argument, "call.op: expected 0 (quantize), 1 (dequantize) or 2 (fake_quantize), got {d}", .{@intFromEnum(c.op)}),
+    };
+}
+
 const max_chunks = 4096;
 const no_elements: [1]u8 = .{0};
 var no_output: [1]u8 = .{0};

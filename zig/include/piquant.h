@@ -161,6 +161,33 @@ int piquant_compute_params(piquant_context *ctx, const void *in, piquant_dtype d
                            size_t numel, piquant_dtype dtype_q, int symmetric, double *out_scale,
                            int64_t *out_zero_point);
 
+/* One call as a struct: the same as the function of that name, with the
+ * same arguments (float_type is quantize's dtype_in, dequantize's dtype_out,
+ * fake_quantize's dtype; quant_type the other side). For bindings where each
+ * argument of a foreign call is costly. */
+typedef enum piquant_op {
+    PIQUANT_OP_QUANTIZE = 0,
+    PIQUANT_OP_DEQUANTIZE = 1,
+    PIQUANT_OP_FAKE_QUANTIZE = 2
+} piquant_op;
+
+typedef struct piquant_call {
+    int32_t op; /* piquant_op */
+    int32_t float_type; /* piquant_dtype */
+    int32_t quant_type; /* piquant_dtype */
+    int32_t round_mode; /* piquant_round_mode (ignored by DEQUANTIZE) */
+    int32_t reduce_op;  /* piquant_reduce_op (ignored by QUANTIZE) */
+    int32_t reserved;   /* 0 */
+    const void *in;
+    void *out;
+    size_t numel;
+    double scale;
+    int64_t zero_point;
+    uint64_t seed;
+} piquant_call;
+
+int piquant_execute(piquant_context *ctx, const piquant_call *call);
+
 /* The memory roofline of the benchmarks: copies nbytes from src to dst, or
  * only reads them when dst is NULL, split over the context's threads like
  * the kernels. */
