@@ -246,7 +246,7 @@ def dequantize(
     if out is not None and dtype is None and shape is None:
         if type(q) is Quantized:
             if scale is None and zero_point is None and qdtype is None and len(q.shape) == getattr(out, "ndim", -1):
-                if _fast.run(_fast.DEQUANTIZE, q.data, q.dtype, q.scale, q.zero_point, "nearest", reduce, None, out, ctx) is not None:
+                if _fast.run(_fast.DEQUANTIZE, q.data, q.dtype, q.scale, q.zero_point, "nearest", reduce, None, out, ctx, q.numel) is not None:
                     return out
         elif scale is not None:
             if _fast.run(_fast.DEQUANTIZE, q, qdtype, scale, zero_point, "nearest", reduce, None, out, ctx) is not None:

@@ -121,10 +121,9 @@ class Inputs:
     """The arrays of one (row, n): the same memory for every in-process peer
     (torch tensors share numpy's buffers)."""
 
-    def __init__(self, row: Row, n: int, torch: Any) -> None:
-        self.row, self.n, self.torch = row, n, torch
-        x32 = np.random.default_rng(0).standard_normal(n).astype(np.float32)
-        self.x32 = x32
+    def __init__(self, row: Row, x32: np.ndarray, torch: Any) -> None:
+        n = x32.size
+        self.row, self.n, self.torch, self.x32 = row, n, torch, x32
         self.scale, self.zero_point = piquant.compute_params(x32, row.quant_dtype)
         self.x = self._float(x32, row.float_dtype)
         self.q = piquant.quantize(x32, row.quant_dtype, scale=self.scale, zero_point=self.zero_point)
@@ -188,6 +187,8 @@ def torch_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
     if r.op == "quantize":
         if r.round_mode == "stochastic":
             return None, "torch has no stochastic rounding"
+        if xt.dtype != torch.float32:
+            return None, "torch.quantize_per_tensor takes float32 only"
         return lambda: torch.quantize_per_tensor(xt, s, zp, tq), None
     if r.op == "fake_quantize":
         return lambda: torch.fake_quantize_per_tensor_affine(xt, s, zp, qmin, qmax), None
@@ -331,9 +332,10 @@ def run(mode: str = "quick", sizes: tuple[int, ...] = SIZES, rows: tuple[Row, ..
     lib = _backend.library()
     for n in sizes:
         roofline[n] = stream_bandwidth(lib, ctx, n, mode, progress)
+        x32 = np.random.default_rng(0).standard_normal(n, dtype=np.float32)
         for row in rows:
             res = Result(row.name, n, row.bytes_moved(n))
-            inp = Inputs(row, n, torch)
+            inp = Inputs(row, x32, torch)
             res.seconds["piquant"] = median_time(piquant_fn(inp, ctx), BUDGET[mode], MIN_REPEATS[mode])
             progress.step(f"{row.name} n={n} piquant")
             for peer in in_process:

@@ -120,9 +120,11 @@ def _scale(scale: Any, f64: bool) -> float | None:
     return s
 
 
-def run(op: int, x: Any, qdtype: Any, scale: Any, zero_point: Any, mode: Any, reduce: Any, seed: Any, out: Any, ctx: Any) -> tuple[DataType, float, int] | None:
+def run(op: int, x: Any, qdtype: Any, scale: Any, zero_point: Any, mode: Any, reduce: Any, seed: Any, out: Any, ctx: Any,
+        numel: int | None = None) -> tuple[DataType, float, int] | None:
     """Runs ``op`` from x into out if the fast path applies; returns (the
-    quantized type, the scale used, the zero point) or None."""
+    quantized type, the scale used, the zero point) or None. ``numel``: the
+    element count of packed input to DEQUANTIZE (a Quantized's)."""
     if out is None or type(zero_point) is not int or type(x) is not type(out):
         return None
     src = _buffer(x, writable=False)
@@ -135,7 +137,11 @@ def run(op: int, x: Any, qdtype: Any, scale: Any, zero_point: Any, mode: Any, re
     if q is None or m is None or r is None or not q.qmin <= zero_point <= q.qmax:
         return None
     if op == DEQUANTIZE:
-        if st is not q or q.packed or not dt.is_float or dn != n:
+        if q.packed and st is _UINT8 and numel is not None and (numel * q.bits + 7) >> 3 == n:
+            n = numel  # packed bytes in, numel values out
+        elif st is not q:
+            return None
+        if not dt.is_float or dn != n:
             return None
         f = dt
     elif op == QUANTIZE:
@@ -154,7 +160,8 @@ def run(op: int, x: Any, qdtype: Any, scale: Any, zero_point: Any, mode: Any, re
     backend = ctx._backend
     if s is None or type(backend) is not NativeBackend or not backend._ctx:  # a closed context has no handle
         return None
-    if sp < dp + dn * (dt.bits >> 3) and dp < sp + n * (st.bits >> 3) and not (op == FAKE_QUANTIZE and sp == dp):
+    in_bytes = (n * q.bits + 7) >> 3 if op == DEQUANTIZE else n * (st.bits >> 3)
+    if sp < dp + dn * (dt.bits >> 3) and dp < sp + in_bytes and not (op == FAKE_QUANTIZE and sp == dp):
         return None  # overlapping: the general path explains
     if seed is None:
         seed = secrets.randbits(64) if m == 1 else 0

@@ -331,12 +331,15 @@ fn interleave(comptime T: type, comptime per: usize, fields: [per]@Vector(block 
 fn storeQuantized(comptime Q: DType, dst: [*]u8, i: usize, q: Vec(Lane(Q))) void {
     if (comptime Q.bits() < 8) {
         // First element in the lowest bits (torch.quint4x2/quint2x4's layout).
+        // Gathering and combining at 32-bit width keeps the shuffles to ones
+        // every target has (vpermt2d with AVX-512F; no byte permutes needed).
         const per = comptime Q.perByte();
         const b = comptime Q.bits();
-        const fields = @as(Vec(u8), @truncate(@as(Vec(u32), @bitCast(q)))) & splat(u8, (1 << b) - 1);
-        var packed_bytes: @Vector(block / per, u8) = @splat(0);
-        inline for (0..per) |k| packed_bytes |= @shuffle(u8, fields, undefined, strided(per, k)) << @splat(b * k);
-        dst[i / per ..][0 .. block / per].* = packed_bytes;
+        const n = block / per;
+        const fields = @as(Vec(u32), @bitCast(q)) & splat(u32, (1 << b) - 1);
+        var packed_words: @Vector(n, u32) = @splat(0);
+        inline for (0..per) |k| packed_words |= @shuffle(u32, fields, undefined, strided(per, k)) << @splat(b * k);
+        dst[i / per ..][0..n].* = @as(@Vector(n, u8), @truncate(packed_words));
         return;
     }
     const T = Q.Storage();
@@ -350,16 +353,17 @@ fn loadQuantized(comptime Q: DType, src: [*]const u8, i: usize) Vec(Lane(Q)) {
         const b = comptime Q.bits();
         const n = block / per;
         const bytes: @Vector(n, u8) = src[i / per ..][0..n].*;
-        var fields: [per]@Vector(n, i8) = undefined;
+        const words: @Vector(n, i32) = @as(@Vector(n, u8), bytes); // widen first: see storeQuantized
+        var fields: [per]@Vector(n, i32) = undefined;
         inline for (0..per) |k| {
             if (comptime Q.isSigned()) {
-                // Move the field to the top of the byte, shift back arithmetically.
-                fields[k] = @as(@Vector(n, i8), @bitCast(bytes << @splat(8 - b * (k + 1)))) >> @splat(8 - b);
+                // Move the field to the top of the word, shift back arithmetically.
+                fields[k] = (words << @splat(32 - b * (k + 1))) >> @splat(32 - b);
             } else {
-                fields[k] = @bitCast((bytes >> @splat(b * k)) & @as(@Vector(n, u8), @splat((1 << b) - 1)));
+                fields[k] = (words >> @splat(b * k)) & @as(@Vector(n, i32), @splat((1 << b) - 1));
             }
         }
-        return interleave(i8, per, fields);
+        return interleave(i32, per, fields);
     }
     const T = Q.Storage();
     const p: [*]align(1) const T = @ptrCast(src);
@@ -372,28 +376,26 @@ fn loadQuantized(comptime Q: DType, src: [*]const u8, i: usize) Vec(Lane(Q)) {
 const line = 64;
 
 /// Stores 64-byte lines from `src` to the 64-byte aligned address `dst`,
-/// bypassing the cache.
+/// bypassing the cache. The staging buffer was just written by blocks of
+/// 16 bytes or more; loading it 16 bytes at a time keeps every load inside
+/// one earlier store, so it is forwarded instead of waiting for the stores
+/// to reach the cache.
 fn storeLinesNonTemporal(dst: usize, src: []align(line) const u8) void {
     var off: usize = 0;
-    while (off < src.len) : (off += line) {
-        const p = dst + off;
+    while (off < src.len) : (off += 16) {
+        const v: @Vector(16, u8) = src[off..][0..16].*;
         switch (isa) {
-            .avx512f => asm volatile ("vmovntdq %[v], (%[p])"
+            .avx512f, .avx2 => asm volatile ("vmovntdq %[v], (%[p])"
                 :
-                : [v] "v" (@as(@Vector(64, u8), src[off..][0..64].*)),
-                  [p] "r" (p),
+                : [v] "x" (v),
+                  [p] "r" (dst + off),
                 : .{ .memory = true }),
-            .avx2 => inline for (0..2) |k| asm volatile ("vmovntdq %[v], (%[p])"
+            .sse42, .generic => asm volatile ("movntdq %[v], (%[p])"
                 :
-                : [v] "v" (@as(@Vector(32, u8), src[off + 32 * k ..][0..32].*)),
-                  [p] "r" (p + 32 * k),
+                : [v] "x" (v),
+                  [p] "r" (dst + off),
                 : .{ .memory = true }),
-            .sse42, .generic => inline for (0..4) |k| asm volatile ("movntdq %[v], (%[p])"
-                :
-                : [v] "x" (@as(@Vector(16, u8), src[off + 16 * k ..][0..16].*)),
-                  [p] "r" (p + 16 * k),
-                : .{ .memory = true }),
-            .neon => @as(*[line]u8, @ptrFromInt(p)).* = src[off..][0..line].*,
+            .neon => @as(*[16]u8, @ptrFromInt(dst + off)).* = v,
         }
     }
 }
@@ -614,9 +616,10 @@ fn minmaxRange(comptime S: DType, src: [*]const u8, begin: usize, end: usize) ty
             @memcpy(buf[0 .. n * s_bytes], src[i * s_bytes ..][0 .. n * s_bytes]);
             x = @select(C, (comptime iota()) < splat(u32, @as(u32, @intCast(n))), loadFloats(S, &buf, 0), splat(C, std.math.nan(C)));
         }
-        const nan = x != x;
-        lo = @min(lo, @select(C, nan, inf, x));
-        hi = @max(hi, @select(C, nan, -inf, x));
+        // x < lo is false for NaN, so NaN never replaces a bound (and this
+        // is x86's minps/maxps exactly, with no NaN fix-up of @min/@max).
+        lo = @select(C, x < lo, x, lo);
+        hi = @select(C, x > hi, x, hi);
     }
     return .{ .min = @reduce(.Min, lo), .max = @reduce(.Max, hi) };
 }

@@ -8,11 +8,24 @@ const std = @import("std");
 const Futex = std.Thread.Futex;
 const Atomic = std.atomic.Value;
 
-/// Pause-loop iterations (each some tens of nanoseconds) a worker spins
-/// after a job before it sleeps, and the caller spins waiting for the last
-/// chunks before it sleeps.
-const worker_spins = 2000;
-const caller_spins = 20000;
+/// How long a worker spins after a job before it sleeps, and the caller
+/// spins waiting for the last chunks before it sleeps. Waking a sleeping
+/// thread was measured at 20–90 µs on a virtual machine; calls from Python
+/// come every few µs, so workers stay awake across a loop of them.
+const worker_spin_ns = 250 * std.time.ns_per_us;
+const caller_spin_ns = 1 * std.time.ns_per_ms;
+
+/// Spins (pausing) while `cond` holds, for at most `ns`; false if it timed out.
+fn spinWhile(ns: u64, cond: anytype) bool {
+    var timer = std.time.Timer.start() catch return false;
+    while (true) {
+        for (0..64) |_| {
+            if (!cond.holds()) return true;
+            std.atomic.spinLoopHint();
+        }
+        if (timer.read() > ns) return false;
+    }
+}
 
 pub const Job = struct {
     ctx: *const anyopaque,
@@ -83,13 +96,14 @@ pub const Pool = struct {
         self.epoch.store(epoch, .seq_cst);
         if (self.sleepers.load(.seq_cst) > 0) Futex.wake(&self.epoch, @intCast(@min(self.workers.len, job.chunks - 1)));
         self.work(epoch);
-        var spins: usize = 0;
-        while (self.remaining.load(.acquire) != 0) {
-            if (spins < caller_spins) {
-                std.atomic.spinLoopHint();
-                spins += 1;
-                continue;
+        const Unfinished = struct {
+            pool: *Pool,
+            fn holds(c: @This()) bool {
+                return c.pool.remaining.load(.acquire) != 0;
             }
+        };
+        _ = spinWhile(caller_spin_ns, Unfinished{ .pool = self });
+        while (self.remaining.load(.acquire) != 0) {
             self.caller_sleeps.store(true, .seq_cst);
             const left = self.remaining.load(.seq_cst);
             if (left != 0) Futex.wait(&self.remaining, left);
@@ -117,16 +131,17 @@ pub const Pool = struct {
         // a worker that starts late must still see a shutdown that came first.
         var seen: u32 = 0;
         while (true) {
-            var e = self.epoch.load(.acquire);
-            var spins: usize = 0;
-            while (e == seen) : (e = self.epoch.load(.acquire)) {
-                // Spin a little first: jobs often come in bursts, and waking
-                // from a futex costs more than a small job.
-                if (spins < worker_spins) {
-                    std.atomic.spinLoopHint();
-                    spins += 1;
-                    continue;
+            const Idle = struct {
+                pool: *Pool,
+                seen: u32,
+                fn holds(c: @This()) bool {
+                    return c.pool.epoch.load(.acquire) == c.seen;
                 }
+            };
+            // Spin first: jobs come in bursts, and a futex wake-up costs more than a small job.
+            _ = spinWhile(worker_spin_ns, Idle{ .pool = self, .seen = seen });
+            var e = self.epoch.load(.acquire);
+            while (e == seen) : (e = self.epoch.load(.acquire)) {
                 _ = self.sleepers.fetchAdd(1, .seq_cst);
                 if (self.epoch.load(.seq_cst) == seen) Futex.wait(&self.epoch, seen);
                 _ = self.sleepers.fetchSub(1, .seq_cst);

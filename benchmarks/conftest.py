@@ -1,0 +1,35 @@
+"""pytest-benchmark suite: the matrix of ``python -m piquant bench`` (rows ×
+sizes × peers from piquant/_bench.py), one benchmark per cell, grouped by
+row and size so that pytest-benchmark's table puts the peers side by side.
+
+    pip install ".[bench]"
+    python -m pytest benchmarks/ [-k 'quantize and 1048576']
+
+pi-quant runs in its own virtual environment (created on first use, see
+piquant/_bench.py); its medians, measured in the same session, are attached
+to piquant's benchmarks as extra_info["pi_quant_median_s"]. Set
+PIQUANT_BENCH_NO_PI_QUANT=1 to skip it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from piquant import _bench
+
+
+@pytest.fixture(scope="session")
+def pi_quant_medians():
+    """(row name, n) → pi-quant's median seconds, for the whole matrix, once."""
+    if os.environ.get("PIQUANT_BENCH_NO_PI_QUANT"):
+        return {}
+    py, why = _bench.pi_quant_python(None, print)
+    if py is None:
+        return {}
+    import piquant
+
+    cases = [(row, n) for n in _bench.SIZES for row in _bench.ROWS]
+    medians, _ = _bench.run_pi_quant(py, cases, piquant.Context.get().num_threads, "quick")
+    return {(row.name, n): t for (row, n), t in zip(cases, medians) if t is not None}

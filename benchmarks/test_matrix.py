@@ -1,0 +1,53 @@
+"""One pytest-benchmark per (row, size, peer); see conftest.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import piquant
+from piquant import _bench
+
+try:
+    import torch
+
+    torch.set_num_threads(piquant.Context.get().num_threads)
+except ImportError:
+    torch = None
+
+PEERS = {
+    "piquant": None,
+    "torch": _bench.torch_fn,
+    "torch decomposed": _bench.decomposed_fn,
+    "reference": _bench.reference_fn,
+}
+_inputs: dict[int, np.ndarray] = {}
+
+
+def inputs(row: _bench.Row, n: int) -> _bench.Inputs:
+    if n not in _inputs:
+        _inputs.clear()  # one size at a time: 27M-element inputs are large
+        _inputs[n] = np.random.default_rng(0).standard_normal(n, dtype=np.float32)
+    return _bench.Inputs(row, _inputs[n], torch)
+
+
+@pytest.mark.parametrize("peer", list(PEERS))
+@pytest.mark.parametrize("n", _bench.SIZES)
+@pytest.mark.parametrize("row", _bench.ROWS, ids=lambda r: r.name)
+def test_matrix(benchmark, pi_quant_medians, row, n, peer):
+    benchmark.group = f"{row.name} n={n}"
+    benchmark.extra_info.update(row=row.name, n=n, peer=peer, bytes=row.bytes_moved(n))
+    inp = inputs(row, n)
+    if peer == "piquant":
+        fn = _bench.piquant_fn(inp, piquant.Context.get())
+        if (row.name, n) in pi_quant_medians:
+            benchmark.extra_info["pi_quant_median_s"] = pi_quant_medians[(row.name, n)]
+    else:
+        if peer != "reference" and torch is None:
+            pytest.skip("torch is not installed")
+        if peer == "reference" and n > _bench.REFERENCE_MAX["quick"]:
+            pytest.skip("the reference is too slow at this size")
+        fn, why = PEERS[peer](inp)
+        if fn is None:
+            pytest.skip(why)
+    benchmark(fn)

@@ -1,0 +1,33 @@
+"""`python -m piquant bench` runs end to end (a tiny matrix; no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ISAS
+
+pytestmark = pytest.mark.skipif(not ISAS, reason="native library not loaded")
+
+
+def test_bench_command_writes_table_json_and_names_what_it_skipped(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "piquant", "bench", "--sizes", "64", "4096", "--rows", "f32→uint8", "compute_params",
+         "--no-pi-quant", "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "bench.json").read_text())
+    rows = {(x["row"], x["n"]) for x in report["results"]}
+    assert ("quantize f32→uint8", 64) in rows and ("compute_params f32", 4096) in rows
+    for res in report["results"]:
+        assert res["seconds"]["piquant"] > 0 and res["roofline_efficiency"] > 0
+        assert "torch" in res["seconds"] or "torch" in res["skipped"]
+        assert "reference" in res["seconds"]
+    assert report["skipped_peers"]["pi-quant"] == "--no-pi-quant"
+    assert "skipped pi-quant: --no-pi-quant" in r.stdout
+    assert "quantize f32→uint8 stochastic" in r.stdout and "÷ torch" in r.stdout
+    assert (tmp_path / "bench.png").exists() or "chart skipped" in r.stdout
