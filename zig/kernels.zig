@@ -375,6 +375,17 @@ fn loadQuantized(comptime Q: DType, src: [*]const u8, i: usize) Vec(Lane(Q)) {
 
 const line = 64;
 
+/// How far ahead of its loads a loop prefetches its input, in bytes.
+/// Measured at 27M elements: prefetching into L1 (locality 3) 2 KiB ahead
+/// cut quantize from 6.6 to 4.6 ms; non-temporal prefetch (locality 0)
+/// doubled it. The hardware prefetchers of the virtual machine alone do
+/// not keep one core's loads streaming while it computes.
+const prefetch_bytes = 2048;
+
+fn prefetchAhead(src: [*]const u8, byte_offset: usize) void {
+    @prefetch(src + byte_offset + prefetch_bytes, .{ .locality = 3 });
+}
+
 /// Stores 64-byte lines from `src` to the 64-byte aligned address `dst`,
 /// bypassing the cache. The staging buffer was just written by blocks of
 /// 16 bytes or more; loading it 16 bytes at a time keeps every load inside
@@ -428,7 +439,10 @@ fn streamGroups(comptime out_bits: u16, dst: [*]u8, begin: usize, end: usize, em
         // The block code writes element i to base + offset(i): aim it at staging[m].
         const base = (@intFromPtr(&staging) + m) -% i * out_bits / 8;
         var j: usize = 0;
-        while (j < group) : (j += block) emitter.emit(@as([*]u8, @ptrFromInt(base)), i + j);
+        while (j < group) : (j += block) {
+            emitter.prefetch(i + j);
+            emitter.emit(@as([*]u8, @ptrFromInt(base)), i + j);
+        }
         if (i == begin) {
             // staging[0..m) holds no bytes of ours yet: the first line is partial.
             @memcpy(@as([*]u8, @ptrFromInt(at))[0 .. line - m], staging[m..line]);
@@ -467,10 +481,16 @@ fn quantizeRange(comptime S: DType, comptime Q: DType, comptime mode: types.Roun
             fn emit(e: @This(), base: [*]u8, k: usize) void {
                 quantizeBlock(S, Q, mode, e.p, e.src, base, k, k);
             }
+            fn prefetch(e: @This(), k: usize) void {
+                prefetchAhead(e.src, k * (S.bits() / 8));
+            }
         };
         i = streamGroups(Q.bits(), a.dst, begin, end, Emit{ .p = p, .src = a.src });
     }
-    while (i + block <= end) : (i += block) quantizeBlock(S, Q, mode, p, a.src, a.dst, i, i);
+    while (i + block <= end) : (i += block) {
+        prefetchAhead(a.src, i * (S.bits() / 8));
+        quantizeBlock(S, Q, mode, p, a.src, a.dst, i, i);
+    }
     if (i == end) return;
     // Tail: run the same block code on a zero-padded copy, keep what is needed.
     const n = end - i;
@@ -504,10 +524,17 @@ fn dequantizeRange(comptime Q: DType, comptime D: DType, comptime op: types.Redu
             fn emit(e: @This(), base: [*]u8, k: usize) void {
                 dequantizeBlock(Q, D, .set, e.p, e.src, base, k);
             }
+            fn prefetch(e: @This(), k: usize) void {
+                prefetchAhead(e.src, Q.byteCount(k));
+            }
         };
         i = streamGroups(D.bits(), a.dst, begin, end, Emit{ .p = p, .src = a.src });
     }
-    while (i + block <= end) : (i += block) dequantizeBlock(Q, D, op, p, a.src, a.dst, i);
+    while (i + block <= end) : (i += block) {
+        prefetchAhead(a.src, Q.byteCount(i));
+        if (op == .add) prefetchAhead(a.dst, i * (D.bits() / 8));
+        dequantizeBlock(Q, D, op, p, a.src, a.dst, i);
+    }
     if (i == end) return;
     const n = end - i;
     const d_bytes = D.bits() / 8;
@@ -544,10 +571,17 @@ fn fakeRange(comptime S: DType, comptime Q: DType, comptime mode: types.RoundMod
             fn emit(e: @This(), base: [*]u8, k: usize) void {
                 fakeBlock(S, mode, .set, e.p, e.src, base, k, k);
             }
+            fn prefetch(e: @This(), k: usize) void {
+                prefetchAhead(e.src, k * (S.bits() / 8));
+            }
         };
         i = streamGroups(S.bits(), a.dst, begin, end, Emit{ .p = p, .src = a.src });
     }
-    while (i + block <= end) : (i += block) fakeBlock(S, mode, op, p, a.src, a.dst, i, i);
+    while (i + block <= end) : (i += block) {
+        prefetchAhead(a.src, i * (S.bits() / 8));
+        if (op == .add) prefetchAhead(a.dst, i * (S.bits() / 8));
+        fakeBlock(S, mode, op, p, a.src, a.dst, i, i);
+    }
     if (i == end) return;
     const n = end - i;
     const s_bytes = S.bits() / 8;
@@ -607,6 +641,7 @@ fn minmaxRange(comptime S: DType, src: [*]const u8, begin: usize, end: usize) ty
     while (i < end) : (i += block) {
         var x: Vec(C) = undefined;
         if (i + block <= end) {
+            prefetchAhead(src, i * (S.bits() / 8));
             x = loadFloats(S, src, i);
         } else {
             // Tail: padding lanes become NaN, which is ignored.
