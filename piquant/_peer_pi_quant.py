@@ -20,6 +20,8 @@ DTYPES = {"float32": "F32", "bfloat16": "BF16", "uint2": "UINT2", "uint4": "UINT
 
 
 def median_time(fn, budget, min_repeats):
+    # The same as piquant/_bench.py's, repeated on purpose: in pi-quant's
+    # environment `import piquant` is pi-quant, so this file imports nothing of ours.
     fn()
     t = time.perf_counter()
     fn()
