@@ -54,8 +54,12 @@ ABI_VERSION = 2
 
 
 def candidates() -> list[Path]:
-    """Where the library may be: inside the installed package, then the
-    in-tree development build (``python -m ziglang build``)."""
+    """Where the library may be: PIQUANT_LIBRARY if set (then only there:
+    e.g. a ReleaseSafe build for the tests), else inside the installed
+    package, then the in-tree development build (``python -m ziglang build``)."""
+    explicit = os.environ.get("PIQUANT_LIBRARY")
+    if explicit:
+        return [Path(explicit)]
     here = Path(__file__).resolve().parent
     return [here / LIBRARY_NAME, here.parent / "zig-out" / "lib" / LIBRARY_NAME]
 

@@ -211,10 +211,20 @@ fn checkReduceOp(op: types.ReduceOp) c_int {
     };
 }
 
-/// The first failing check's status, or 0.
-fn firstFailure(statuses: []const c_int) c_int {
-    for (statuses) |s| if (s != 0) return s;
-    return 0;
+/// The checks shared by quantize, dequantize and fake_quantize, in order:
+/// each runs only if the ones before it passed (checkParams formats the
+/// quantized type's name, which is only defined once checkTypes accepted it).
+fn checkCall(ctx: ?*Context, in: ?*const anyopaque, out: ?*anyopaque, numel: usize, float_arg: []const u8, f: DType, quant_arg: []const u8, q: DType, scale: f64, zero_point: i64, round_mode: ?types.RoundMode, reduce_op: ?types.ReduceOp) c_int {
+    var s = checkBuffers(ctx, in, out, numel);
+    if (s == 0) s = checkTypes(float_arg, f, quant_arg, q);
+    if (s == 0) s = checkParams(f, q, scale, zero_point);
+    if (s == 0) if (round_mode) |m| {
+        s = checkRoundMode(m);
+    };
+    if (s == 0) if (reduce_op) |r| {
+        s = checkReduceOp(r);
+    };
+    return s;
 }
 
 /// Outputs of at least this many bytes are written with non-temporal
@@ -233,12 +243,7 @@ fn run(ctx: *Context, kernel: types.Kernel, args: types.Args, numel: usize, out_
 }
 
 export fn piquant_quantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, scale: f64, zero_point: i64, round_mode: types.RoundMode, seed: u64) c_int {
-    const s = firstFailure(&.{
-        checkBuffers(ctx, in, out, numel),
-        checkTypes("dtype_in", dtype_in, "dtype_out", dtype_out),
-        checkParams(dtype_in, dtype_out, scale, zero_point),
-        checkRoundMode(round_mode),
-    });
+    const s = checkCall(ctx, in, out, numel, "dtype_in", dtype_in, "dtype_out", dtype_out, scale, zero_point, round_mode, null);
     if (s != 0) return s;
     return run(ctx.?, ctx.?.kernels.quantize, .{
         .src = @ptrCast(in orelse @as(*const anyopaque, &no_elements)),
@@ -255,12 +260,7 @@ export fn piquant_quantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DTyp
 }
 
 export fn piquant_dequantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, scale: f64, zero_point: i64, reduce_op: types.ReduceOp) c_int {
-    const s = firstFailure(&.{
-        checkBuffers(ctx, in, out, numel),
-        checkTypes("dtype_out", dtype_out, "dtype_in", dtype_in),
-        checkParams(dtype_out, dtype_in, scale, zero_point),
-        checkReduceOp(reduce_op),
-    });
+    const s = checkCall(ctx, in, out, numel, "dtype_out", dtype_out, "dtype_in", dtype_in, scale, zero_point, null, reduce_op);
     if (s != 0) return s;
     return run(ctx.?, ctx.?.kernels.dequantize, .{
         .src = @ptrCast(in orelse @as(*const anyopaque, &no_elements)),
@@ -277,13 +277,7 @@ export fn piquant_dequantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DT
 }
 
 export fn piquant_fake_quantize(ctx: ?*Context, in: ?*const anyopaque, dtype: DType, out: ?*anyopaque, numel: usize, dtype_q: DType, scale: f64, zero_point: i64, round_mode: types.RoundMode, seed: u64, reduce_op: types.ReduceOp) c_int {
-    const s = firstFailure(&.{
-        checkBuffers(ctx, in, out, numel),
-        checkTypes("dtype", dtype, "dtype_q", dtype_q),
-        checkParams(dtype, dtype_q, scale, zero_point),
-        checkRoundMode(round_mode),
-        checkReduceOp(reduce_op),
-    });
+    const s = checkCall(ctx, in, out, numel, "dtype", dtype, "dtype_q", dtype_q, scale, zero_point, round_mode, reduce_op);
     if (s != 0) return s;
     return run(ctx.?, ctx.?.kernels.fake_quantize, .{
         .src = @ptrCast(in orelse @as(*const anyopaque, &no_elements)),

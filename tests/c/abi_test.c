@@ -1,0 +1,144 @@
+/* The C ABI checked like a C library's: every bad argument gives its status
+ * and a message naming the argument, nothing is written to out, and create/
+ * quantize/destroy cycles leak nothing (run under LeakSanitizer / valgrind).
+ *
+ *   abi_test [cycles]        default 1000 cycles
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "piquant.h"
+
+static int failures = 0;
+
+#define EXPECT(cond, what)                                                        \
+    do {                                                                          \
+        if (!(cond)) {                                                            \
+            fprintf(stderr, "FAIL line %d: %s (last error: %s)\n", __LINE__, what, \
+                    piquant_last_error());                                        \
+            failures++;                                                           \
+        }                                                                         \
+    } while (0)
+
+/* status == want, the message mentions `arg`, and out is untouched. */
+static void expect_error(int status, int want, const char *arg, const uint8_t *out, size_t n,
+                         const char *what) {
+    size_t i;
+    EXPECT(status == want, what);
+    EXPECT(strstr(piquant_last_error(), arg) != NULL, what);
+    for (i = 0; out && i < n; i++) {
+        if (out[i] != 0xAB) {
+            EXPECT(0, "out was written by a failing call");
+            break;
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    enum { N = 1000 };
+    static float x[N];
+    static uint8_t q[N * 8];
+    static float y[N];
+    long cycles = argc > 1 ? atol(argv[1]) : 1000;
+    piquant_context *ctx = NULL;
+    piquant_minmax_result mm;
+    piquant_call call;
+    double scale = 0;
+    int64_t zp = 0;
+    long c;
+    int i;
+
+    for (i = 0; i < N; i++) x[i] = (float)sin(i * 0.01) * 3.0f;
+    EXPECT(piquant_abi_version() == PIQUANT_ABI_VERSION, "abi version");
+    EXPECT(piquant_isa_name(99) == NULL && piquant_isa_name(-1) == NULL, "unknown isa name");
+    EXPECT(piquant_context_num_threads(NULL) == 0 && piquant_context_isa(NULL) == -1, "NULL context queries");
+    piquant_context_destroy(NULL);
+
+    EXPECT(piquant_context_create(1, NULL, NULL) == PIQUANT_ERR_INVALID_ARGUMENT, "create: NULL out");
+    EXPECT(piquant_context_create(1, "avx1024", &ctx) == PIQUANT_ERR_ISA_UNAVAILABLE && ctx == NULL, "create: unknown isa");
+    EXPECT(piquant_context_create(5000, NULL, &ctx) == PIQUANT_ERR_INVALID_ARGUMENT && ctx == NULL, "create: absurd threads");
+    EXPECT(piquant_context_create(2, NULL, &ctx) == PIQUANT_OK && ctx != NULL, "create");
+
+#define Q(ctx_, in_, din, out_, dout, n, s, z, mode, seed) piquant_quantize(ctx_, in_, din, out_, dout, n, s, z, mode, seed)
+    memset(q, 0xAB, sizeof q);
+    expect_error(Q(NULL, x, PIQUANT_DTYPE_F32, q, PIQUANT_DTYPE_UINT8, N, 0.1, 0, PIQUANT_ROUND_NEAREST, 0),
+                 PIQUANT_ERR_INVALID_ARGUMENT, "ctx", q, N, "quantize: NULL ctx");
+    expect_error(Q(ctx, NULL, PIQUANT_DTYPE_F32, q, PIQUANT_DTYPE_UINT8, N, 0.1, 0, PIQUANT_ROUND_NEAREST, 0),
+                 PIQUANT_ERR_INVALID_ARGUMENT, "in", q, N, "quantize: NULL in");
+    expect_error(Q(ctx, x, PIQUANT_DTYPE_F32, NULL, PIQUANT_DTYPE_UINT8, N, 0.1, 0, PIQUANT_ROUND_NEAREST, 0),
+                 PIQUANT_ERR_INVALID_ARGUMENT, "out", NULL, 0, "quantize: NULL out");
+    expect_error(Q(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_DTYPE_UINT8, SIZE_MAX, 0.1, 0, PIQUANT_ROUND_NEAREST, 0),
+                 PIQUANT_ERR_INVALID_ARGUMENT, "numel", q, N, "quantize: absurd numel");
+    expect_error(Q(ctx, x, (piquant_dtype)99, q, PIQUANT_DTYPE_UINT8, N, 0.1, 0, PIQUANT_ROUND_NEAREST, 0),
+                 PIQUANT_ERR_UNSUPPORTED_DTYPE, "dtype_in", q, N, "quantize: unknown dtype_in");
+    expect_error(Q(ctx, x, PIQUANT_DTYPE_UINT8, q, PIQUANT_DTYPE_UINT8, N, 0.1, 0, PIQUANT_ROUND_NEAREST, 0),
+                 PIQUANT_ERR_UNSUPPORTED_DTYPE, "dtype_in", q, N, "quantize: quantized dtype_in");
+    expect_error(Q(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_DTYPE_F32, N, 0.1, 0, PIQUANT_ROUND_NEAREST, 0),
+                 PIQUANT_ERR_UNSUPPORTED_DTYPE, "dtype_out", q, N, "quantize: float dtype_out");
+    expect_error(Q(ctx, x, PIQUANT_DTYPE_F32, q, (piquant_dtype)-7, N, 0.1, 0, PIQUANT_ROUND_NEAREST, 0),
+                 PIQUANT_ERR_UNSUPPORTED_DTYPE, "dtype_out", q, N, "quantize: negative dtype_out");
+    {
+        const double bad_scales[] = {0.0, -1.0, NAN, INFINITY, -INFINITY, 1e-45, 1e39};
+        for (i = 0; i < (int)(sizeof bad_scales / sizeof bad_scales[0]); i++)
+            expect_error(Q(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_DTYPE_UINT8, N, bad_scales[i], 0, PIQUANT_ROUND_NEAREST, 0),
+                         PIQUANT_ERR_INVALID_VALUE, "scale", q, N, "quantize: bad scale");
+    }
+    expect_error(Q(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_DTYPE_UINT8, N, 0.1, 256, PIQUANT_ROUND_NEAREST, 0),
+                 PIQUANT_ERR_INVALID_VALUE, "zero_point", q, N, "quantize: zero_point above range");
+    expect_error(Q(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_DTYPE_INT4, N, 0.1, -9, PIQUANT_ROUND_NEAREST, 0),
+                 PIQUANT_ERR_INVALID_VALUE, "zero_point", q, N, "quantize: zero_point below range");
+    expect_error(Q(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_DTYPE_UINT8, N, 0.1, 0, (piquant_round_mode)7, 0),
+                 PIQUANT_ERR_INVALID_ARGUMENT, "round_mode", q, N, "quantize: unknown round mode");
+    EXPECT(Q(ctx, NULL, PIQUANT_DTYPE_F32, NULL, PIQUANT_DTYPE_UINT8, 0, 0.1, 0, PIQUANT_ROUND_NEAREST, 0) == PIQUANT_OK,
+           "quantize: zero elements with NULL buffers");
+    /* uint64 zero points above INT64_MAX travel as their bits. */
+    EXPECT(Q(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_DTYPE_UINT64, N, 0.1, (int64_t)(UINT64_C(1) << 63), PIQUANT_ROUND_NEAREST, 0) == PIQUANT_OK,
+           "quantize: uint64 zero point 2^63");
+
+    memset(y, 0xAB, sizeof y);
+    expect_error(piquant_dequantize(ctx, q, PIQUANT_DTYPE_F32, y, PIQUANT_DTYPE_F32, N, 0.1, 0, PIQUANT_REDUCE_SET),
+                 PIQUANT_ERR_UNSUPPORTED_DTYPE, "dtype_in", (const uint8_t *)y, sizeof y, "dequantize: float dtype_in");
+    expect_error(piquant_dequantize(ctx, q, PIQUANT_DTYPE_UINT8, y, PIQUANT_DTYPE_INT8, N, 0.1, 0, PIQUANT_REDUCE_SET),
+                 PIQUANT_ERR_UNSUPPORTED_DTYPE, "dtype_out", (const uint8_t *)y, sizeof y, "dequantize: int dtype_out");
+    expect_error(piquant_dequantize(ctx, q, PIQUANT_DTYPE_UINT8, y, PIQUANT_DTYPE_F32, N, 0.1, 0, (piquant_reduce_op)3),
+                 PIQUANT_ERR_INVALID_ARGUMENT, "reduce_op", (const uint8_t *)y, sizeof y, "dequantize: unknown reduce op");
+    expect_error(piquant_fake_quantize(ctx, x, PIQUANT_DTYPE_F32, y, N, PIQUANT_DTYPE_F32, 0.1, 0, PIQUANT_ROUND_NEAREST, 0, PIQUANT_REDUCE_SET),
+                 PIQUANT_ERR_UNSUPPORTED_DTYPE, "dtype_q", (const uint8_t *)y, sizeof y, "fake_quantize: float dtype_q");
+    expect_error(piquant_minmax(ctx, x, PIQUANT_DTYPE_F32, N, NULL), PIQUANT_ERR_INVALID_ARGUMENT, "out", NULL, 0, "minmax: NULL out");
+    expect_error(piquant_compute_params(ctx, x, PIQUANT_DTYPE_F32, N, PIQUANT_DTYPE_UINT8, 0, &scale, NULL),
+                 PIQUANT_ERR_INVALID_ARGUMENT, "out_", NULL, 0, "compute_params: NULL zero point");
+    {
+        float inf_x[2] = {1.0f, INFINITY};
+        expect_error(piquant_compute_params(ctx, inf_x, PIQUANT_DTYPE_F32, 2, PIQUANT_DTYPE_UINT8, 0, &scale, &zp),
+                     PIQUANT_ERR_INVALID_VALUE, "infinite", NULL, 0, "compute_params: infinite input");
+    }
+    expect_error(piquant_execute(ctx, NULL), PIQUANT_ERR_INVALID_ARGUMENT, "call", NULL, 0, "execute: NULL call");
+    memset(&call, 0, sizeof call);
+    call.op = 9;
+    expect_error(piquant_execute(ctx, &call), PIQUANT_ERR_INVALID_ARGUMENT, "call.op", NULL, 0, "execute: unknown op");
+    expect_error(piquant_stream(NULL, x, y, sizeof x), PIQUANT_ERR_INVALID_ARGUMENT, "ctx", NULL, 0, "stream: NULL ctx");
+
+    /* A good round trip after all that. */
+    EXPECT(piquant_minmax(ctx, x, PIQUANT_DTYPE_F32, N, &mm) == PIQUANT_OK && mm.min < 0 && mm.max > 0, "minmax");
+    EXPECT(piquant_compute_params(ctx, x, PIQUANT_DTYPE_F32, N, PIQUANT_DTYPE_UINT8, 0, &scale, &zp) == PIQUANT_OK, "params");
+    EXPECT(Q(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_DTYPE_UINT8, N, scale, zp, PIQUANT_ROUND_STOCHASTIC, 5) == PIQUANT_OK, "quantize");
+    EXPECT(piquant_dequantize(ctx, q, PIQUANT_DTYPE_UINT8, y, PIQUANT_DTYPE_F32, N, scale, zp, PIQUANT_REDUCE_SET) == PIQUANT_OK, "dequantize");
+    for (i = 0; i < N; i++) EXPECT(fabsf(y[i] - x[i]) <= (float)scale * 1.0001f, "round trip error");
+    piquant_context_destroy(ctx);
+
+    /* Leaks: create / quantize / destroy cycles (threads: every 100th cycle). */
+    for (c = 0; c < cycles; c++) {
+        ctx = NULL;
+        if (piquant_context_create(c % 100 == 0 ? 2 : 1, NULL, &ctx) != PIQUANT_OK) {
+            EXPECT(0, "create in cycle");
+            break;
+        }
+        if (Q(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_DTYPE_INT4, N, 0.05, 0, PIQUANT_ROUND_NEAREST, 0) != PIQUANT_OK) EXPECT(0, "quantize in cycle");
+        piquant_context_destroy(ctx);
+    }
+    printf("%s: %d failures, %ld cycles\n", failures ? "FAILED" : "ok", failures, cycles);
+    return failures != 0;
+}

@@ -1,0 +1,111 @@
+/* libFuzzer harness for the C ABI: each input is a header (operation,
+ * types, element count, scale, zero point, seed, modes — valid or not)
+ * followed by bytes that fill the buffers. Buffers end at a PROT_NONE page,
+ * so a kernel that reads or writes one byte past its range crashes the run.
+ *
+ *   clang -O1 -g -fsanitize=fuzzer,address -I zig-out/include tests/c/fuzz_abi.c \
+ *         -L zig-out/lib -lpiquant -Wl,-rpath,$PWD/zig-out/lib -o fuzz_abi
+ *   ./fuzz_abi -max_total_time=600 corpus/      # longer runs: raise the time
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "piquant.h"
+
+struct header {
+    uint8_t op, float_type, quant_type, round_mode, reduce_op, symmetric, threads, pad;
+    uint32_t numel;
+    double scale;
+    int64_t zero_point;
+    uint64_t seed;
+};
+
+/* n bytes that end exactly where an inaccessible page begins. */
+static uint8_t *guarded(size_t n, void **base, size_t *len) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t body = (n + page - 1) / page * page;
+    uint8_t *p = mmap(NULL, body + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) abort();
+    mprotect(p + body, page, PROT_NONE);
+    *base = p;
+    *len = body + page;
+    return p + body - n;
+}
+
+static void fill(uint8_t *dst, size_t n, const uint8_t *src, size_t m) {
+    size_t i;
+    for (i = 0; i < n; i++) dst[i] = m ? src[i % m] : (uint8_t)i;
+}
+
+/* Values 0..31 cover every valid enum and some invalid ones; 255 → -1. */
+static int enum_value(uint8_t v) { return v == 255 ? -1 : v % 32; }
+
+/* Bytes that n elements of type t take (8 per element for invalid types). */
+static size_t bytes_for(int t, size_t n) {
+    switch (t) {
+        case PIQUANT_DTYPE_F32: return n * 4;
+        case PIQUANT_DTYPE_BF16: case PIQUANT_DTYPE_F16: return n * 2;
+        case PIQUANT_DTYPE_F64: return n * 8;
+        case PIQUANT_DTYPE_UINT2: case PIQUANT_DTYPE_INT2: return (n + 3) / 4;
+        case PIQUANT_DTYPE_UINT4: case PIQUANT_DTYPE_INT4: return (n + 1) / 2;
+        case PIQUANT_DTYPE_UINT8: case PIQUANT_DTYPE_INT8: return n;
+        case PIQUANT_DTYPE_UINT16: case PIQUANT_DTYPE_INT16: return n * 2;
+        case PIQUANT_DTYPE_UINT32: case PIQUANT_DTYPE_INT32: return n * 4;
+        case PIQUANT_DTYPE_UINT64: case PIQUANT_DTYPE_INT64: return n * 8;
+        default: return n * 8;
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    static piquant_context *ctx[2];
+    struct header h;
+    void *in_base, *out_base;
+    size_t in_len, out_len, numel;
+    uint8_t *in, *out;
+    piquant_call call;
+    piquant_minmax_result mm;
+    double scale;
+    int64_t zp;
+
+    if (!ctx[0] && (piquant_context_create(1, NULL, &ctx[0]) || piquant_context_create(2, NULL, &ctx[1]))) abort();
+    if (size < sizeof h) return 0;
+    memcpy(&h, data, sizeof h);
+    data += sizeof h;
+    size -= sizeof h;
+    /* Mostly small, now and then past the 32,768-element threshold of the pool. */
+    numel = h.numel % 8 == 0 ? h.numel % 70000 : h.numel % 300;
+    memset(&call, 0, sizeof call);
+    call.op = h.op % 4;
+    call.float_type = enum_value(h.float_type);
+    call.quant_type = enum_value(h.quant_type);
+    call.round_mode = h.round_mode % 3;
+    call.reduce_op = h.reduce_op % 3;
+    call.numel = numel;
+    call.scale = h.scale;
+    call.zero_point = h.zero_point;
+    call.seed = h.seed;
+    {
+        /* Each buffer is exactly as long as its type needs and ends at the guard page. */
+        int in_type = call.op == 1 ? call.quant_type : call.float_type;
+        int out_type = call.op == 0 ? call.quant_type : call.float_type;
+        size_t in_bytes = bytes_for(in_type, numel), out_bytes = bytes_for(out_type, numel);
+        in = guarded(in_bytes, &in_base, &in_len);
+        out = guarded(out_bytes, &out_base, &out_len);
+        fill(in, in_bytes, data, size);
+        fill(out, out_bytes, data + size / 2, size - size / 2);
+        call.in = in;
+        call.out = out;
+    }
+    piquant_execute(ctx[h.threads & 1], &call);
+    if (call.op != 1) {
+        piquant_minmax(ctx[h.threads & 1], in, (piquant_dtype)call.float_type, numel, &mm);
+        piquant_compute_params(ctx[h.threads & 1], in, (piquant_dtype)call.float_type, numel,
+                               (piquant_dtype)call.quant_type, h.symmetric & 1, &scale, &zp);
+    }
+    munmap(in_base, in_len);
+    munmap(out_base, out_len);
+    return 0;
+}
