@@ -248,3 +248,21 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
     r = run_python(code, timeout=300)
     assert r.returncode == 0, r.stderr
     assert int(r.stdout) < 2 << 20, f"peak RSS grew by {int(r.stdout)} bytes over 50,000 rounds of calls"
+
+
+def test_more_than_2_pow_31_elements():
+    """Element counts and indices are 64-bit end to end. The input is 8.6 GB
+    of never-written (zero-page) memory, so only the 2.1 GB output is real."""
+    code = """
+import numpy as np, piquant
+n = 2**31 + 100
+x = np.zeros(n, np.float32)          # calloc'd: reading maps the shared zero page
+x[-1] = 1.0
+x[2**31 - 1] = -1.0
+out = np.empty(n, np.uint8)
+piquant.quantize(x, "uint8", scale=0.5, zero_point=7, out=out)
+print(int(out[0]), int(out[2**31 - 1]), int(out[2**31]), int(out[-1]), int(out[-2]))
+"""
+    r = run_python(code, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["7", "5", "7", "9", "7"]
