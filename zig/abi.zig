@@ -80,8 +80,19 @@ fn isaName(isa: Isa) [*:0]const u8 {
     };
 }
 
+/// An environment variable's value, in `buf` on Windows (whose environment
+/// is UTF-16 and must be converted); null if unset.
+fn getenv(comptime name: []const u8, buf: []u8) ?[]const u8 {
+    if (@import("builtin").os.tag == .windows) {
+        var fba = std.heap.FixedBufferAllocator.init(buf);
+        return std.process.getEnvVarOwned(fba.allocator(), name) catch null;
+    }
+    return std.posix.getenv(name);
+}
+
 fn envThreads() !?usize {
-    const s = std.posix.getenv("PIQUANT_NUM_THREADS") orelse return null;
+    var buf: [64]u8 = undefined;
+    const s = getenv("PIQUANT_NUM_THREADS", &buf) orelse return null;
     const v = std.fmt.parseInt(usize, std.mem.trim(u8, s, " "), 10) catch return error.Invalid;
     if (v == 0 or v > 1024) return error.Invalid;
     return v;
@@ -126,7 +137,8 @@ export fn piquant_default_num_threads() usize {
 export fn piquant_context_create(num_threads: usize, isa_name: ?[*:0]const u8, out: ?*?*Context) c_int {
     const result = out orelse return fail(.invalid_argument, "out: expected a non-NULL pointer", .{});
     result.* = null;
-    const requested: ?[]const u8 = if (isa_name) |p| std.mem.span(p) else std.posix.getenv("PIQUANT_ISA");
+    var env_buf: [64]u8 = undefined;
+    const requested: ?[]const u8 = if (isa_name) |p| std.mem.span(p) else getenv("PIQUANT_ISA", &env_buf);
     var isa = dispatch.best();
     if (requested) |name| {
         if (name.len != 0) {

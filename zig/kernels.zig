@@ -395,18 +395,17 @@ fn storeLinesNonTemporal(dst: usize, src: []align(line) const u8) void {
     var off: usize = 0;
     while (off < src.len) : (off += 16) {
         const v: @Vector(16, u8) = src[off..][0..16].*;
-        switch (isa) {
-            .avx512f, .avx2 => asm volatile ("vmovntdq %[v], (%[p])"
+        switch (builtin.cpu.arch) {
+            .x86_64 => if (isa == .avx512f or isa == .avx2) asm volatile ("vmovntdq %[v], (%[p])"
+                :
+                : [v] "x" (v),
+                  [p] "r" (dst + off),
+                : .{ .memory = true }) else asm volatile ("movntdq %[v], (%[p])"
                 :
                 : [v] "x" (v),
                   [p] "r" (dst + off),
                 : .{ .memory = true }),
-            .sse42, .generic => asm volatile ("movntdq %[v], (%[p])"
-                :
-                : [v] "x" (v),
-                  [p] "r" (dst + off),
-                : .{ .memory = true }),
-            .neon => @as(*[16]u8, @ptrFromInt(dst + off)).* = v,
+            else => @as(*[16]u8, @ptrFromInt(dst + off)).* = v,
         }
     }
 }
@@ -414,10 +413,7 @@ fn storeLinesNonTemporal(dst: usize, src: []align(line) const u8) void {
 /// Non-temporal stores are weakly ordered: fence them before the pool
 /// reports the chunk done.
 fn fenceNonTemporal() void {
-    switch (isa) {
-        .neon => {},
-        else => asm volatile ("sfence" ::: .{ .memory = true }),
-    }
+    if (builtin.cpu.arch == .x86_64) asm volatile ("sfence" ::: .{ .memory = true });
 }
 
 /// Writes the output of elements [begin, end) group by group, each group a
