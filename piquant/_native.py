@@ -61,7 +61,8 @@ def candidates() -> list[Path]:
     if explicit:
         return [Path(explicit)]
     here = Path(__file__).resolve().parent
-    return [here / LIBRARY_NAME, here.parent / "zig-out" / "lib" / LIBRARY_NAME]
+    build_dir = "bin" if sys.platform == "win32" else "lib"  # where zig build installs a DLL
+    return [here / LIBRARY_NAME, here.parent / "zig-out" / build_dir / LIBRARY_NAME]
 
 
 def load() -> tuple[ctypes.CDLL, Path]:
