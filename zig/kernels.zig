@@ -467,38 +467,54 @@ fn quantizeRange(comptime S: DType, comptime Q: DType, comptime mode: types.Roun
     // compiler knows, which would reload every parameter per block.
     const a = args.*;
     const p = Params(S.Compute()).init(Q, &a);
-    var i = begin;
+    const Block = struct {
+        fn run(q: @TypeOf(p), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+            quantizeBlock(S, Q, mode, q, src, dst, i, index);
+        }
+    };
     // Measured: streaming speeds up nearest but slows stochastic rounding,
     // whose extra arithmetic already hides the destination reads.
-    if (mode == .nearest and a.stream != 0) {
+    runRange(S, Q, false, mode == .nearest and a.stream != 0, p, a.src, a.dst, begin, end, Block.run);
+}
+
+/// The loop every operation shares: whole cache lines written past the
+/// cache when `stream` (and the destination is not read), then blocks with
+/// the input prefetched ahead, then the tail through the same block code on
+/// zero-padded copies. `blockFn(p, src, dst, i, index)` reads element i of
+/// src and writes element i of dst; `index` is the element's number in the
+/// call (stochastic rounding's counter), which differs from i in the tail.
+fn runRange(comptime In: DType, comptime Out: DType, comptime reads_dst: bool, stream: bool, p: anytype, src: [*]const u8, dst: [*]u8, begin: usize, end: usize, comptime blockFn: anytype) void {
+    var i = begin;
+    if (!reads_dst and stream) {
         const Emit = struct {
             p: @TypeOf(p),
             src: [*]const u8,
             fn emit(e: @This(), base: [*]u8, k: usize) void {
-                quantizeBlock(S, Q, mode, e.p, e.src, base, k, k);
+                blockFn(e.p, e.src, base, k, k);
             }
             fn prefetch(e: @This(), k: usize) void {
-                prefetchAhead(e.src, k * (S.bits() / 8));
+                prefetchAhead(e.src, In.byteCount(k));
             }
         };
-        i = streamGroups(Q.bits(), a.dst, begin, end, Emit{ .p = p, .src = a.src });
+        i = streamGroups(Out.bits(), dst, begin, end, Emit{ .p = p, .src = src });
     }
     while (i + block <= end) : (i += block) {
-        prefetchAhead(a.src, i * (S.bits() / 8));
-        quantizeBlock(S, Q, mode, p, a.src, a.dst, i, i);
+        prefetchAhead(src, In.byteCount(i));
+        if (reads_dst) prefetchAhead(dst, Out.byteCount(i));
+        blockFn(p, src, dst, i, i);
     }
     if (i == end) return;
-    // Tail: run the same block code on a zero-padded copy, keep what is needed.
     const n = end - i;
-    const s_bytes = S.bits() / 8;
+    const in_bytes = In.byteCount(n);
+    const out_bytes = Out.byteCount(n);
     var src_buf: [block * 8]u8 align(64) = @splat(0);
-    @memcpy(src_buf[0 .. n * s_bytes], a.src[i * s_bytes ..][0 .. n * s_bytes]);
-    var dst_buf: [block * 8]u8 align(64) = undefined;
-    quantizeBlock(S, Q, mode, p, &src_buf, &dst_buf, 0, i);
-    const out_bytes = Q.byteCount(n);
-    const used = n % Q.perByte();
-    if (used != 0) dst_buf[out_bytes - 1] &= @truncate((@as(u32, 1) << @intCast(used * Q.bits())) - 1); // unused fields are 0
-    @memcpy(a.dst[Q.byteCount(i)..][0..out_bytes], dst_buf[0..out_bytes]);
+    @memcpy(src_buf[0..in_bytes], src[In.byteCount(i)..][0..in_bytes]);
+    var dst_buf: [block * 8]u8 align(64) = @splat(0);
+    if (reads_dst) @memcpy(dst_buf[0..out_bytes], dst[Out.byteCount(i)..][0..out_bytes]);
+    blockFn(p, &src_buf, &dst_buf, 0, i);
+    const used = n % Out.perByte();
+    if (used != 0) dst_buf[out_bytes - 1] &= @truncate((@as(u32, 1) << @intCast(used * Out.bits())) - 1); // unused fields are 0
+    @memcpy(dst[Out.byteCount(i)..][0..out_bytes], dst_buf[0..out_bytes]);
 }
 
 fn dequantizeBlock(comptime Q: DType, comptime D: DType, comptime op: types.ReduceOp, p: anytype, src: [*]const u8, dst: [*]u8, i: usize) void {
@@ -511,35 +527,12 @@ fn dequantizeBlock(comptime Q: DType, comptime D: DType, comptime op: types.Redu
 fn dequantizeRange(comptime Q: DType, comptime D: DType, comptime op: types.ReduceOp, args: *const Args, begin: usize, end: usize) void {
     const a = args.*; // see quantizeRange
     const p = Params(D.Compute()).init(Q, &a);
-    var i = begin;
-    // add reads the destination anyway: streaming would only evict it.
-    if (op == .set and a.stream != 0) {
-        const Emit = struct {
-            p: @TypeOf(p),
-            src: [*]const u8,
-            fn emit(e: @This(), base: [*]u8, k: usize) void {
-                dequantizeBlock(Q, D, .set, e.p, e.src, base, k);
-            }
-            fn prefetch(e: @This(), k: usize) void {
-                prefetchAhead(e.src, Q.byteCount(k));
-            }
-        };
-        i = streamGroups(D.bits(), a.dst, begin, end, Emit{ .p = p, .src = a.src });
-    }
-    while (i + block <= end) : (i += block) {
-        prefetchAhead(a.src, Q.byteCount(i));
-        if (op == .add) prefetchAhead(a.dst, i * (D.bits() / 8));
-        dequantizeBlock(Q, D, op, p, a.src, a.dst, i);
-    }
-    if (i == end) return;
-    const n = end - i;
-    const d_bytes = D.bits() / 8;
-    var src_buf: [block * 8]u8 align(64) = @splat(0);
-    @memcpy(src_buf[0..Q.byteCount(n)], a.src[Q.byteCount(i)..][0..Q.byteCount(n)]);
-    var dst_buf: [block * 8]u8 align(64) = @splat(0);
-    if (op == .add) @memcpy(dst_buf[0 .. n * d_bytes], a.dst[i * d_bytes ..][0 .. n * d_bytes]);
-    dequantizeBlock(Q, D, op, p, &src_buf, &dst_buf, 0);
-    @memcpy(a.dst[i * d_bytes ..][0 .. n * d_bytes], dst_buf[0 .. n * d_bytes]);
+    const Block = struct {
+        fn run(q: @TypeOf(p), src: [*]const u8, dst: [*]u8, i: usize, _: usize) void {
+            dequantizeBlock(Q, D, op, q, src, dst, i);
+        }
+    };
+    runRange(Q, D, op == .add, a.stream != 0, p, a.src, a.dst, begin, end, Block.run);
 }
 
 /// dequantize(quantize(x)) without the integers: an in-range r dequantizes
@@ -559,34 +552,12 @@ fn fakeBlock(comptime S: DType, comptime mode: types.RoundMode, comptime op: typ
 fn fakeRange(comptime S: DType, comptime Q: DType, comptime mode: types.RoundMode, comptime op: types.ReduceOp, args: *const Args, begin: usize, end: usize) void {
     const a = args.*; // see quantizeRange
     const p = Params(S.Compute()).init(Q, &a);
-    var i = begin;
-    if (op == .set and a.stream != 0) {
-        const Emit = struct {
-            p: @TypeOf(p),
-            src: [*]const u8,
-            fn emit(e: @This(), base: [*]u8, k: usize) void {
-                fakeBlock(S, mode, .set, e.p, e.src, base, k, k);
-            }
-            fn prefetch(e: @This(), k: usize) void {
-                prefetchAhead(e.src, k * (S.bits() / 8));
-            }
-        };
-        i = streamGroups(S.bits(), a.dst, begin, end, Emit{ .p = p, .src = a.src });
-    }
-    while (i + block <= end) : (i += block) {
-        prefetchAhead(a.src, i * (S.bits() / 8));
-        if (op == .add) prefetchAhead(a.dst, i * (S.bits() / 8));
-        fakeBlock(S, mode, op, p, a.src, a.dst, i, i);
-    }
-    if (i == end) return;
-    const n = end - i;
-    const s_bytes = S.bits() / 8;
-    var src_buf: [block * 8]u8 align(64) = @splat(0);
-    @memcpy(src_buf[0 .. n * s_bytes], a.src[i * s_bytes ..][0 .. n * s_bytes]);
-    var dst_buf: [block * 8]u8 align(64) = @splat(0);
-    if (op == .add) @memcpy(dst_buf[0 .. n * s_bytes], a.dst[i * s_bytes ..][0 .. n * s_bytes]);
-    fakeBlock(S, mode, op, p, &src_buf, &dst_buf, 0, i);
-    @memcpy(a.dst[i * s_bytes ..][0 .. n * s_bytes], dst_buf[0 .. n * s_bytes]);
+    const Block = struct {
+        fn run(q: @TypeOf(p), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+            fakeBlock(S, mode, op, q, src, dst, i, index);
+        }
+    };
+    runRange(S, S, op == .add, a.stream != 0, p, a.src, a.dst, begin, end, Block.run);
 }
 
 // ------------------------------------------------------------ dispatch by type
