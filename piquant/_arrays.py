@@ -3,11 +3,10 @@ that the operations in _api.py are written once for both."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
-
-import math
 
 from ._dtypes import DataType, has_numpy_bfloat16, numpy_storage, torch_dtype_map
 

@@ -60,11 +60,6 @@ def available_isas() -> list[str]:
     return [lib.piquant_isa_name(i).decode() for i in range(32) if mask >> i & 1]
 
 
-def _raw_zero_point(dt: DataType, zp: int) -> int:
-    """The ABI's int64 form of a zero point: uint64's travel as their bits."""
-    return zp - (1 << 64) if zp >= 1 << 63 else zp
-
-
 class NativeBackend:
     name = "native"
 
@@ -88,17 +83,17 @@ class NativeBackend:
             self._ctx = None
 
     def quantize(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, scale: float, zp: int, mode: int, seed: int) -> None:
-        status = self._quantize(self._ctx, src, src_dt.value, dst, dst_dt.value, n, scale, _raw_zero_point(dst_dt, zp), mode, seed)
+        status = self._quantize(self._ctx, src, src_dt.value, dst, dst_dt.value, n, scale, dst_dt.raw_zero_point(zp), mode, seed)
         if status:
             _native.raise_status(self._lib, status)
 
     def dequantize(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, scale: float, zp: int, op: int) -> None:
-        status = self._dequantize(self._ctx, src, src_dt.value, dst, dst_dt.value, n, scale, _raw_zero_point(src_dt, zp), op)
+        status = self._dequantize(self._ctx, src, src_dt.value, dst, dst_dt.value, n, scale, src_dt.raw_zero_point(zp), op)
         if status:
             _native.raise_status(self._lib, status)
 
     def fake_quantize(self, src: int, dt: DataType, dst: int, n: int, q_dt: DataType, scale: float, zp: int, mode: int, seed: int, op: int) -> None:
-        status = self._fake_quantize(self._ctx, src, dt.value, dst, n, q_dt.value, scale, _raw_zero_point(q_dt, zp), mode, seed, op)
+        status = self._fake_quantize(self._ctx, src, dt.value, dst, n, q_dt.value, scale, q_dt.raw_zero_point(zp), mode, seed, op)
         if status:
             _native.raise_status(self._lib, status)
 
@@ -109,7 +104,7 @@ class NativeBackend:
         )
         if status:
             _native.raise_status(self._lib, status)
-        return scale.value, (zp.value + (1 << 64) if zp.value < 0 and q_dt is DataType.UINT64 else zp.value)
+        return scale.value, q_dt.zero_point_from_raw(zp.value)
 
 
 def _view(ptr: int, nbytes: int, dtype: Any) -> np.ndarray:

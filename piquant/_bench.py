@@ -126,7 +126,6 @@ class Inputs:
         self.row, self.n, self.torch, self.x32 = row, n, torch, x32
         self.scale, self.zero_point = piquant.compute_params(x32, row.quant_dtype)
         self.x = self._float(x32, row.float_dtype)
-        self.q = piquant.quantize(x32, row.quant_dtype, scale=self.scale, zero_point=self.zero_point)
 
     def _float(self, x32: np.ndarray, dtype: str) -> Any:
         if dtype == "float32":

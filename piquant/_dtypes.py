@@ -77,6 +77,14 @@ class DataType(Enum):
     def nbytes(self, numel: int) -> int:
         return (numel * self.bit_size + 7) // 8
 
+    def raw_zero_point(self, zero_point: int) -> int:
+        """The C ABI's int64 form of a zero point: uint64's travel as their bits."""
+        return zero_point - (1 << 64) if zero_point >= 1 << 63 else zero_point
+
+    def zero_point_from_raw(self, raw: int) -> int:
+        """The zero point an ABI int64 stands for (see raw_zero_point)."""
+        return raw + (1 << 64) if raw < 0 and self is DataType.UINT64 else raw
+
 
 _NAMES = {
     DataType.F32: "float32",

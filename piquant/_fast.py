@@ -168,8 +168,7 @@ def run(op: int, x: Any, qdtype: Any, scale: Any, zero_point: Any, mode: Any, re
     elif type(seed) is not int or not 0 <= seed < 1 << 64:
         return None
     buf, addr = _call_buffer()
-    raw_zp = zero_point - (1 << 64) if zero_point >= 1 << 63 else zero_point
-    _CALL.pack_into(buf, 0, op, f.value, q.value, m, r, 0, sp, dp, n, s, raw_zp, seed)
+    _CALL.pack_into(buf, 0, op, f.value, q.value, m, r, 0, sp, dp, n, s, q.dt.raw_zero_point(zero_point), seed)
     if backend._execute(backend._ctx, addr):
         return None  # let the general path raise the error
     return q.dt, s, zero_point

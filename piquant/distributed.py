@@ -76,7 +76,7 @@ def _encode(chunk: torch.Tensor, qdt: DataType, rounding: str, buf: torch.Tensor
     with a residual, add this quantization's error to it."""
     seed = secrets.randbits(64)
     p = _api.compute_params(chunk, qdt)
-    buf[:_HEADER].numpy()[:] = np.frombuffer(_PARAMS.pack(p.scale, p.zero_point - (1 << 64) * (p.zero_point >= 1 << 63)), np.uint8)
+    buf[:_HEADER].numpy()[:] = np.frombuffer(_PARAMS.pack(p.scale, qdt.raw_zero_point(p.zero_point)), np.uint8)
     _api.quantize(chunk, qdt, scale=p.scale, zero_point=p.zero_point, round_mode=rounding, seed=seed, out=_data(buf, qdt))
     if residual is not None:
         # error = chunk - dequantize(quantize(chunk)), with the same seed: exactly what was lost.
@@ -87,9 +87,8 @@ def _encode(chunk: torch.Tensor, qdt: DataType, rounding: str, buf: torch.Tensor
 
 def _decode_into(buf: torch.Tensor, qdt: DataType, out: torch.Tensor, reduce: str) -> None:
     """Dequantize a message straight into ``out`` (set, or add for the ring's folds)."""
-    scale, zero_point = _PARAMS.unpack(buf[:_HEADER].numpy().tobytes())
-    if qdt is DataType.UINT64 and zero_point < 0:
-        zero_point += 1 << 64
+    scale, raw = _PARAMS.unpack(buf[:_HEADER].numpy().tobytes())
+    zero_point = qdt.zero_point_from_raw(raw)
     shape = (out.numel(),) if qdt.is_packed else None
     _api.dequantize(_data(buf, qdt), scale=scale, zero_point=zero_point, qdtype=qdt, shape=shape, reduce=reduce, out=out)
 

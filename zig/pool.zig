@@ -15,15 +15,15 @@ const Atomic = std.atomic.Value;
 const worker_spin_ns = 250 * std.time.ns_per_us;
 const caller_spin_ns = 1 * std.time.ns_per_ms;
 
-/// Spins (pausing) while `cond` holds, for at most `ns`; false if it timed out.
-fn spinWhile(ns: u64, cond: anytype) bool {
-    var timer = std.time.Timer.start() catch return false;
+/// Spins (pausing) while `cond` holds, for at most `ns`.
+fn spinWhile(ns: u64, cond: anytype) void {
+    var timer = std.time.Timer.start() catch return;
     while (true) {
         for (0..64) |_| {
-            if (!cond.holds()) return true;
+            if (!cond.holds()) return;
             std.atomic.spinLoopHint();
         }
-        if (timer.read() > ns) return false;
+        if (timer.read() > ns) return;
     }
 }
 
@@ -102,7 +102,7 @@ pub const Pool = struct {
                 return c.pool.remaining.load(.acquire) != 0;
             }
         };
-        _ = spinWhile(caller_spin_ns, Unfinished{ .pool = self });
+        spinWhile(caller_spin_ns, Unfinished{ .pool = self });
         while (self.remaining.load(.acquire) != 0) {
             self.caller_sleeps.store(true, .seq_cst);
             const left = self.remaining.load(.seq_cst);
@@ -139,7 +139,7 @@ pub const Pool = struct {
                 }
             };
             // Spin first: jobs come in bursts, and a futex wake-up costs more than a small job.
-            _ = spinWhile(worker_spin_ns, Idle{ .pool = self, .seen = seen });
+            spinWhile(worker_spin_ns, Idle{ .pool = self, .seen = seen });
             var e = self.epoch.load(.acquire);
             while (e == seen) : (e = self.epoch.load(.acquire)) {
                 _ = self.sleepers.fetchAdd(1, .seq_cst);
