@@ -6,18 +6,20 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
 
-from . import _arrays, _fast
+from . import _arrays, _fast, _groups
 from ._context import Context, reduce_op_value, resolve_context, round_mode_value
 from ._dtypes import TORCH_QUANTIZED, DataType, resolve, torch_dtype_map
 from ._checks import check_scale, check_seed, check_zero_point
 
 
 class QuantParams(NamedTuple):
-    """Per-tensor quantization parameters: ``q = round(x / scale) + zero_point``."""
+    """Quantization parameters: ``q = round(x / scale) + zero_point``; numbers
+    per tensor, arrays (numpy or torch, like x) per channel or group."""
 
-    scale: float
-    zero_point: int
+    scale: Any
+    zero_point: Any
 
 
 @dataclass(frozen=True)
@@ -27,14 +29,18 @@ class Quantized:
     ``data`` is a numpy array or torch tensor of the storage type with the
     logical ``shape`` for types of 8 bits and more, a flat uint8 array of
     packed bytes for 2- and 4-bit types (first element in the lowest bits),
-    or a torch quantized tensor when one was asked for.
+    or a torch quantized tensor when one was asked for. ``scale`` and
+    ``zero_point`` are numbers, or arrays with one value per channel along
+    ``axis`` or per ``group_size`` run of the last axis.
     """
 
     data: Any
     dtype: DataType
     shape: tuple[int, ...]
-    scale: float
-    zero_point: int
+    scale: Any
+    zero_point: Any
+    axis: int | None = None
+    group_size: int | None = None
 
     @property
     def numel(self) -> int:
@@ -51,7 +57,8 @@ class Quantized:
     def _make(cls, data: Any, dtype: DataType, shape: tuple[int, ...], scale: float, zero_point: int) -> Quantized:
         """What the generated __init__ does, at a third of its cost (small calls)."""
         q = object.__new__(cls)
-        object.__setattr__(q, "__dict__", {"data": data, "dtype": dtype, "shape": shape, "scale": scale, "zero_point": zero_point})
+        fields = {"data": data, "dtype": dtype, "shape": shape, "scale": scale, "zero_point": zero_point, "axis": None, "group_size": None}
+        object.__setattr__(q, "__dict__", fields)
         return q
 
 
@@ -64,14 +71,37 @@ def _params(backend: Any, src: _arrays.Buffer, qdt: DataType, scale: Any, zero_p
     return check_scale(scale, src.dtype), check_zero_point(zero_point, qdt)
 
 
-def compute_params(x: Any, dtype: Any = "uint8", *, symmetric: bool = False, ctx: Context | None = None) -> QuantParams:
+def _computed_sets(backend: Any, src: _arrays.Buffer, qdt: DataType, symmetric: bool, lay: _groups.Layout) -> _groups.Sets:
+    if src.numel == 0:  # every set is empty: each gets the parameters of no values
+        s, zp = backend.compute_params(src.ptr, src.dtype, 0, qdt, bool(symmetric))
+        zdt = np.uint64 if qdt is DataType.UINT64 else np.int64
+        return _groups.Sets(np.full(lay.count, s), np.full(lay.count, zp, zdt), lay.count, max(lay.inner, 1))
+    return backend.compute_params_sets(src.ptr, src.dtype, src.numel, qdt, bool(symmetric), lay.count, lay.inner)
+
+
+def _sets(backend: Any, src: _arrays.Buffer, qdt: DataType, scale: Any, zero_point: Any, symmetric: bool, lay: _groups.Layout) -> _groups.Sets:
+    """Checked per-set parameters, computed from the data when neither is given."""
+    if scale is None and zero_point is None:
+        return _computed_sets(backend, src, qdt, symmetric, lay)
+    return _groups.checked(scale, zero_point, src.dtype, qdt, lay)
+
+
+def compute_params(
+    x: Any, dtype: Any = "uint8", *, symmetric: bool = False, axis: int | None = None, group_size: int | None = None, ctx: Context | None = None
+) -> QuantParams:
     """scale and zero_point for quantizing ``x`` to ``dtype``, as
     torch.ao.quantization.MinMaxObserver computes them (affine by default,
     ``symmetric=True`` for the symmetric scheme), in float32 (float64 for
-    float64 input). NaN is ignored; an infinite value raises ValueError."""
+    float64 input). NaN is ignored; an infinite value raises ValueError.
+    ``axis=k`` computes them per channel along axis k (as
+    PerChannelMinMaxObserver), ``group_size=g`` per run of g elements along
+    the last axis; both give arrays (numpy or torch, like x)."""
     backend = resolve_context(ctx)
     src = _arrays.read(x, "x", quantized=False)
     qdt = resolve(dtype, "dtype", quantized=True)
+    lay = _groups.layout(src.shape, axis, group_size)
+    if lay is not None:
+        return QuantParams(*_groups.as_arrays(_computed_sets(backend, src, qdt, symmetric, lay), src.dtype, lay, src.kind))
     scale, zp = backend.compute_params(src.ptr, src.dtype, src.numel, qdt, bool(symmetric))
     return QuantParams(scale, zp)
 
@@ -92,6 +122,8 @@ def quantize(
     symmetric: bool = False,
     round_mode: Any = "nearest",
     seed: int | None = None,
+    axis: int | None = None,
+    group_size: int | None = None,
     out: Any = None,
     ctx: Context | None = None,
 ) -> Quantized:
@@ -107,9 +139,13 @@ def quantize(
     dtype and size (packed 2/4-bit types: ceil(n·bits/8) uint8 bytes). A
     torch quantized ``dtype`` (torch.quint8, qint8, qint32, quint4x2,
     quint2x4) makes ``data`` a torch quantized tensor carrying the
-    parameters. Returns a :class:`Quantized`.
+    parameters (per channel with ``axis``). ``axis=k`` uses one scale and
+    zero point per index along axis k, ``group_size=g`` one per run of g
+    elements along the last axis (which g must divide); given parameters are
+    then arrays of that shape, computed ones are returned as such. Returns
+    a :class:`Quantized`.
     """
-    if out is not None and scale is not None:
+    if out is not None and scale is not None and axis is None and group_size is None:
         done = _fast.run(_fast.QUANTIZE, x, dtype, scale, zero_point, round_mode, "set", seed, out, ctx)
         if done is not None:
             return Quantized._make(out, done[0], tuple(x.shape), done[1], done[2])
@@ -117,7 +153,11 @@ def quantize(
     src = _arrays.read(x, "x", quantized=False)
     qdt = resolve(dtype, "dtype", quantized=True)
     mode = round_mode_value(round_mode)
-    s, zp = _params(backend, src, qdt, scale, zero_point, symmetric)
+    lay = _groups.layout(src.shape, axis, group_size)
+    if lay is None:
+        s, zp = _params(backend, src, qdt, scale, zero_point, symmetric)
+    else:
+        sets = _sets(backend, src, qdt, scale, zero_point, symmetric, lay)
     torch_qdtype = _torch_quantized_dtype(dtype)
     if torch_qdtype is not None:
         if src.kind != _arrays.TORCH:
@@ -126,15 +166,26 @@ def quantize(
             raise ValueError(f"out: not supported with dtype={dtype}; pass dtype='{qdt.short_name}' to write plain integers into out")
         import torch
 
-        data = torch._empty_affine_quantized(src.shape, scale=s, zero_point=zp, dtype=torch_qdtype)
+        if lay is None:
+            data = torch._empty_affine_quantized(src.shape, scale=s, zero_point=zp, dtype=torch_qdtype)
+        elif lay.axis is None:
+            raise ValueError(f"group_size: torch quantized tensors have no per-group form; pass dtype='{qdt.short_name}' for plain integers")
+        else:
+            scales, zps = _groups.as_arrays(sets, src.dtype, lay, _arrays.TORCH)
+            data = torch._empty_per_channel_affine_quantized(src.shape, scales=scales.double(), zero_points=zps, axis=lay.axis, dtype=torch_qdtype)
         dst = _arrays.Buffer(data, _arrays.TORCH, data.data_ptr(), qdt, src.shape, src.numel)
     elif out is None:
         dst = _arrays.empty(src.kind, src.shape, qdt)
     else:
         dst = _arrays.write(out, src.kind, qdt, src.shape, src.numel)
         _arrays.check_no_overlap(src, dst)
-    backend.quantize(src.ptr, src.dtype, dst.ptr, qdt, src.numel, s, zp, mode, check_seed(seed, mode))
-    return Quantized(dst.array, qdt, tuple(src.shape), s, zp)
+    if lay is None:
+        backend.quantize(src.ptr, src.dtype, dst.ptr, qdt, src.numel, s, zp, mode, check_seed(seed, mode))
+        return Quantized(dst.array, qdt, tuple(src.shape), s, zp)
+    if src.numel:
+        backend.quantize_sets(src.ptr, src.dtype, dst.ptr, qdt, src.numel, sets, mode, check_seed(seed, mode))
+    scales, zps = _groups.as_arrays(sets, src.dtype, lay, src.kind)
+    return Quantized(dst.array, qdt, tuple(src.shape), scales, zps, lay.axis, lay.group_size)
 
 
 def fake_quantize(
@@ -147,14 +198,16 @@ def fake_quantize(
     round_mode: Any = "nearest",
     seed: int | None = None,
     reduce: Any = "set",
+    axis: int | None = None,
+    group_size: int | None = None,
     out: Any = None,
     ctx: Context | None = None,
 ) -> Any:
     """``dequantize(quantize(x, dtype, ...))`` in one pass, bit for bit, without
     the integers: an array of x's float type and shape. ``reduce="add"`` adds
     the result into ``out``. ``out`` may be ``x`` itself (in place); any other
-    overlap with ``x`` is an error."""
-    if out is not None and scale is not None:
+    overlap with ``x`` is an error. ``axis``/``group_size`` as in quantize."""
+    if out is not None and scale is not None and axis is None and group_size is None:
         if _fast.run(_fast.FAKE_QUANTIZE, x, dtype, scale, zero_point, round_mode, reduce, seed, out, ctx) is not None:
             return out
     backend = resolve_context(ctx)
@@ -162,7 +215,11 @@ def fake_quantize(
     qdt = resolve(dtype, "dtype", quantized=True)
     mode = round_mode_value(round_mode)
     op = reduce_op_value(reduce)
-    s, zp = _params(backend, src, qdt, scale, zero_point, symmetric)
+    lay = _groups.layout(src.shape, axis, group_size)
+    if lay is None:
+        s, zp = _params(backend, src, qdt, scale, zero_point, symmetric)
+    else:
+        sets = _sets(backend, src, qdt, scale, zero_point, symmetric, lay)
     if out is None:
         if op == 1:
             raise ValueError("out: reduce='add' needs the array to add into")
@@ -171,36 +228,53 @@ def fake_quantize(
         dst = _arrays.write(out, src.kind, src.dtype, src.shape, src.numel)
         if dst.ptr != src.ptr:
             _arrays.check_no_overlap(src, dst)
-    backend.fake_quantize(src.ptr, src.dtype, dst.ptr, src.numel, qdt, s, zp, mode, check_seed(seed, mode), op)
+    if lay is None:
+        backend.fake_quantize(src.ptr, src.dtype, dst.ptr, src.numel, qdt, s, zp, mode, check_seed(seed, mode), op)
+    elif src.numel:
+        backend.fake_quantize_sets(src.ptr, src.dtype, dst.ptr, src.numel, qdt, sets, mode, check_seed(seed, mode), op)
     return dst.array
 
 
-def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any) -> tuple[_arrays.Buffer, DataType, float, int, tuple[int, ...]]:
-    """The quantized buffer, its type, parameters and logical shape, from a
-    Quantized, a torch quantized tensor or a raw integer array."""
+class _Source(NamedTuple):
+    buf: _arrays.Buffer
+    dtype: DataType
+    scale: Any
+    zero_point: Any
+    shape: tuple[int, ...]
+    axis: int | None = None
+    group_size: int | None = None
+
+
+def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: Any, group_size: Any) -> _Source:
+    """The quantized buffer, its type, parameters, logical shape and grouping,
+    from a Quantized, a torch quantized tensor or a raw integer array."""
     if isinstance(q, Quantized):
-        if scale is not None or zero_point is not None or qdtype is not None or shape is not None:
-            raise ValueError("q: a Quantized carries its own dtype, shape, scale and zero_point; do not restate them")
+        restated = (scale, zero_point, qdtype, shape, axis, group_size)
+        if any(v is not None for v in restated):
+            raise ValueError("q: a Quantized carries its own dtype, shape, scale, zero_point and grouping; do not restate them")
         buf = _arrays.read(q.data, "q.data", quantized=True)
         # torch quantized tensors count logical elements even when packed.
         logical_count = not q.dtype.is_packed or (buf.kind == _arrays.TORCH and buf.array.is_quantized)
         want = q.numel if logical_count else q.dtype.nbytes(q.numel)
         if buf.numel != want:
             raise ValueError(f"q: its data has {buf.numel} elements, {q.numel} {q.dtype.short_name} values need {want}")
-        return buf._replace(dtype=q.dtype, numel=q.numel), q.dtype, q.scale, q.zero_point, q.shape
+        return _Source(buf._replace(dtype=q.dtype, numel=q.numel), q.dtype, q.scale, q.zero_point, q.shape, q.axis, q.group_size)
     if _arrays.kind_of(q, "q") == _arrays.TORCH and q.is_quantized:
         import torch
 
-        if q.qscheme() not in (torch.per_tensor_affine, torch.per_tensor_symmetric):
-            raise NotImplementedError(f"q: quantization scheme {q.qscheme()} is not supported yet")
-        if scale is not None or zero_point is not None:
-            raise ValueError("q: a torch quantized tensor carries its scale and zero_point; do not restate them")
+        if any(v is not None for v in (scale, zero_point, axis, group_size)):
+            raise ValueError("q: a torch quantized tensor carries its parameters; do not restate them")
         qdt = torch_dtype_map().get(q.dtype)
         if qdt is None:
             raise TypeError(f"q: unsupported quantized dtype {q.dtype}")
+        scheme = q.qscheme()
         q = q.contiguous()
         buf = _arrays.Buffer(q, _arrays.TORCH, q.data_ptr(), qdt, tuple(q.shape), q.numel())
-        return buf, qdt, float(q.q_scale()), int(q.q_zero_point()), tuple(q.shape)
+        if scheme in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            return _Source(buf, qdt, float(q.q_scale()), int(q.q_zero_point()), tuple(q.shape))
+        if scheme in (torch.per_channel_affine, torch.per_channel_symmetric):
+            return _Source(buf, qdt, q.q_per_channel_scales(), q.q_per_channel_zero_points(), tuple(q.shape), q.q_per_channel_axis())
+        raise NotImplementedError(f"q: quantization scheme {scheme} is not supported (its zero points are floats)")
     buf = _arrays.read(q, "q", quantized=True)
     qdt = buf.dtype if qdtype is None else resolve(qdtype, "qdtype", quantized=True)
     if qdt.is_packed:
@@ -218,7 +292,7 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any) -> tup
             raise ValueError(f"shape: {logical} has {math.prod(logical)} elements, q has {buf.numel}")
     if scale is None or zero_point is None:
         raise ValueError("scale, zero_point: required to dequantize a plain integer array")
-    return buf._replace(dtype=qdt, numel=math.prod(logical)), qdt, scale, zero_point, logical
+    return _Source(buf._replace(dtype=qdt, numel=math.prod(logical)), qdt, scale, zero_point, logical, axis, group_size)
 
 
 def dequantize(
@@ -229,6 +303,8 @@ def dequantize(
     zero_point: int | None = None,
     qdtype: Any = None,
     shape: tuple[int, ...] | None = None,
+    axis: int | None = None,
+    group_size: int | None = None,
     reduce: Any = "set",
     out: Any = None,
     ctx: Context | None = None,
@@ -238,21 +314,24 @@ def dequantize(
 
     ``q`` is a :class:`Quantized` (nothing to restate), a torch quantized
     tensor, or a plain integer array with ``scale`` and ``zero_point`` (and
-    ``qdtype`` such as "uint4"/"int2" plus ``shape`` for packed uint8 data).
+    ``qdtype`` such as "uint4"/"int2" plus ``shape`` for packed uint8 data;
+    per-channel/per-group arrays of parameters with ``axis``/``group_size``).
     ``x = c(q - zero_point) * scale`` in the output's compute precision c;
     ``reduce="add"`` adds into ``out`` instead of overwriting it (``out`` is
     then required).
     """
-    if out is not None and dtype is None and shape is None:
+    if out is not None and dtype is None and shape is None and axis is None and group_size is None:
         if type(q) is Quantized:
-            if scale is None and zero_point is None and qdtype is None and len(q.shape) == getattr(out, "ndim", -1):
+            ungrouped = q.axis is None and q.group_size is None
+            if ungrouped and scale is None and zero_point is None and qdtype is None and len(q.shape) == getattr(out, "ndim", -1):
                 if _fast.run(_fast.DEQUANTIZE, q.data, q.dtype, q.scale, q.zero_point, "nearest", reduce, None, out, ctx, q.numel) is not None:
                     return out
         elif scale is not None:
             if _fast.run(_fast.DEQUANTIZE, q, qdtype, scale, zero_point, "nearest", reduce, None, out, ctx) is not None:
                 return out
     backend = resolve_context(ctx)
-    src, qdt, scale, zero_point, logical = _source(q, qdtype, scale, zero_point, shape)
+    src, qdt, scale, zero_point, logical, axis, group_size = _source(q, qdtype, scale, zero_point, shape, axis, group_size)
+    lay = _groups.layout(logical, axis, group_size)
     op = reduce_op_value(reduce)
     fdt = None if dtype is None else resolve(dtype, "dtype", quantized=False)
     if out is None:
@@ -265,6 +344,11 @@ def dequantize(
             raise ValueError(f"dtype: {fdt.short_name} does not match out's dtype {out.dtype}")
         dst = _arrays.write(out, src.kind, out_dt, logical, src.numel)
         _arrays.check_no_overlap(src, dst)
+    if lay is not None:
+        sets = _groups.checked(scale, zero_point, dst.dtype, qdt, lay)
+        if src.numel:
+            backend.dequantize_sets(src.ptr, qdt, dst.ptr, dst.dtype, src.numel, sets, op)
+        return dst.array
     s = check_scale(scale, dst.dtype)
     zp = check_zero_point(zero_point, qdt)
     backend.dequantize(src.ptr, qdt, dst.ptr, dst.dtype, src.numel, s, zp, op)

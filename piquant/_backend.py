@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _native
 from ._dtypes import DataType
+from ._groups import Sets
 
 _lib: Any = None
 _lib_path: str | None = None
@@ -97,6 +98,30 @@ class NativeBackend:
         if status:
             _native.raise_status(self._lib, status)
 
+    def _check(self, status: int) -> None:
+        if status:
+            _native.raise_status(self._lib, status)
+
+    @staticmethod
+    def _groups(sets: Sets) -> Any:
+        return ctypes.byref(_native.GroupParams(sets.scales.ctypes.data, sets.zero_points.ctypes.data, sets.count, sets.inner))
+
+    def quantize_sets(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, sets: Sets, mode: int, seed: int) -> None:
+        self._check(self._lib.piquant_quantize_grouped(self._ctx, src, src_dt.value, dst, dst_dt.value, n, self._groups(sets), mode, seed))
+
+    def dequantize_sets(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, sets: Sets, op: int) -> None:
+        self._check(self._lib.piquant_dequantize_grouped(self._ctx, src, src_dt.value, dst, dst_dt.value, n, self._groups(sets), op))
+
+    def fake_quantize_sets(self, src: int, dt: DataType, dst: int, n: int, q_dt: DataType, sets: Sets, mode: int, seed: int, op: int) -> None:
+        self._check(self._lib.piquant_fake_quantize_grouped(self._ctx, src, dt.value, dst, n, q_dt.value, self._groups(sets), mode, seed, op))
+
+    def compute_params_sets(self, src: int, src_dt: DataType, n: int, q_dt: DataType, symmetric: bool, count: int, inner: int) -> Sets:
+        scales, zps = np.empty(count, np.float64), np.empty(count, np.int64)
+        self._check(self._lib.piquant_compute_params_grouped(
+            self._ctx, src, src_dt.value, n, q_dt.value, int(symmetric), count, inner, scales.ctypes.data, zps.ctypes.data
+        ))
+        return Sets(scales, zps.view(np.uint64) if q_dt is DataType.UINT64 else zps, count, inner)
+
     def compute_params(self, src: int, src_dt: DataType, n: int, q_dt: DataType, symmetric: bool) -> tuple[float, int]:
         scale, zp = ctypes.c_double(), ctypes.c_int64()
         status = self._lib.piquant_compute_params(
@@ -157,6 +182,30 @@ class ReferenceBackend:
         x = _float_view(src, src_dt, n)
         p = self._ref.compute_params(x, q_dt.short_name, symmetric, float_dtype=src_dt.short_name)
         return float(p.scale), int(p.zero_point)
+
+
+    # Grouped calls: the flat buffers as (outer, count, inner) with the sets along axis 1.
+
+    def quantize_sets(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, sets: Sets, mode: int, seed: int) -> None:
+        x = _float_view(src, src_dt, n).reshape(-1, sets.count, sets.inner)
+        q = self._ref.quantize(x, dst_dt.short_name, sets.scales, sets.zero_points, round_mode=_ROUND[mode], seed=seed,
+                               float_dtype=src_dt.short_name, axis=1)
+        self._quant_view(dst, dst_dt, n)[...] = q.reshape(-1)
+
+    def dequantize_sets(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, sets: Sets, op: int) -> None:
+        self._ref.dequantize(self._quant_view(src, src_dt, n), src_dt.short_name, sets.scales, sets.zero_points, numel=n,
+                             out_dtype=dst_dt.short_name, out=_float_view(dst, dst_dt, n), reduce=_REDUCE[op],
+                             shape=(n // (sets.count * sets.inner), sets.count, sets.inner), axis=1)
+
+    def fake_quantize_sets(self, src: int, dt: DataType, dst: int, n: int, q_dt: DataType, sets: Sets, mode: int, seed: int, op: int) -> None:
+        x = _float_view(src, dt, n).reshape(-1, sets.count, sets.inner)
+        self._ref.fake_quantize(x, q_dt.short_name, sets.scales, sets.zero_points, round_mode=_ROUND[mode], seed=seed,
+                                float_dtype=dt.short_name, out=_float_view(dst, dt, n), reduce=_REDUCE[op], axis=1)
+
+    def compute_params_sets(self, src: int, src_dt: DataType, n: int, q_dt: DataType, symmetric: bool, count: int, inner: int) -> Sets:
+        x = _float_view(src, src_dt, n).reshape(-1, count, inner)
+        p = self._ref.compute_params(x, q_dt.short_name, symmetric, float_dtype=src_dt.short_name, axis=1)
+        return Sets(p.scale.astype(np.float64), p.zero_point, count, inner)
 
 
 _ROUND = ("nearest", "stochastic")

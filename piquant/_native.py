@@ -23,6 +23,10 @@ class MinMax(ctypes.Structure):
     _fields_ = [("min", ctypes.c_double), ("max", ctypes.c_double)]
 
 
+class GroupParams(ctypes.Structure):
+    _fields_ = [("scales", c_void_p), ("zero_points", c_void_p), ("count", c_size), ("inner", c_size)]
+
+
 _SIGNATURES = {
     "piquant_abi_version": (ctypes.c_uint32, []),
     "piquant_version": (c_char_p, []),
@@ -41,6 +45,16 @@ _SIGNATURES = {
         c_int,
         [c_void_p, c_void_p, c_int, c_void_p, c_size, c_int, c_double, c_int64, c_int, c_uint64, c_int],
     ),
+    "piquant_quantize_grouped": (c_int, [c_void_p, c_void_p, c_int, c_void_p, c_int, c_size, ctypes.POINTER(GroupParams), c_int, c_uint64]),
+    "piquant_dequantize_grouped": (c_int, [c_void_p, c_void_p, c_int, c_void_p, c_int, c_size, ctypes.POINTER(GroupParams), c_int]),
+    "piquant_fake_quantize_grouped": (
+        c_int,
+        [c_void_p, c_void_p, c_int, c_void_p, c_size, c_int, ctypes.POINTER(GroupParams), c_int, c_uint64, c_int],
+    ),
+    "piquant_compute_params_grouped": (
+        c_int,
+        [c_void_p, c_void_p, c_int, c_size, c_int, c_int, c_size, c_size, c_void_p, c_void_p],
+    ),
     "piquant_execute": (c_int, [c_void_p, c_void_p]),
     "piquant_stream": (c_int, [c_void_p, c_void_p, c_void_p, c_size]),
     "piquant_minmax": (c_int, [c_void_p, c_void_p, c_int, c_size, ctypes.POINTER(MinMax)]),
@@ -50,7 +64,7 @@ _SIGNATURES = {
     ),
 }
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 
 def candidates() -> list[Path]:

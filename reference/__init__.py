@@ -29,6 +29,7 @@ __all__ = [
     "dequantize",
     "fake_quantize",
     "compute_params",
+    "layout",
     "minmax",
     "uniforms",
     "pack_bits",
@@ -164,6 +165,55 @@ def _check_params(kind: str, dtype: str, scale, zero_point: int) -> np.floating:
     return s
 
 
+def layout(shape: tuple[int, ...], axis: int | None = None, group_size: int | None = None) -> tuple[int, int, tuple[int, ...]]:
+    """(count, inner, params_shape): element i (flat, row-major) uses parameter
+    set (i // inner) % count. Per tensor: one set. ``axis=k``: one set per
+    index along axis k (count = shape[k], inner = prod(shape[k+1:]), params
+    shaped (shape[k],)). ``group_size=g``: one set per run of g elements along
+    the last axis, which must be a multiple of g (count = numel / g, inner = g,
+    params shaped shape[:-1] + (shape[-1] // g,))."""
+    shape = tuple(int(d) for d in shape)
+    n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if axis is not None and group_size is not None:
+        raise ValueError("axis, group_size: give one of them, not both")
+    if axis is not None:
+        if not shape or not -len(shape) <= axis < len(shape):
+            raise ValueError(f"axis: expected an axis of a {len(shape)}-d array, got {axis}")
+        k = axis % len(shape)
+        return shape[k], int(np.prod(shape[k + 1 :], dtype=np.int64)) if k + 1 < len(shape) else 1, (shape[k],)
+    if group_size is not None:
+        if group_size < 1:
+            raise ValueError(f"group_size: expected a positive integer, got {group_size}")
+        if not shape or shape[-1] % group_size:
+            last = shape[-1] if shape else "a 0-d array's"
+            raise ValueError(f"group_size: the last axis ({last}) is not a multiple of group_size={group_size}")
+        return n // group_size, group_size, shape[:-1] + (shape[-1] // group_size,)
+    return 1, max(n, 1), ()
+
+
+def _sets(kind: str, dtype: str, scale, zero_point, count: int) -> tuple[np.ndarray, list[int]]:
+    """The checked scales (compute type) and zero points of `count` sets."""
+    scales = np.asarray(scale).reshape(-1)
+    zps = np.asarray(zero_point).reshape(-1)
+    if scales.size != count or zps.size != count:
+        raise ValueError(f"scale, zero_point: expected {count} values each, got {scales.size} and {zps.size}")
+    zp_list = [int(z) for z in zps]
+    checked = []
+    for k in range(count):
+        try:
+            checked.append(_check_params(kind, dtype, scales[k].item(), zp_list[k]))
+        except ValueError as e:
+            raise ValueError(f"set {k}: {e}" if count > 1 else str(e)) from None
+    return np.array(checked, compute_dtype(kind)), zp_list
+
+
+def _expand(values: np.ndarray, count: int, inner: int, n: int) -> np.ndarray:
+    """Per-set values repeated to one per element."""
+    if count == 1:
+        return np.broadcast_to(values[0], (n,))
+    return values[(np.arange(n, dtype=np.int64) // inner) % count]
+
+
 def _exact_u64(a: np.ndarray) -> np.ndarray:
     """Non-negative integer-valued floats below 2^64 as uint64, exactly."""
     a = a.astype(np.float64)  # exact for float32 too
@@ -172,18 +222,21 @@ def _exact_u64(a: np.ndarray) -> np.ndarray:
     return low + (big.astype(np.uint64) << np.uint64(63))
 
 
-def _saturate(r: np.ndarray, dtype: str, zero_point: int) -> np.ndarray:
+def _saturate(r: np.ndarray, dtype: str, zero_points: list[int], inner: int) -> np.ndarray:
     """clamp(r + zero_point, qmin, qmax) for integer-valued floats r (NaN →
-    zero_point), exactly, as the stored integer type (packed types: int64)."""
+    zero_point), exactly, with element i's zero point zero_points[(i // inner)
+    % count], as the stored integer type (packed types: int64)."""
     c = r.dtype.type
     qmin, qmax = qrange(dtype)
-    lo = _float_bound(qmin - zero_point, c, up=True)
-    hi = _float_bound(qmax - zero_point, c, up=False)
+    count = len(zero_points)
+    lo = _expand(np.array([_float_bound(qmin - z, c, up=True) for z in zero_points], c), count, inner, r.size)
+    hi = _expand(np.array([_float_bound(qmax - z, c, up=False) for z in zero_points], c), count, inner, r.size)
+    zp_bits = _expand(np.array([z & _M64 for z in zero_points], np.uint64), count, inner, r.size)
     over, under = r > hi, r < lo
     inside = np.where(over | under | np.isnan(r), c(0), r)  # |inside| < 2^64
     mag = _exact_u64(np.abs(inside))
     with np.errstate(over="ignore"):
-        val = np.where(inside < 0, np.uint64(0) - mag, mag) + np.uint64(zero_point & _M64)  # mod 2^64
+        val = np.where(inside < 0, np.uint64(0) - mag, mag) + zp_bits  # mod 2^64
     val = np.where(over, np.uint64(qmax & _M64), np.where(under, np.uint64(qmin & _M64), val))
     if bits(dtype) < 8:
         return val.view(np.int64)
@@ -191,14 +244,17 @@ def _saturate(r: np.ndarray, dtype: str, zero_point: int) -> np.ndarray:
     return val.astype(np.dtype(f"u{st.itemsize}")).view(st)  # truncation mod 2^bits
 
 
-def _exact_difference(v: np.ndarray, zero_point: int, c: type) -> np.ndarray:
-    """float(v - zero_point) rounded to c, ties to even, for integer arrays v."""
+def _exact_difference(v: np.ndarray, zero_points: list[int], inner: int, c: type) -> np.ndarray:
+    """float(v - zero_point) rounded to c, ties to even, for integer arrays v,
+    with per-set zero points as in _saturate."""
+    count = len(zero_points)
     if v.dtype.itemsize < 8:
-        d = v.astype(np.int64) - np.int64(zero_point)  # exact: |d| < 2^33
+        z = _expand(np.array(zero_points, np.int64), count, inner, v.size)
+        d = v.astype(np.int64) - z  # exact: |d| < 2^33
         return d.astype(c)  # int64 → float conversion rounds to nearest, ties to even
-    ge = v >= zero_point
+    z = _expand(np.array([zp & _M64 for zp in zero_points], np.uint64), count, inner, v.size)
     u = v.view(np.uint64)
-    z = np.uint64(zero_point & _M64)
+    ge = u >= z if v.dtype == np.uint64 else v >= z.view(np.int64)
     mag = np.where(ge, u - z, z - u)  # mod 2^64: the exact |v - zp|
     f = mag.astype(c)
     return np.where(ge, f, -f)
@@ -287,24 +343,30 @@ def quantize(
     x: np.ndarray,
     dtype: str,
     scale,
-    zero_point: int,
+    zero_point,
     *,
     round_mode: str = "nearest",
     seed: int | None = None,
     float_dtype: str | None = None,
+    axis: int | None = None,
+    group_size: int | None = None,
 ) -> np.ndarray:
     """q = clamp(round(c(x) · c(1 / c(scale))) + zero_point, qmin, qmax), c the
     compute type, the product one float operation in c, the clamp on exact
     integers; NaN → zero_point. round is half to even, or stochastic:
-    floor(y) + (u < y - floor(y)) with u = uniforms(seed)[i]. Results of 8 bits
-    and more keep x's shape; 2/4-bit results are packed flat."""
+    floor(y) + (u < y - floor(y)) with u = uniforms(seed)[i], i the flat index.
+    With ``axis`` or ``group_size``, scale and zero_point hold one value per
+    set (see `layout`) and each element uses its set's. Results of 8 bits and
+    more keep x's shape; 2/4-bit results are packed flat."""
     x = np.asarray(x)
     kind = _float_kind(x, float_dtype)
-    s = _check_params(kind, dtype, scale, zero_point)
+    count, inner, _ = layout(x.shape, axis, group_size)
+    s, zps = _sets(kind, dtype, scale, zero_point, count)
     c = compute_dtype(kind)
+    xc = _to_compute(x, kind)
     with np.errstate(over="ignore", invalid="ignore"):
-        y = _to_compute(x, kind) * (c(1) / s)
-    q = _saturate(_round(y, round_mode, seed), dtype, zero_point)
+        y = xc * _expand(c(1) / s, count, inner, xc.size)
+    q = _saturate(_round(y, round_mode, seed), dtype, zps, inner)
     if bits(dtype) < 8:
         return pack_bits(q, bits(dtype))
     return q.reshape(x.shape)
@@ -324,26 +386,33 @@ def dequantize(
     q: np.ndarray,
     dtype: str,
     scale,
-    zero_point: int,
+    zero_point,
     *,
     numel: int | None = None,
     out_dtype: str = "float32",
     out: np.ndarray | None = None,
     reduce: str = "set",
+    shape: tuple[int, ...] | None = None,
+    axis: int | None = None,
+    group_size: int | None = None,
 ) -> np.ndarray:
     """x = c(q - zero_point) · c(scale) in the compute type c of out_dtype
     (q - zero_point exact, then rounded to nearest), rounded to out_dtype
     (set), or out = round(c(out) + x) (add). bfloat16 results are uint16 bits
     unless ``out`` is an ml_dtypes array. ``numel``: the element count of
-    packed input (default: all fields)."""
+    packed input (default: all fields). ``axis``/``group_size`` as in
+    quantize, on the logical ``shape`` (default: flat). Returns a flat array
+    unless ``out`` is given."""
     if out_dtype not in FLOAT_DTYPES:
         raise ValueError(f"out_dtype: expected one of {FLOAT_DTYPES}, got {out_dtype!r}")
     if reduce not in ("set", "add"):
         raise ValueError(f"reduce: expected 'set' or 'add', got {reduce!r}")
-    s = _check_params(out_dtype, dtype, scale, zero_point)
+    v = _values(q, dtype, numel)
+    count, inner, _ = layout((v.size,) if shape is None else shape, axis, group_size)
+    s, zps = _sets(out_dtype, dtype, scale, zero_point, count)
     c = compute_dtype(out_dtype)
     with np.errstate(over="ignore", invalid="ignore"):
-        x = _exact_difference(_values(q, dtype, numel), zero_point, c) * s
+        x = _exact_difference(v, zps, inner, c) * _expand(s, count, inner, v.size)
         if reduce == "add":
             if out is None:
                 raise ValueError("out: reduce='add' needs the array to add into")
@@ -359,19 +428,22 @@ def fake_quantize(
     x: np.ndarray,
     dtype: str,
     scale,
-    zero_point: int,
+    zero_point,
     *,
     round_mode: str = "nearest",
     seed: int | None = None,
     float_dtype: str | None = None,
     out: np.ndarray | None = None,
     reduce: str = "set",
+    axis: int | None = None,
+    group_size: int | None = None,
 ) -> np.ndarray:
     """dequantize(quantize(x)) into x's float type: by definition."""
     x = np.asarray(x)
     kind = _float_kind(x, float_dtype)
-    q = quantize(x, dtype, scale, zero_point, round_mode=round_mode, seed=seed, float_dtype=kind)
-    res = dequantize(q, dtype, scale, zero_point, numel=x.size, out_dtype=kind, out=out, reduce=reduce)
+    grouping = {"axis": axis, "group_size": group_size}
+    q = quantize(x, dtype, scale, zero_point, round_mode=round_mode, seed=seed, float_dtype=kind, **grouping)
+    res = dequantize(q, dtype, scale, zero_point, numel=x.size, out_dtype=kind, out=out, reduce=reduce, shape=x.shape, **grouping)
     return res if out is not None else res.reshape(x.shape)
 
 
@@ -386,7 +458,15 @@ def minmax(x: np.ndarray, *, float_dtype: str | None = None) -> tuple[np.floatin
     return xf.min(), xf.max()
 
 
-def compute_params(x: np.ndarray, dtype: str, symmetric: bool = False, *, float_dtype: str | None = None) -> Params:
+def compute_params(
+    x: np.ndarray,
+    dtype: str,
+    symmetric: bool = False,
+    *,
+    float_dtype: str | None = None,
+    axis: int | None = None,
+    group_size: int | None = None,
+) -> Params:
     """scale and zero_point as torch's MinMaxObserver computes them, in the
     compute type c (float32, or float64 for float64 input): the range
     [lo, hi] = [min(min(x), 0), max(max(x), 0)] ignoring NaN (no non-NaN
@@ -394,7 +474,28 @@ def compute_params(x: np.ndarray, dtype: str, symmetric: bool = False, *, float_
     affine: scale = max((hi - lo) / width, eps), zero_point = clamp(qmin - round_half_even(lo / scale), qmin, qmax);
     symmetric: scale = max(max(-lo, hi) / (width / 2), eps), zero_point = 0 for signed
     types and (qmin + qmax + 1) // 2 for unsigned ones; eps is c's machine
-    epsilon. An infinite value, or a range whose width overflows, raises."""
+    epsilon. An infinite value, or a range whose width overflows, raises.
+    With ``axis`` or ``group_size``, the same for each set's elements (see
+    `layout`): arrays of the params shape, zero points int64 (uint64 for uint64)."""
+    x = np.asarray(x)
+    if axis is None and group_size is None:
+        return _params_of(x, dtype, symmetric, float_dtype)
+    count, inner, pshape = layout(x.shape, axis, group_size)
+    sets = x.reshape(-1, count, inner)
+    scales, zps = [], []
+    for k in range(count):
+        try:
+            p = _params_of(sets[:, k, :], dtype, symmetric, float_dtype)
+        except ValueError as e:
+            raise ValueError(f"set {k}: {e}") from None
+        scales.append(p.scale)
+        zps.append(p.zero_point)
+    c = compute_dtype(_float_kind(x, float_dtype))
+    zdt = np.uint64 if dtype == "uint64" else np.int64
+    return Params(np.array(scales, c).reshape(pshape), np.array(zps, zdt).reshape(pshape))
+
+
+def _params_of(x: np.ndarray, dtype: str, symmetric: bool, float_dtype: str | None) -> Params:
     x = np.asarray(x)
     qmin, qmax = qrange(dtype)
     mn, mx = minmax(x, float_dtype=float_dtype)

@@ -11,7 +11,7 @@ const options = @import("build_options");
 const DType = types.DType;
 const Isa = types.Isa;
 
-pub const abi_version: u32 = 2;
+pub const abi_version: u32 = 3;
 
 pub const Status = enum(c_int) {
     ok = 0,
@@ -194,7 +194,10 @@ fn checkTypes(float_arg: []const u8, f: DType, quant_arg: []const u8, q: DType) 
 
 /// The scale is used in the float type's compute precision (float32 unless
 /// the float side is F64) and must be finite, > 0, with a finite reciprocal there.
-fn checkParams(f: DType, q: DType, scale: f64, zero_point: i64) c_int {
+fn checkParams(f: DType, q: DType, scale: f64, zero_point: i64, set: ?usize) c_int {
+    var name_buf: [2][48]u8 = undefined;
+    const scale_arg = if (set) |k| std.fmt.bufPrint(&name_buf[0], "params.scales[{d}]", .{k}) catch unreachable else "scale";
+    const zp_arg = if (set) |k| std.fmt.bufPrint(&name_buf[1], "params.zero_points[{d}]", .{k}) catch unreachable else "zero_point";
     const ok = switch (f) {
         .f64 => scale > 0 and std.math.isFinite(scale) and std.math.isFinite(1.0 / scale),
         else => blk: {
@@ -202,12 +205,63 @@ fn checkParams(f: DType, q: DType, scale: f64, zero_point: i64) c_int {
             break :blk s > 0 and std.math.isFinite(s) and std.math.isFinite(1.0 / s);
         },
     };
-    if (!ok) return fail(.invalid_value, "scale: expected a finite number > 0 whose reciprocal is finite in {s}, got {e}", .{ if (f == .f64) "float64" else "float32", scale });
+    if (!ok) return fail(.invalid_value, "{s}: expected a finite number > 0 whose reciprocal is finite in {s}, got {e}", .{ scale_arg, if (f == .f64) "float64" else "float32", scale });
     const zp = q.zeroPoint(zero_point);
     if (zp < q.qmin() or zp > q.qmax())
-        return fail(.invalid_value, "zero_point: expected an integer in [{d}, {d}] for {s}, got {d}", .{ q.qmin(), q.qmax(), @tagName(q), zp });
+        return fail(.invalid_value, "{s}: expected an integer in [{d}, {d}] for {s}, got {d}", .{ zp_arg, q.qmin(), q.qmax(), @tagName(q), zp });
     return 0;
 }
+
+/// Per-channel or per-group parameters (piquant_params): element i of a
+/// call uses set (i / inner) % count.
+pub const GroupParams = extern struct {
+    scales: ?[*]const f64,
+    zero_points: ?[*]const i64,
+    count: usize,
+    inner: usize,
+};
+
+/// count sets of inner elements, repeated: numel must be whole repetitions.
+fn checkLayout(numel: usize, count: usize, inner: usize) c_int {
+    if (count == 0 or inner == 0) return fail(.invalid_argument, "params: count and inner must be at least 1, got {d} and {d}", .{ count, inner });
+    const period = std.math.mul(usize, count, inner) catch return fail(.invalid_argument, "params: count * inner overflows", .{});
+    if (numel % period != 0) return fail(.invalid_argument, "numel: {d} is not a multiple of count * inner = {d}", .{ numel, period });
+    return 0;
+}
+
+fn checkGroups(f: DType, q: DType, numel: usize, params: ?*const GroupParams) c_int {
+    const g = params orelse return fail(.invalid_argument, "params: expected a pointer, got NULL", .{});
+    const s = checkLayout(numel, g.count, g.inner);
+    if (s != 0) return s;
+    const scales = g.scales orelse return fail(.invalid_argument, "params.scales: expected an array of count values, got NULL", .{});
+    const zero_points = g.zero_points orelse return fail(.invalid_argument, "params.zero_points: expected an array of count values, got NULL", .{});
+    for (0..g.count) |k| {
+        const bad = checkParams(f, q, scales[k], zero_points[k], k);
+        if (bad != 0) return bad;
+    }
+    return 0;
+}
+
+/// One scale and zero point for the whole call, or per channel/group.
+const ParamArg = union(enum) {
+    tensor: struct { scale: f64, zero_point: i64 },
+    groups: ?*const GroupParams,
+
+    fn apply(p: ParamArg, a: *types.Args) void {
+        switch (p) {
+            .tensor => |t| {
+                a.scale = t.scale;
+                a.zero_point = t.zero_point;
+            },
+            .groups => |g| {
+                a.scales = g.?.scales.?;
+                a.zero_points = g.?.zero_points.?;
+                a.count = g.?.count;
+                a.inner = g.?.inner;
+            },
+        }
+    }
+};
 
 fn checkRoundMode(mode: types.RoundMode) c_int {
     return switch (mode) {
@@ -226,10 +280,13 @@ fn checkReduceOp(op: types.ReduceOp) c_int {
 /// The checks shared by quantize, dequantize and fake_quantize, in order:
 /// each runs only if the ones before it passed (checkParams formats the
 /// quantized type's name, which is only defined once checkTypes accepted it).
-fn checkCall(ctx: ?*Context, in: ?*const anyopaque, out: ?*anyopaque, numel: usize, float_arg: []const u8, f: DType, quant_arg: []const u8, q: DType, scale: f64, zero_point: i64, round_mode: ?types.RoundMode, reduce_op: ?types.ReduceOp) c_int {
+fn checkCall(ctx: ?*Context, in: ?*const anyopaque, out: ?*anyopaque, numel: usize, float_arg: []const u8, f: DType, quant_arg: []const u8, q: DType, params: ParamArg, round_mode: ?types.RoundMode, reduce_op: ?types.ReduceOp) c_int {
     var s = checkBuffers(ctx, in, out, numel);
     if (s == 0) s = checkTypes(float_arg, f, quant_arg, q);
-    if (s == 0) s = checkParams(f, q, scale, zero_point);
+    if (s == 0) s = switch (params) {
+        .tensor => |t| checkParams(f, q, t.scale, t.zero_point, null),
+        .groups => |g| checkGroups(f, q, numel, g),
+    };
     if (s == 0) if (round_mode) |m| {
         s = checkRoundMode(m);
     };
@@ -244,8 +301,9 @@ fn checkCall(ctx: ?*Context, in: ?*const anyopaque, out: ?*anyopaque, numel: usi
 /// reading each destination line before it is overwritten.
 const stream_min_bytes = 8 << 20;
 
-fn run(ctx: *Context, kernel: types.Kernel, args: types.Args, numel: usize, out_type: DType) c_int {
+fn run(ctx: *Context, kernel: types.Kernel, args: types.Args, params: ParamArg, numel: usize, out_type: DType) c_int {
     var a = args;
+    params.apply(&a);
     // Measured at 27M elements: streaming halves the time of float32 outputs
     // but slows 16-bit ones and does not help 8-bit ones, whose destination
     // reads are a small part of the traffic.
@@ -254,55 +312,79 @@ fn run(ctx: *Context, kernel: types.Kernel, args: types.Args, numel: usize, out_
     return 0;
 }
 
-export fn piquant_quantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, scale: f64, zero_point: i64, round_mode: types.RoundMode, seed: u64) c_int {
-    const s = checkCall(ctx, in, out, numel, "dtype_in", dtype_in, "dtype_out", dtype_out, scale, zero_point, round_mode, null);
+fn quantizeWith(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, params: ParamArg, round_mode: types.RoundMode, seed: u64) c_int {
+    const s = checkCall(ctx, in, out, numel, "dtype_in", dtype_in, "dtype_out", dtype_out, params, round_mode, null);
     if (s != 0) return s;
     return run(ctx.?, ctx.?.kernels.quantize, .{
         .src = @ptrCast(in orelse @as(*const anyopaque, &no_elements)),
         .dst = @ptrCast(out orelse @as(*anyopaque, &no_output)),
         .float_type = dtype_in,
         .quant_type = dtype_out,
-        .scale = scale,
-        .zero_point = zero_point,
+        .scale = 0,
+        .zero_point = 0,
         .round_mode = round_mode,
         .reduce_op = .set,
         .seed = seed,
         .stream = 0,
-    }, numel, dtype_out);
+    }, params, numel, dtype_out);
 }
 
-export fn piquant_dequantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, scale: f64, zero_point: i64, reduce_op: types.ReduceOp) c_int {
-    const s = checkCall(ctx, in, out, numel, "dtype_out", dtype_out, "dtype_in", dtype_in, scale, zero_point, null, reduce_op);
+fn dequantizeWith(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, params: ParamArg, reduce_op: types.ReduceOp) c_int {
+    const s = checkCall(ctx, in, out, numel, "dtype_out", dtype_out, "dtype_in", dtype_in, params, null, reduce_op);
     if (s != 0) return s;
     return run(ctx.?, ctx.?.kernels.dequantize, .{
         .src = @ptrCast(in orelse @as(*const anyopaque, &no_elements)),
         .dst = @ptrCast(out orelse @as(*anyopaque, &no_output)),
         .float_type = dtype_out,
         .quant_type = dtype_in,
-        .scale = scale,
-        .zero_point = zero_point,
+        .scale = 0,
+        .zero_point = 0,
         .round_mode = .nearest,
         .reduce_op = reduce_op,
         .seed = 0,
         .stream = 0,
-    }, numel, dtype_out);
+    }, params, numel, dtype_out);
 }
 
-export fn piquant_fake_quantize(ctx: ?*Context, in: ?*const anyopaque, dtype: DType, out: ?*anyopaque, numel: usize, dtype_q: DType, scale: f64, zero_point: i64, round_mode: types.RoundMode, seed: u64, reduce_op: types.ReduceOp) c_int {
-    const s = checkCall(ctx, in, out, numel, "dtype", dtype, "dtype_q", dtype_q, scale, zero_point, round_mode, reduce_op);
+fn fakeQuantizeWith(ctx: ?*Context, in: ?*const anyopaque, dtype: DType, out: ?*anyopaque, numel: usize, dtype_q: DType, params: ParamArg, round_mode: types.RoundMode, seed: u64, reduce_op: types.ReduceOp) c_int {
+    const s = checkCall(ctx, in, out, numel, "dtype", dtype, "dtype_q", dtype_q, params, round_mode, reduce_op);
     if (s != 0) return s;
     return run(ctx.?, ctx.?.kernels.fake_quantize, .{
         .src = @ptrCast(in orelse @as(*const anyopaque, &no_elements)),
         .dst = @ptrCast(out orelse @as(*anyopaque, &no_output)),
         .float_type = dtype,
         .quant_type = dtype_q,
-        .scale = scale,
-        .zero_point = zero_point,
+        .scale = 0,
+        .zero_point = 0,
         .round_mode = round_mode,
         .reduce_op = reduce_op,
         .seed = seed,
         .stream = 0,
-    }, numel, dtype);
+    }, params, numel, dtype);
+}
+
+export fn piquant_quantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, scale: f64, zero_point: i64, round_mode: types.RoundMode, seed: u64) c_int {
+    return quantizeWith(ctx, in, dtype_in, out, dtype_out, numel, .{ .tensor = .{ .scale = scale, .zero_point = zero_point } }, round_mode, seed);
+}
+
+export fn piquant_dequantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, scale: f64, zero_point: i64, reduce_op: types.ReduceOp) c_int {
+    return dequantizeWith(ctx, in, dtype_in, out, dtype_out, numel, .{ .tensor = .{ .scale = scale, .zero_point = zero_point } }, reduce_op);
+}
+
+export fn piquant_fake_quantize(ctx: ?*Context, in: ?*const anyopaque, dtype: DType, out: ?*anyopaque, numel: usize, dtype_q: DType, scale: f64, zero_point: i64, round_mode: types.RoundMode, seed: u64, reduce_op: types.ReduceOp) c_int {
+    return fakeQuantizeWith(ctx, in, dtype, out, numel, dtype_q, .{ .tensor = .{ .scale = scale, .zero_point = zero_point } }, round_mode, seed, reduce_op);
+}
+
+export fn piquant_quantize_grouped(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, params: ?*const GroupParams, round_mode: types.RoundMode, seed: u64) c_int {
+    return quantizeWith(ctx, in, dtype_in, out, dtype_out, numel, .{ .groups = params }, round_mode, seed);
+}
+
+export fn piquant_dequantize_grouped(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, params: ?*const GroupParams, reduce_op: types.ReduceOp) c_int {
+    return dequantizeWith(ctx, in, dtype_in, out, dtype_out, numel, .{ .groups = params }, reduce_op);
+}
+
+export fn piquant_fake_quantize_grouped(ctx: ?*Context, in: ?*const anyopaque, dtype: DType, out: ?*anyopaque, numel: usize, dtype_q: DType, params: ?*const GroupParams, round_mode: types.RoundMode, seed: u64, reduce_op: types.ReduceOp) c_int {
+    return fakeQuantizeWith(ctx, in, dtype, out, numel, dtype_q, .{ .groups = params }, round_mode, seed, reduce_op);
 }
 
 /// One call described by a struct, for bindings whose per-argument cost
@@ -467,6 +549,114 @@ export fn piquant_compute_params(ctx: ?*Context, in: ?*const anyopaque, dtype_in
     };
     out_scale.?.* = p.scale;
     out_zero_point.?.* = dtype_q.rawZeroPoint(p.zero_point);
+    return 0;
+}
+
+/// One float element widened (exactly) to f64, for the scalar path of
+/// grouped min/max.
+fn loadScalar(t: DType, src: [*]const u8, i: usize) f64 {
+    return switch (t) {
+        .f32 => @as([*]align(1) const f32, @ptrCast(src))[i],
+        .f64 => @as([*]align(1) const f64, @ptrCast(src))[i],
+        .bf16 => @as(f32, @bitCast(@as(u32, @as([*]align(1) const u16, @ptrCast(src))[i]) << 16)),
+        .f16 => @as([*]align(1) const f16, @ptrCast(src))[i],
+        else => unreachable,
+    };
+}
+
+/// Runs of fewer elements than this go through the scalar loop: the vector
+/// kernel's per-call setup and padded tail would cost more than they save.
+const vector_run_min = 64;
+
+/// Smallest and largest non-NaN value of each set s of an (outer, count,
+/// inner) layout: set s is the runs [(o·count + s)·inner, +inner) for every o.
+const GroupMinMax = struct {
+    kernel: *const fn (src: [*]const u8, src_type: DType, begin: usize, end: usize) callconv(.c) types.MinMax,
+    src: [*]const u8,
+    t: DType,
+    outer: usize,
+    count: usize,
+    inner: usize,
+    sets_per_chunk: usize,
+    /// The caller's output arrays hold each set's range until it is turned
+    /// into parameters: no allocation, and each set's two slots are its own.
+    mins: [*]f64,
+    maxs: [*]f64,
+
+    fn run(p: *const anyopaque, c: usize) void {
+        const self: *const @This() = @ptrCast(@alignCast(p));
+        const first = c * self.sets_per_chunk;
+        const last = @min(self.count, first + self.sets_per_chunk);
+        for (first..last) |s| {
+            self.mins[s] = std.math.inf(f64);
+            self.maxs[s] = -std.math.inf(f64);
+        }
+        for (0..self.outer) |o| {
+            for (first..last) |s| {
+                const begin = (o * self.count + s) * self.inner;
+                var lo = self.mins[s];
+                var hi = self.maxs[s];
+                if (self.inner >= vector_run_min) {
+                    const r = self.kernel(self.src, self.t, begin, begin + self.inner);
+                    lo = @min(lo, r.min);
+                    hi = @max(hi, r.max);
+                } else {
+                    for (begin..begin + self.inner) |i| {
+                        const x = loadScalar(self.t, self.src, i);
+                        if (x < lo) lo = x; // false for NaN: ignored
+                        if (x > hi) hi = x;
+                    }
+                }
+                self.mins[s] = lo;
+                self.maxs[s] = hi;
+            }
+        }
+    }
+};
+
+/// compute_params for each of `count` sets (element i belongs to set
+/// (i / inner) % count), into scales[count] and zero_points[count].
+export fn piquant_compute_params_grouped(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, numel: usize, dtype_q: DType, symmetric: c_int, count: usize, inner: usize, out_scales: ?[*]f64, out_zero_points: ?[*]i64) c_int {
+    if (checkBuffers(ctx, in, @ptrCast(out_scales), numel) != 0) return @intFromEnum(Status.invalid_argument);
+    if (out_scales == null or out_zero_points == null) return fail(.invalid_argument, "out_scales/out_zero_points: expected arrays of count values, got NULL", .{});
+    var s = checkTypes("dtype_in", dtype_in, "dtype_q", dtype_q);
+    if (s == 0) s = checkLayout(numel, count, inner);
+    if (s != 0) return s;
+    const c = ctx.?;
+    const outer = if (count == 0) 0 else numel / (count * inner);
+    const threads = if (numel < parallel_min_elements) 1 else c.pool.threadCount();
+    const chunks = @min(count, threads * 4);
+    const job = GroupMinMax{
+        .kernel = c.kernels.minmax,
+        .src = @ptrCast(in orelse @as(*const anyopaque, &no_elements)),
+        .t = dtype_in,
+        .outer = outer,
+        .count = count,
+        .inner = inner,
+        .sets_per_chunk = std.math.divCeil(usize, count, chunks) catch unreachable,
+        .mins = out_scales.?,
+        .maxs = @ptrCast(out_zero_points.?),
+    };
+    if (threads == 1) {
+        GroupMinMax.run(&job, 0);
+        for (1..std.math.divCeil(usize, count, job.sets_per_chunk) catch unreachable) |k| GroupMinMax.run(&job, k);
+    } else {
+        c.pool.run(.{ .ctx = &job, .run = GroupMinMax.run, .chunks = std.math.divCeil(usize, count, job.sets_per_chunk) catch unreachable });
+    }
+    for (0..count) |k| {
+        const mm = types.MinMax{ .min = job.mins[k], .max = job.maxs[k] };
+        const params: anyerror!Params(f64) = blk: {
+            if (dtype_in == .f64) break :blk paramsFromRange(f64, mm, dtype_q, symmetric != 0);
+            const p32 = paramsFromRange(f32, mm, dtype_q, symmetric != 0) catch |e| break :blk e;
+            break :blk .{ .scale = p32.scale, .zero_point = p32.zero_point };
+        };
+        const p = params catch |e| return switch (e) {
+            error.Infinite => fail(.invalid_value, "x: set {d} contains an infinite value; parameters need a finite range", .{k}),
+            else => fail(.invalid_value, "x: the range (max - min) of set {d} overflows float32", .{k}),
+        };
+        out_scales.?[k] = p.scale;
+        out_zero_points.?[k] = dtype_q.rawZeroPoint(p.zero_point);
+    }
     return 0;
 }
 

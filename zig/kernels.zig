@@ -222,12 +222,27 @@ fn exactBounds(comptime Q: DType, comptime C: type) bool {
     return Q.bits() <= 16 or (C == f64 and Q.bits() <= 32);
 }
 
-/// Per-call constants of a (float, quantized) pair.
-fn Params(comptime C: type) type {
+/// The integer type a zero point is added or subtracted at in lane arithmetic.
+fn ZpLane(comptime Q: DType) type {
+    return switch (Q.bits()) {
+        0...16 => i32,
+        32 => i64,
+        else => Q.Storage(),
+    };
+}
+
+/// v rounded to C; through i64 where it fits (i128 conversions are calls).
+fn nearestFloat(comptime C: type, comptime Q: DType, v: i128) C {
+    if (comptime Q.bits() <= 32) return @floatFromInt(@as(i64, @intCast(v)));
+    return @floatFromInt(v);
+}
+
+/// The constants of one parameter set (a scale and a zero point) of a
+/// (float, quantized) pair.
+fn Set(comptime C: type, comptime Q: DType) type {
     return struct {
         scale: C,
         inv_scale: C,
-        zp: i128,
         /// The smallest C ≥ qmin - zp and the largest C ≤ qmax - zp: an
         /// integer-valued r is in range exactly when lo ≤ r ≤ hi.
         lo: C,
@@ -236,21 +251,117 @@ fn Params(comptime C: type) type {
         /// element dequantizes to before scaling.
         lo_near: C,
         hi_near: C,
-        key: u64,
+        zp: ZpLane(Q),
 
-        fn init(comptime Q: DType, a: *const Args) @This() {
-            const scale: C = @floatCast(a.scale);
-            const zp = Q.zeroPoint(a.zero_point);
+        /// Cheap where the bounds are exact (the per-group path computes a
+        /// set per block); wide types need the i128 bounds.
+        fn init(scale64: f64, raw_zp: i64) @This() {
+            const scale: C = @floatCast(scale64);
+            const zp = Q.zeroPoint(raw_zp);
+            const lo_near = nearestFloat(C, Q, Q.qmin() - zp);
+            const hi_near = nearestFloat(C, Q, Q.qmax() - zp);
+            const exact = comptime exactBounds(Q, C);
             return .{
                 .scale = scale,
                 .inv_scale = 1 / scale,
-                .zp = zp,
-                .lo = types.floatBound(C, Q.qmin() - zp, true),
-                .hi = types.floatBound(C, Q.qmax() - zp, false),
-                .lo_near = @floatFromInt(Q.qmin() - zp),
-                .hi_near = @floatFromInt(Q.qmax() - zp),
-                .key = types.splitmix64(a.seed),
+                .lo = if (exact) lo_near else types.floatBound(C, Q.qmin() - zp, true),
+                .hi = if (exact) hi_near else types.floatBound(C, Q.qmax() - zp, false),
+                .lo_near = lo_near,
+                .hi_near = hi_near,
+                .zp = @intCast(zp),
             };
+        }
+    };
+}
+
+/// The parameters of the lanes of one block.
+fn Lanes(comptime C: type, comptime Q: DType) type {
+    return struct {
+        scale: Vec(C),
+        inv_scale: Vec(C),
+        lo: Vec(C),
+        hi: Vec(C),
+        lo_near: Vec(C),
+        hi_near: Vec(C),
+        zp: Vec(ZpLane(Q)),
+
+        fn splatSet(s: Set(C, Q)) @This() {
+            return .{
+                .scale = @splat(s.scale),
+                .inv_scale = @splat(s.inv_scale),
+                .lo = @splat(s.lo),
+                .hi = @splat(s.hi),
+                .lo_near = @splat(s.lo_near),
+                .hi_near = @splat(s.hi_near),
+                .zp = @splat(s.zp),
+            };
+        }
+    };
+}
+
+/// Per-call constants of a (float, quantized) pair: one parameter set, or
+/// the call's arrays of them (element i uses set (i / inner) % count).
+fn Params(comptime C: type, comptime Q: DType) type {
+    return struct {
+        const S = Set(C, Q);
+        const L = Lanes(C, Q);
+
+        single: L,
+        key: u64,
+        scales: ?[*]const f64,
+        zero_points: [*]const i64,
+        inner: usize,
+        count: usize,
+
+        fn init(a: *const Args) @This() {
+            return .{
+                .single = if (a.scales == null) L.splatSet(S.init(a.scale, a.zero_point)) else undefined,
+                .key = types.splitmix64(a.seed),
+                .scales = a.scales,
+                .zero_points = a.zero_points,
+                .inner = a.inner,
+                .count = a.count,
+            };
+        }
+
+        /// The parameters of elements index … index + block - 1.
+        inline fn at(p: *const @This(), index: usize) L {
+            const scales = p.scales orelse return p.single;
+            const first = index / p.inner;
+            if ((index + block - 1) / p.inner == first) {
+                const s = first % p.count;
+                return L.splatSet(S.init(scales[s], p.zero_points[s]));
+            }
+            return p.perLane(scales, index, first);
+        }
+
+        /// A block that spans sets: computed once per set met, per lane.
+        noinline fn perLane(p: *const @This(), scales: [*]const f64, index: usize, first: usize) L {
+            var scale: [block]C = undefined;
+            var inv_scale: [block]C = undefined;
+            var lo: [block]C = undefined;
+            var hi: [block]C = undefined;
+            var lo_near: [block]C = undefined;
+            var hi_near: [block]C = undefined;
+            var zp: [block]ZpLane(Q) = undefined;
+            var s = first % p.count;
+            var next = (first + 1) * p.inner; // index of the next set's first element
+            var set = S.init(scales[s], p.zero_points[s]);
+            for (0..block) |l| {
+                if (index + l == next) {
+                    s = if (s + 1 == p.count) 0 else s + 1;
+                    next += p.inner;
+                    set = S.init(scales[s], p.zero_points[s]);
+                }
+                scale[l] = set.scale;
+                inv_scale[l] = set.inv_scale;
+                lo[l] = set.lo;
+                hi[l] = set.hi;
+                lo_near[l] = set.lo_near;
+                hi_near[l] = set.hi_near;
+                zp[l] = set.zp;
+            }
+            return .{ .scale = scale, .inv_scale = inv_scale, .lo = lo, .hi = hi, .lo_near = lo_near, .hi_near = hi_near, .zp = zp };
         }
     };
 }
@@ -270,32 +381,30 @@ fn wrapBits(comptime N: u16, comptime C: type, r: Vec(C)) Vec(std.meta.Int(.unsi
 }
 
 /// clamp(r + zp, qmin, qmax) for integer-valued r, NaN → zp, exactly.
-fn toQuant(comptime Q: DType, comptime C: type, r: Vec(C), p: anytype) Vec(Lane(Q)) {
-    var c = @select(C, r > splat(C, p.hi), splat(C, p.hi), r);
-    c = @select(C, c < splat(C, p.lo), splat(C, p.lo), c);
+fn toQuant(comptime Q: DType, comptime C: type, r: Vec(C), p: Lanes(C, Q)) Vec(Lane(Q)) {
+    var c = @select(C, r > p.hi, p.hi, r);
+    c = @select(C, c < p.lo, p.lo, c);
     c = @select(C, c != c, splat(C, 0), c);
     if (comptime exactBounds(Q, C)) {
         const W = if (comptime Q.bits() <= 16) i32 else i64;
         const d: Vec(W) = @intFromFloat(c);
-        return @intCast(d + splat(W, @as(W, @intCast(p.zp))));
+        return @intCast(d + @as(Vec(W), p.zp));
     }
     // hi/lo may lie inside the range here; saturated lanes are set apart.
     const UN = std.meta.Int(.unsigned, Q.bits());
-    const zp_bits: UN = @truncate(@as(u128, @bitCast(p.zp)));
-    var q = wrapBits(Q.bits(), C, c) +% splat(UN, zp_bits);
-    q = @select(UN, r > splat(C, p.hi), splat(UN, @as(UN, @truncate(@as(u128, @bitCast(Q.qmax()))))), q);
-    q = @select(UN, r < splat(C, p.lo), splat(UN, @as(UN, @truncate(@as(u128, @bitCast(Q.qmin()))))), q);
+    const zp_bits: Vec(UN) = @truncate(@as(Vec(u64), @bitCast(p.zp)));
+    var q = wrapBits(Q.bits(), C, c) +% zp_bits;
+    q = @select(UN, r > p.hi, splat(UN, @as(UN, @truncate(@as(u128, @bitCast(Q.qmax()))))), q);
+    q = @select(UN, r < p.lo, splat(UN, @as(UN, @truncate(@as(u128, @bitCast(Q.qmin()))))), q);
     return @bitCast(q);
 }
 
 /// f(q - zp) exactly rounded to C.
-fn fromQuant(comptime Q: DType, comptime C: type, q: Vec(Lane(Q)), zp: i128) Vec(C) {
+fn fromQuant(comptime Q: DType, comptime C: type, q: Vec(Lane(Q)), z: Vec(ZpLane(Q))) Vec(C) {
     switch (comptime Q.bits()) {
-        0...16 => return @floatFromInt(q - splat(i32, @as(i32, @intCast(zp)))),
-        32 => return @floatFromInt(@as(Vec(i64), q) - splat(i64, @as(i64, @intCast(zp)))),
+        0...16 => return @floatFromInt(q - z),
+        32 => return @floatFromInt(@as(Vec(i64), q) - z),
         64 => {
-            const T = Q.Storage();
-            const z = splat(T, @as(T, @intCast(zp)));
             const ge = q >= z;
             const mag = @select(u64, ge, @as(Vec(u64), @bitCast(q -% z)), @as(Vec(u64), @bitCast(z -% q)));
             const f: Vec(C) = @floatFromInt(mag);
@@ -456,25 +565,26 @@ fn streamGroups(comptime out_bits: u16, dst: [*]u8, begin: usize, end: usize, em
 
 // ------------------------------------------------------------ operations
 
-fn quantizeBlock(comptime S: DType, comptime Q: DType, comptime mode: types.RoundMode, p: anytype, src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+fn quantizeBlock(comptime S: DType, comptime Q: DType, comptime mode: types.RoundMode, p: *const Params(S.Compute(), Q), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
     const C = S.Compute();
-    const y = loadFloats(S, src, i) * splat(C, p.inv_scale);
-    storeQuantized(Q, dst, i, toQuant(Q, C, roundValues(C, mode, y, p.key, index), p));
+    const l = p.at(index);
+    const y = loadFloats(S, src, i) * l.inv_scale;
+    storeQuantized(Q, dst, i, toQuant(Q, C, roundValues(C, mode, y, p.key, index), l));
 }
 
 fn quantizeRange(comptime S: DType, comptime Q: DType, comptime mode: types.RoundMode, args: *const Args, begin: usize, end: usize) void {
     // A local copy: stores through dst could alias *args as far as the
     // compiler knows, which would reload every parameter per block.
     const a = args.*;
-    const p = Params(S.Compute()).init(Q, &a);
+    const p = Params(S.Compute(), Q).init(&a);
     const Block = struct {
-        fn run(q: @TypeOf(p), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+        fn run(q: *const @TypeOf(p), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
             quantizeBlock(S, Q, mode, q, src, dst, i, index);
         }
     };
     // Measured: streaming speeds up nearest but slows stochastic rounding,
     // whose extra arithmetic already hides the destination reads.
-    runRange(S, Q, false, mode == .nearest and a.stream != 0, p, a.src, a.dst, begin, end, Block.run);
+    runRange(S, Q, false, mode == .nearest and a.stream != 0, &p, a.src, a.dst, begin, end, Block.run);
 }
 
 /// The loop every operation shares: whole cache lines written past the
@@ -517,47 +627,49 @@ fn runRange(comptime In: DType, comptime Out: DType, comptime reads_dst: bool, s
     @memcpy(dst[Out.byteCount(i)..][0..out_bytes], dst_buf[0..out_bytes]);
 }
 
-fn dequantizeBlock(comptime Q: DType, comptime D: DType, comptime op: types.ReduceOp, p: anytype, src: [*]const u8, dst: [*]u8, i: usize) void {
+fn dequantizeBlock(comptime Q: DType, comptime D: DType, comptime op: types.ReduceOp, p: *const Params(D.Compute(), Q), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
     const C = D.Compute();
-    var x = fromQuant(Q, C, loadQuantized(Q, src, i), p.zp) * splat(C, p.scale);
+    const l = p.at(index);
+    var x = fromQuant(Q, C, loadQuantized(Q, src, i), l.zp) * l.scale;
     if (op == .add) x = loadFloats(D, dst, i) + x;
     storeFloats(D, dst, i, x);
 }
 
 fn dequantizeRange(comptime Q: DType, comptime D: DType, comptime op: types.ReduceOp, args: *const Args, begin: usize, end: usize) void {
     const a = args.*; // see quantizeRange
-    const p = Params(D.Compute()).init(Q, &a);
+    const p = Params(D.Compute(), Q).init(&a);
     const Block = struct {
-        fn run(q: @TypeOf(p), src: [*]const u8, dst: [*]u8, i: usize, _: usize) void {
-            dequantizeBlock(Q, D, op, q, src, dst, i);
+        fn run(q: *const @TypeOf(p), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+            dequantizeBlock(Q, D, op, q, src, dst, i, index);
         }
     };
-    runRange(Q, D, op == .add, a.stream != 0, p, a.src, a.dst, begin, end, Block.run);
+    runRange(Q, D, op == .add, a.stream != 0, &p, a.src, a.dst, begin, end, Block.run);
 }
 
 /// dequantize(quantize(x)) without the integers: an in-range r dequantizes
 /// to r itself, a saturated one to the nearest float of qmin/qmax - zp.
-fn fakeBlock(comptime S: DType, comptime mode: types.RoundMode, comptime op: types.ReduceOp, p: anytype, src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+fn fakeBlock(comptime S: DType, comptime Q: DType, comptime mode: types.RoundMode, comptime op: types.ReduceOp, p: *const Params(S.Compute(), Q), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
     const C = S.Compute();
-    const r = roundValues(C, mode, loadFloats(S, src, i) * splat(C, p.inv_scale), p.key, index);
+    const l = p.at(index);
+    const r = roundValues(C, mode, loadFloats(S, src, i) * l.inv_scale, p.key, index);
     // + 0 turns -0 into +0, as the integer round trip does.
     var v = @select(C, r != r, splat(C, 0), r + splat(C, 0));
-    v = @select(C, r > splat(C, p.hi), splat(C, p.hi_near), v);
-    v = @select(C, r < splat(C, p.lo), splat(C, p.lo_near), v);
-    var x = v * splat(C, p.scale);
+    v = @select(C, r > l.hi, l.hi_near, v);
+    v = @select(C, r < l.lo, l.lo_near, v);
+    var x = v * l.scale;
     if (op == .add) x = loadFloats(S, dst, i) + x;
     storeFloats(S, dst, i, x);
 }
 
 fn fakeRange(comptime S: DType, comptime Q: DType, comptime mode: types.RoundMode, comptime op: types.ReduceOp, args: *const Args, begin: usize, end: usize) void {
     const a = args.*; // see quantizeRange
-    const p = Params(S.Compute()).init(Q, &a);
+    const p = Params(S.Compute(), Q).init(&a);
     const Block = struct {
-        fn run(q: @TypeOf(p), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
-            fakeBlock(S, mode, op, q, src, dst, i, index);
+        fn run(q: *const @TypeOf(p), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+            fakeBlock(S, Q, mode, op, q, src, dst, i, index);
         }
     };
-    runRange(S, S, op == .add, a.stream != 0, p, a.src, a.dst, begin, end, Block.run);
+    runRange(S, S, op == .add, a.stream != 0, &p, a.src, a.dst, begin, end, Block.run);
 }
 
 // ------------------------------------------------------------ dispatch by type
@@ -699,18 +811,18 @@ test "packing round trips" {
 
 test "wide saturation is exact" {
     const a = Args{ .src = undefined, .dst = undefined, .float_type = .f32, .quant_type = .uint64, .scale = 1, .zero_point = 5, .round_mode = .nearest, .reduce_op = .set, .seed = 0, .stream = 0 };
-    const p = Params(f32).init(.uint64, &a);
+    const p = Params(f32, .uint64).init(&a);
     var r: Vec(f32) = @splat(0);
     r[0] = 0x1p64;
     r[1] = -6;
     r[2] = -5;
     r[3] = 0x1p63;
-    const q = toQuant(.uint64, f32, r, p);
+    const q = toQuant(.uint64, f32, r, p.at(0));
     try testing.expectEqual(@as(u64, std.math.maxInt(u64)), q[0]);
     try testing.expectEqual(@as(u64, 0), q[1]);
     try testing.expectEqual(@as(u64, 0), q[2]);
     try testing.expectEqual(@as(u64, (1 << 63) + 5), q[3]);
-    const back = fromQuant(.uint64, f32, q, p.zp);
+    const back = fromQuant(.uint64, f32, q, p.at(0).zp);
     try testing.expectEqual(@as(f32, 0x1p64), back[0]);
     try testing.expectEqual(@as(f32, -5), back[1]);
 }

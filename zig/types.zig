@@ -120,6 +120,13 @@ pub const Args = extern struct {
     /// Nonzero: write whole cache lines of the output with stores that
     /// bypass the cache (set by the ABI for outputs too large to stay cached).
     stream: u32,
+    /// Per-channel or per-group parameters when `scales` is set: element i
+    /// uses scales[s] and zero_points[s] with s = (i / inner) % count, and
+    /// `scale`/`zero_point` are unused.
+    scales: ?[*]const f64 = null,
+    zero_points: [*]const i64 = undefined,
+    inner: usize = 1,
+    count: usize = 1,
 };
 
 /// Smallest and largest non-NaN value of a range; +inf/-inf if it has none.

@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Version of this interface; piquant_abi_version() returns the library's. */
-#define PIQUANT_ABI_VERSION 2
+#define PIQUANT_ABI_VERSION 3
 
 typedef enum piquant_status {
     PIQUANT_OK = 0,
@@ -160,6 +160,41 @@ int piquant_minmax(piquant_context *ctx, const void *in, piquant_dtype dtype_in,
 int piquant_compute_params(piquant_context *ctx, const void *in, piquant_dtype dtype_in,
                            size_t numel, piquant_dtype dtype_q, int symmetric, double *out_scale,
                            int64_t *out_zero_point);
+
+/* Per-channel and per-group parameters: element i of a call uses
+ * scales[s] and zero_points[s] with s = (i / inner) % count, so numel must
+ * be a multiple of count * inner. Per channel along axis k of a row-major
+ * shape: count = shape[k], inner = the product of shape[k+1:]. Per group of
+ * g along the last axis: count = numel / g, inner = g. Every set is checked
+ * as scale/zero_point above; a bad one is named in the message. */
+typedef struct piquant_params {
+    const double *scales;       /* count values */
+    const int64_t *zero_points; /* count values (UINT64: their bits) */
+    size_t count;
+    size_t inner;
+} piquant_params;
+
+/* piquant_quantize, piquant_dequantize and piquant_fake_quantize with one
+ * parameter set per channel or group; otherwise the same, bit for bit. */
+int piquant_quantize_grouped(piquant_context *ctx, const void *in, piquant_dtype dtype_in,
+                             void *out, piquant_dtype dtype_out, size_t numel,
+                             const piquant_params *params, piquant_round_mode mode,
+                             uint64_t seed);
+int piquant_dequantize_grouped(piquant_context *ctx, const void *in, piquant_dtype dtype_in,
+                               void *out, piquant_dtype dtype_out, size_t numel,
+                               const piquant_params *params, piquant_reduce_op op);
+int piquant_fake_quantize_grouped(piquant_context *ctx, const void *in, piquant_dtype dtype,
+                                  void *out, size_t numel, piquant_dtype dtype_q,
+                                  const piquant_params *params, piquant_round_mode mode,
+                                  uint64_t seed, piquant_reduce_op op);
+
+/* piquant_compute_params for each of count sets laid out as above, into
+ * out_scales[count] and out_zero_points[count]; a set with an infinite value
+ * is named in the message. */
+int piquant_compute_params_grouped(piquant_context *ctx, const void *in, piquant_dtype dtype_in,
+                                   size_t numel, piquant_dtype dtype_q, int symmetric,
+                                   size_t count, size_t inner, double *out_scales,
+                                   int64_t *out_zero_points);
 
 /* One call as a struct: the same as the function of that name, with the
  * same arguments (float_type is quantize's dtype_in, dequantize's dtype_out,

@@ -1,0 +1,130 @@
+"""Per-channel (``axis=``) and per-group (``group_size=``) parameters: which
+set each element uses, and the checks and conversions of parameter arrays."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _arrays
+from ._dtypes import DataType
+
+
+class Layout(NamedTuple):
+    """Element i (flat, row-major) uses parameter set (i // inner) % count."""
+
+    count: int
+    inner: int
+    shape: tuple[int, ...]  # of the parameter arrays
+    axis: int | None
+    group_size: int | None
+
+
+def _int_arg(value: Any, arg: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{arg}: expected an integer or None, got {type(value).__name__}")
+    return int(value)
+
+
+def layout(shape: tuple[int, ...], axis: Any, group_size: Any) -> Layout | None:
+    """The grouping asked for on an array of ``shape``, or None (per tensor)."""
+    if axis is None and group_size is None:
+        return None
+    if axis is not None and group_size is not None:
+        raise ValueError("axis, group_size: give one of them, not both")
+    ndim = len(shape)
+    if axis is not None:
+        k = _int_arg(axis, "axis")
+        if not -ndim <= k < ndim:
+            raise ValueError(f"axis: expected an axis of a {ndim}-d array (from {-ndim} to {ndim - 1}), got {k}")
+        k %= ndim
+        return Layout(shape[k], math.prod(shape[k + 1 :]), (shape[k],), k, None)
+    g = _int_arg(group_size, "group_size")
+    if g < 1:
+        raise ValueError(f"group_size: expected a positive integer, got {g}")
+    if ndim == 0:
+        raise ValueError("group_size: groups run along the last axis; a 0-d array has none")
+    if shape[-1] % g:
+        raise ValueError(f"group_size: the last axis has {shape[-1]} elements, which is not a multiple of group_size={g}")
+    return Layout(math.prod(shape) // g, g, shape[:-1] + (shape[-1] // g,), None, g)
+
+
+class Sets(NamedTuple):
+    """Checked parameter arrays as the backends take them."""
+
+    scales: np.ndarray  # float64, contiguous, one per set
+    zero_points: np.ndarray  # int64 (uint64 for UINT64), contiguous, one per set
+    count: int
+    inner: int
+
+
+def _numpy(a: Any, arg: str) -> np.ndarray:
+    if isinstance(a, np.ndarray):
+        return a
+    if type(a).__module__.startswith("torch") and type(a).__name__ in ("Tensor", "Parameter"):
+        return a.detach().cpu().numpy()
+    if isinstance(a, (list, tuple)):
+        return np.asarray(a)
+    raise TypeError(f"{arg}: with axis= or group_size=, expected an array of per-set values, got {type(a).__name__}")
+
+
+def _shaped(a: np.ndarray, lay: Layout, arg: str) -> np.ndarray:
+    if a.shape != lay.shape and a.shape != (lay.count,):
+        raise ValueError(f"{arg}: expected shape {lay.shape} (one value per {'channel' if lay.axis is not None else 'group'}), got {a.shape}")
+    return a.reshape(-1)
+
+
+def check_scales(scale: Any, fdt: DataType, lay: Layout) -> np.ndarray:
+    """Scales as float64; each must be valid in the compute precision."""
+    a = _shaped(_numpy(scale, "scale"), lay, "scale")
+    if a.dtype.kind not in "fiu":
+        raise TypeError(f"scale: expected real numbers, got dtype {a.dtype}")
+    s64 = np.ascontiguousarray(a, dtype=np.float64)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        c = s64 if fdt is DataType.F64 else s64.astype(np.float32)
+        ok = (c > 0) & np.isfinite(c) & np.isfinite(c.dtype.type(1) / c)
+    if not ok.all():
+        k = int(np.argmin(ok))
+        precision = "float64" if fdt is DataType.F64 else "float32"
+        raise ValueError(f"scale[{k}]: expected a finite number > 0 whose {precision} reciprocal is finite, got {s64[k]!r}")
+    return s64
+
+
+def check_zero_points(zero_point: Any, qdt: DataType, lay: Layout) -> np.ndarray:
+    """Zero points as int64 (uint64 for UINT64), each within qdt's range."""
+    a = _shaped(_numpy(zero_point, "zero_point"), lay, "zero_point")
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"zero_point: expected integers, got dtype {a.dtype}")
+    negative = a < 0 if a.dtype.kind == "i" else np.zeros(a.shape, bool)
+    if qdt is DataType.UINT64:
+        bad = negative
+        z = np.ascontiguousarray(a.astype(np.uint64))
+    else:
+        too_big = a > np.iinfo(np.int64).max if a.dtype.kind == "u" else np.zeros(a.shape, bool)
+        z = np.ascontiguousarray(np.where(too_big, 0, a).astype(np.int64))
+        bad = too_big | (z < qdt.qmin) | (z > qdt.qmax)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise ValueError(f"zero_point[{k}]: expected an integer in [{qdt.qmin}, {qdt.qmax}] for {qdt.short_name}, got {a[k]}")
+    return z
+
+
+def checked(scale: Any, zero_point: Any, fdt: DataType, qdt: DataType, lay: Layout) -> Sets:
+    if scale is None or zero_point is None:
+        raise ValueError("scale, zero_point: give both, or neither to compute them from x")
+    return Sets(check_scales(scale, fdt, lay), check_zero_points(zero_point, qdt, lay), lay.count, lay.inner)
+
+
+def as_arrays(sets: Sets, fdt: DataType, lay: Layout, kind: str) -> tuple[Any, Any]:
+    """The parameters as the caller sees them: scales in the compute precision
+    and zero points, shaped like the parameter arrays, numpy or torch like x."""
+    scales = sets.scales.astype(np.float64 if fdt is DataType.F64 else np.float32).reshape(lay.shape)
+    zps = sets.zero_points.reshape(lay.shape)
+    if kind == _arrays.TORCH:
+        import torch
+
+        return torch.from_numpy(scales), torch.from_numpy(zps)
+    return scales, zps
