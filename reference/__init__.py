@@ -481,7 +481,7 @@ def compute_params(
     if axis is None and group_size is None:
         return _params_of(x, dtype, symmetric, float_dtype)
     count, inner, pshape = layout(x.shape, axis, group_size)
-    sets = x.reshape(-1, count, inner)
+    sets = x.reshape(-1, count, inner) if x.size else np.empty((0, count, 1), x.dtype)
     scales, zps = [], []
     for k in range(count):
         try:
