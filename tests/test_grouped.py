@@ -254,3 +254,24 @@ def test_c_abi_checks_every_set(contexts):
     assert status == 3 and msg.startswith("params.scales[1]: expected a finite number > 0")
     scales[1] = 1.0
     assert call(2, 4) == (0, call(2, 4)[1])
+
+
+@pytest.mark.parametrize("symmetric", (False, True))
+@pytest.mark.parametrize("qtype,tdtype,qrange", [("uint4", "uint8", (0, 15)), ("int4", "int8", (-8, 7)), ("uint8", "uint8", (0, 255)), ("int8", "int8", (-128, 127))])
+@pytest.mark.parametrize("group_size", (32, 128))
+def test_group_wise_matches_torchao(rng, symmetric, qtype, tdtype, qrange, group_size):
+    """torchao's choose_qparams_affine / quantize_affine / dequantize_affine
+    with block size (1, g): the same parameters, integers and values."""
+    torch = pytest.importorskip("torch")
+    qp = pytest.importorskip("torchao.quantization.quant_primitives")
+    x = torch.from_numpy((rng.standard_normal((64, 256)) * rng.uniform(0.01, 5, (64, 1)) + rng.uniform(-1, 1, (1, 256))).astype(np.float32))
+    mapping = qp.MappingType.SYMMETRIC if symmetric else qp.MappingType.ASYMMETRIC
+    block, td = (1, group_size), getattr(torch, tdtype)
+    scale, zp = qp.choose_qparams_affine(x, mapping, block, td, *qrange, eps=torch.finfo(torch.float32).eps)
+    p = piquant.compute_params(x, qtype, symmetric=symmetric, group_size=group_size)
+    assert torch.equal(p.scale, scale) and torch.equal(p.zero_point, zp.long())
+    theirs = qp.quantize_affine(x, block, scale, zp, td, *qrange)
+    ours = piquant.quantize(x, qtype, scale=p.scale, zero_point=p.zero_point, group_size=group_size)
+    values = ours.data.numpy() if ref.bits(qtype) == 8 else ref.unpack_bits(ours.data.numpy(), x.numel(), 4, qtype.startswith("i"))
+    assert np.array_equal(values.reshape(-1), theirs.numpy().reshape(-1).astype(np.int64))
+    assert torch.equal(piquant.dequantize(ours), qp.dequantize_affine(theirs, block, scale, zp, td, *qrange))

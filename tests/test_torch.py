@@ -153,3 +153,46 @@ def test_every_torch_integer_and_float_type(rng, fdtype, qdtype):
     assert np.array_equal(q.data.numpy(), ref.quantize(xs, str(qdtype).removeprefix("torch."), q.scale, q.zero_point))
     f = piquant.fake_quantize(x, qdtype, scale=q.scale, zero_point=q.zero_point)
     assert f.dtype == fdtype and torch.equal(f, y)
+
+
+PER_CHANNEL = [(torch.quint8, "uint8", (False, True)), (torch.qint8, "int8", (False, True)), (torch.qint32, "int32", (False,))]
+
+
+@pytest.mark.parametrize("tdtype,qtype,schemes", PER_CHANNEL)
+@pytest.mark.parametrize("axis", (0, 1, 2))
+def test_per_channel_matches_observer_and_quantize_per_channel(rng, tdtype, qtype, schemes, axis):
+    from torch.ao.quantization import PerChannelMinMaxObserver
+
+    for symmetric in schemes:
+        # Channels with their own offsets and spreads.
+        x = torch.from_numpy((rng.standard_normal((6, 40, 50)) * rng.uniform(0.1, 10, 6)[:, None, None] + rng.uniform(-3, 3, (1, 1, 50))).astype(np.float32))
+        scheme = torch.per_channel_symmetric if symmetric else torch.per_channel_affine
+        obs = PerChannelMinMaxObserver(ch_axis=axis, dtype=tdtype, qscheme=scheme)
+        obs(x)
+        scale, zp = obs.calculate_qparams()
+        p = piquant.compute_params(x, qtype, symmetric=symmetric, axis=axis)
+        assert torch.equal(p.scale, scale.float()), symmetric
+        assert torch.equal(p.zero_point, zp.long()), symmetric
+
+        if qtype == "int32":
+            continue  # torch divides in float64 for qint32; ours is float32 arithmetic (docs/semantics.md)
+        ours = piquant.quantize(x, qtype, scale=p.scale, zero_point=p.zero_point, axis=axis).data.numpy().astype(np.int64)
+        theirs = torch.quantize_per_channel(x, scale.double(), zp, axis, tdtype).int_repr().numpy().astype(np.int64)
+        diff = np.abs(ours - theirs)
+        assert diff.max() <= 1
+        assert np.count_nonzero(diff) / diff.size < 1e-3
+
+
+def test_torch_per_channel_tensors_both_ways(rng):
+    x = torch.from_numpy(rng.standard_normal((8, 33)).astype(np.float32))
+    q = piquant.quantize(x, torch.qint8, axis=0, symmetric=True)
+    assert q.data.is_quantized and q.data.qscheme() == torch.per_channel_affine and q.data.q_per_channel_axis() == 0
+    assert torch.equal(q.data.q_per_channel_scales().float(), q.scale)
+    # torch dequantizes per channel as fma(q, scale, -zp·scale), ours is the
+    # exact c(q - zp) · scale: they can differ in the last bit.
+    torch.testing.assert_close(piquant.dequantize(q), q.data.dequantize(), rtol=2.0**-22, atol=0)
+    assert torch.equal(piquant.dequantize(q), q.scale[:, None] * (q.data.int_repr().float() - q.zero_point[:, None].float()))
+    theirs = torch.quantize_per_channel(x, torch.rand(33, dtype=torch.float64) + 0.01, torch.randint(0, 255, (33,)), 1, torch.quint8)
+    torch.testing.assert_close(piquant.dequantize(theirs), theirs.dequantize(), rtol=2.0**-22, atol=1e-7)
+    with pytest.raises(ValueError, match="group_size: torch quantized tensors have no per-group form"):
+        piquant.quantize(x, torch.qint8, group_size=11)
