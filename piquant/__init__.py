@@ -4,6 +4,9 @@
     q = piquant.quantize(x, "uint4")          # params computed, result packed
     y = piquant.dequantize(q)                  # back to float32, same shape
 
+``axis=``/``group_size=`` give per-channel/per-group parameters;
+``piquant.gguf`` reads and writes llama.cpp's Q8_0/Q4_0/Q4_1 blocks.
+
 Also offers pi-quant's API (``Context``, ``RoundMode``, ``ReduceOp``,
 ``DataType``, ``piquant.torch``) so code written for it runs unchanged.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _backend
+from . import _backend, gguf
 from ._api import QuantParams, Quantized, compute_params, dequantize, fake_quantize, quantize
 from ._context import Context, ReduceOp, RoundMode
 from ._dtypes import DataType
@@ -29,6 +32,7 @@ __all__ = [
     "compute_params",
     "dequantize",
     "fake_quantize",
+    "gguf",
     "info",
     "quantize",
 ]

@@ -84,19 +84,13 @@ class NativeBackend:
             self._ctx = None
 
     def quantize(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, scale: float, zp: int, mode: int, seed: int) -> None:
-        status = self._quantize(self._ctx, src, src_dt.value, dst, dst_dt.value, n, scale, dst_dt.raw_zero_point(zp), mode, seed)
-        if status:
-            _native.raise_status(self._lib, status)
+        self._check(self._quantize(self._ctx, src, src_dt.value, dst, dst_dt.value, n, scale, dst_dt.raw_zero_point(zp), mode, seed))
 
     def dequantize(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, scale: float, zp: int, op: int) -> None:
-        status = self._dequantize(self._ctx, src, src_dt.value, dst, dst_dt.value, n, scale, src_dt.raw_zero_point(zp), op)
-        if status:
-            _native.raise_status(self._lib, status)
+        self._check(self._dequantize(self._ctx, src, src_dt.value, dst, dst_dt.value, n, scale, src_dt.raw_zero_point(zp), op))
 
     def fake_quantize(self, src: int, dt: DataType, dst: int, n: int, q_dt: DataType, scale: float, zp: int, mode: int, seed: int, op: int) -> None:
-        status = self._fake_quantize(self._ctx, src, dt.value, dst, n, q_dt.value, scale, q_dt.raw_zero_point(zp), mode, seed, op)
-        if status:
-            _native.raise_status(self._lib, status)
+        self._check(self._fake_quantize(self._ctx, src, dt.value, dst, n, q_dt.value, scale, q_dt.raw_zero_point(zp), mode, seed, op))
 
     def _check(self, status: int) -> None:
         if status:
@@ -122,13 +116,17 @@ class NativeBackend:
         ))
         return Sets(scales, zps.view(np.uint64) if q_dt is DataType.UINT64 else zps, count, inner)
 
+    def gguf_quantize(self, src: int, src_dt: DataType, dst: int, gguf_type: int, n: int) -> None:
+        self._check(self._lib.piquant_gguf_quantize(self._ctx, src, src_dt.value, dst, gguf_type, n))
+
+    def gguf_dequantize(self, src: int, gguf_type: int, dst: int, dst_dt: DataType, n: int) -> None:
+        self._check(self._lib.piquant_gguf_dequantize(self._ctx, src, gguf_type, dst, dst_dt.value, n))
+
     def compute_params(self, src: int, src_dt: DataType, n: int, q_dt: DataType, symmetric: bool) -> tuple[float, int]:
         scale, zp = ctypes.c_double(), ctypes.c_int64()
-        status = self._lib.piquant_compute_params(
+        self._check(self._lib.piquant_compute_params(
             self._ctx, src, src_dt.value, n, q_dt.value, int(symmetric), ctypes.byref(scale), ctypes.byref(zp)
-        )
-        if status:
-            _native.raise_status(self._lib, status)
+        ))
         return scale.value, q_dt.zero_point_from_raw(zp.value)
 
 
@@ -208,5 +206,24 @@ class ReferenceBackend:
         return Sets(p.scale.astype(np.float64), p.zero_point, count, inner)
 
 
+    def gguf_quantize(self, src: int, src_dt: DataType, dst: int, gguf_type: int, n: int) -> None:
+        from piquant_reference import gguf
+
+        fmt = GGUF_NAMES[gguf_type]
+        x = _float_view(src, src_dt, n)
+        if src_dt is DataType.BF16:
+            x = self._ref.bf16_bits_to_f32(x)
+        _view(dst, n // 32 * gguf.FORMATS[fmt], np.uint8)[...] = gguf.quantize(x, fmt).reshape(-1)
+
+    def gguf_dequantize(self, src: int, gguf_type: int, dst: int, dst_dt: DataType, n: int) -> None:
+        from piquant_reference import gguf
+
+        fmt = GGUF_NAMES[gguf_type]
+        x = gguf.dequantize(_view(src, n // 32 * gguf.FORMATS[fmt], np.uint8), fmt)
+        out = _float_view(dst, dst_dt, n)
+        out[...] = self._ref.f32_to_bf16_bits(x) if dst_dt is DataType.BF16 else x.astype(out.dtype)
+
+
+GGUF_NAMES = {2: "Q4_0", 3: "Q4_1", 8: "Q8_0"}
 _ROUND = ("nearest", "stochastic")
 _REDUCE = ("set", "add")

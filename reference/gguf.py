@@ -1,21 +1,34 @@
 """llama.cpp / GGUF block formats Q8_0, Q4_0 and Q4_1, as specified by
-ggml-quants.c and mirrored by the `gguf` package's numpy code — the spec for
-piquant's native kernels of these formats (issue 6).
+ggml-quants.c and mirrored by the `gguf` package's numpy code — the spec of
+piquant's native kernels of these formats.
 
-Blocks of 32 float32 values (float16/bfloat16 inputs are widened exactly);
-`d` and `m` are stored as IEEE float16 (round to nearest even), but the
-quantization itself uses the unrounded float32 `d`:
+Blocks of 32 float32 values (float16/bfloat16 inputs are widened exactly,
+float64 rounded to nearest); `d` and `m` are stored as IEEE float16 (round
+to nearest even), but the quantization itself uses the unrounded float32 `d`.
+All arithmetic is float32, one operation at a time; ``inv(d)`` is 0 if d = 0,
+else 1/d.
 
-- Q8_0 (34 bytes): d = max|x| / 127; q = round_half_away(x · (1/d)) (0 if d = 0);
-  bytes: f16(d), 32 × int8 q.
-- Q4_0 (18 bytes): v = the element of largest magnitude (first on ties);
-  d = v / -8; q = clip(trunc(x · (1/d) + 8.5), 0, 15) (1/d = 0 if d = 0);
+- Q8_0 (34 bytes): amax = max |x|; d = amax / 127; v = x · inv(d);
+  q = round_half_away_from_zero(v); bytes: f16(d), 32 × int8 q.
+- Q4_0 (18 bytes): v = the element of largest magnitude (the first on ties);
+  d = v / -8; w = x · inv(d) + 8.5; q = clip(trunc(w), 0, 15);
   bytes: f16(d), then 16 bytes: byte j = q[j] | q[j + 16] << 4.
-- Q4_1 (20 bytes): d = (max - min) / 15; q = clip(trunc((x - min) · (1/d) + 0.5), 0, 15);
-  bytes: f16(d), f16(min), then the nibbles as Q4_0.
+- Q4_1 (20 bytes): d = (max - min) / 15; w = (x - min) · inv(d) + 0.5;
+  q = clip(trunc(w), 0, 15); bytes: f16(d), f16(min), then the nibbles as Q4_0.
 
-All arithmetic is float32, one operation at a time. Dequantization:
-Q8_0 x = f32(d) · q; Q4_0 x = f32(d) · (q - 8); Q4_1 x = f32(d) · q + f32(m).
+Beyond what ggml defines (blocks with NaN, ±inf, or mixed-sign zeros):
+- a code whose v or w is not finite is 0 — what the gguf package's numpy cast
+  gives on x86-64;
+- a block with a NaN takes its first NaN as amax (its magnitude), as the
+  largest-magnitude element, and as both max and min of Q4_1 — as numpy's
+  NaN-propagating max/argmax do for the quiet NaN `np.nan`;
+- a Q4_1 min that is zero is -0 if the block holds a -0, else +0; a max that
+  is zero is +0 if the block holds a +0, else -0 (IEEE 754-2019
+  minimum/maximum). numpy's reductions pick either sign depending on where
+  the zeros sit, so the gguf package may store the other sign in such blocks.
+
+Dequantization: Q8_0 x = f32(q) · f32(d); Q4_0 x = f32(d) · (q - 8);
+Q4_1 x = f32(d) · q + f32(m) (if both f32(d) · q and m are NaN, the former).
 """
 
 from __future__ import annotations
@@ -30,7 +43,8 @@ def _blocks(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.dtype.name == "bfloat16":
         x = (x.view(np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
-    x = x.astype(np.float32).reshape(-1)
+    with np.errstate(over="ignore"):
+        x = x.astype(np.float32).reshape(-1)  # float64: rounded to nearest
     if x.size % BLOCK:
         raise ValueError(f"x: {x.size} elements is not a multiple of the block size {BLOCK}")
     return x.reshape(-1, BLOCK)
@@ -45,27 +59,51 @@ def _nibbles(q: np.ndarray) -> np.ndarray:
     return (q[:, :16] | (q[:, 16:] << np.uint8(4))).astype(np.uint8)
 
 
+def _codes(w: np.ndarray) -> np.ndarray:
+    """clip(trunc(w), 0, 15) for finite w, 0 otherwise."""
+    with np.errstate(invalid="ignore"):
+        c = np.clip(np.trunc(np.maximum(w, np.float32(0))), 0, 15)
+    return np.where(np.isfinite(w), c, 0).astype(np.uint8)
+
+
+def _first_nan(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which blocks hold a NaN, and each block's first NaN (0 where none)."""
+    nan = np.isnan(b)
+    return nan.any(axis=1, keepdims=True), np.take_along_axis(b, nan.argmax(axis=1)[:, None], axis=1)
+
+
+def _signed_zero(v: np.ndarray, b: np.ndarray, negative: bool) -> np.ndarray:
+    """A zero max/min given its sign by the rule of the module docstring."""
+    holds = (np.signbit(b) == negative) & (b == 0)
+    zero = np.where(holds.any(axis=1, keepdims=True), np.float32(-0.0 if negative else 0.0), np.float32(0.0 if negative else -0.0))
+    return np.where(v == 0, zero, v).astype(np.float32)
+
+
 def quantize(x: np.ndarray, fmt: str) -> np.ndarray:
     """The GGUF bytes of x (a multiple of 32 elements), shape (blocks, bytes per block)."""
     b = _blocks(x)
-    if fmt == "Q8_0":
-        d = (np.abs(b).max(axis=1, keepdims=True) / np.float32(127)).astype(np.float32)
-        v = b * _inverse(d)
-        # round half away from zero, exactly: floor(|v|) + (frac(|v|) >= 0.5)
-        a = np.abs(v)
-        q = np.sign(v) * (np.floor(a) + np.floor(np.float32(2) * (a - np.floor(a))))
-        return np.concatenate([d.astype(np.float16).view(np.uint8), q.astype(np.int8).view(np.uint8)], axis=1)
-    if fmt == "Q4_0":
-        i = np.abs(b).argmax(axis=1)[:, None]
-        d = (np.take_along_axis(b, i, axis=1) / np.float32(-8)).astype(np.float32)
-        q = np.trunc(b * _inverse(d) + np.float32(8.5)).astype(np.float32)
-        q = np.clip(q, 0, 15).astype(np.uint8)  # x·(1/d) is in [-8, 8], so q is in [0, 16] before the clip
-        return np.concatenate([d.astype(np.float16).view(np.uint8), _nibbles(q)], axis=1)
-    if fmt == "Q4_1":
-        mx, mn = b.max(axis=1, keepdims=True), b.min(axis=1, keepdims=True)
-        d = ((mx - mn) / np.float32(15)).astype(np.float32)
-        q = np.clip(np.trunc((b - mn) * _inverse(d) + np.float32(0.5)).astype(np.uint8), 0, 15)
-        return np.concatenate([d.astype(np.float16).view(np.uint8), mn.astype(np.float16).view(np.uint8), _nibbles(q)], axis=1)
+    has_nan, first_nan = _first_nan(b)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if fmt == "Q8_0":
+            amax = np.where(has_nan, np.abs(first_nan), np.abs(b).max(axis=1, keepdims=True))
+            d = (amax / np.float32(127)).astype(np.float32)
+            v = b * _inverse(d)
+            # round half away from zero, exactly: floor(|v|) + (frac(|v|) >= 0.5)
+            a = np.abs(v)
+            q = np.sign(v) * (np.floor(a) + np.floor(np.float32(2) * (a - np.floor(a))))
+            q = np.where(np.isfinite(v), q, 0)
+            return np.concatenate([d.astype(np.float16).view(np.uint8), q.astype(np.int8).view(np.uint8)], axis=1)
+        if fmt == "Q4_0":
+            i = np.abs(b).argmax(axis=1)[:, None]  # the first NaN, if any
+            d = (np.take_along_axis(b, i, axis=1) / np.float32(-8)).astype(np.float32)
+            q = _codes(b * _inverse(d) + np.float32(8.5))
+            return np.concatenate([d.astype(np.float16).view(np.uint8), _nibbles(q)], axis=1)
+        if fmt == "Q4_1":
+            mx = np.where(has_nan, first_nan, _signed_zero(b.max(axis=1, keepdims=True), b, negative=False))
+            mn = np.where(has_nan, first_nan, _signed_zero(b.min(axis=1, keepdims=True), b, negative=True))
+            d = ((mx - mn) / np.float32(15)).astype(np.float32)
+            q = _codes((b - mn) * _inverse(d) + np.float32(0.5))
+            return np.concatenate([d.astype(np.float16).view(np.uint8), mn.astype(np.float16).view(np.uint8), _nibbles(q)], axis=1)
     raise ValueError(f"fmt: expected one of {tuple(FORMATS)}, got {fmt!r}")
 
 
@@ -82,4 +120,5 @@ def dequantize(blocks: np.ndarray, fmt: str) -> np.ndarray:
     if fmt == "Q4_0":
         return (d * (q.astype(np.int8) - np.int8(8)).astype(np.float32)).reshape(-1)
     m = b[:, 2:4].copy().view(np.float16).astype(np.float32)
-    return (d * q.astype(np.float32) + m).reshape(-1)
+    p = d * q.astype(np.float32)
+    return np.where(np.isnan(p), p, p + m).reshape(-1)  # both NaN: d·q's NaN

@@ -387,6 +387,53 @@ export fn piquant_fake_quantize_grouped(ctx: ?*Context, in: ?*const anyopaque, d
     return fakeQuantizeWith(ctx, in, dtype, out, numel, dtype_q, .{ .groups = params }, round_mode, seed, reduce_op);
 }
 
+fn checkGguf(t: types.GgufType, numel: usize) c_int {
+    if (t.blockBytes() == 0) return fail(.unsupported_dtype, "type: expected a GGUF block type (Q4_0 = 2, Q4_1 = 3, Q8_0 = 8), got {d}", .{@intFromEnum(t)});
+    if (numel % types.gguf_block != 0) return fail(.invalid_argument, "numel: {d} is not a multiple of the block size {d}", .{ numel, types.gguf_block });
+    return 0;
+}
+
+/// Bytes of one block of a GGUF type (0 if unknown).
+export fn piquant_gguf_block_bytes(t: types.GgufType) usize {
+    return t.blockBytes();
+}
+
+export fn piquant_gguf_quantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, gguf_type: types.GgufType, numel: usize) c_int {
+    var s = checkBuffers(ctx, in, out, numel);
+    if (s == 0 and !dtype_in.isFloat()) s = fail(.unsupported_dtype, "dtype_in: expected a float type (F32, BF16, F16, F64), got {d}", .{@intFromEnum(dtype_in)});
+    if (s == 0) s = checkGguf(gguf_type, numel);
+    if (s != 0 or numel == 0) return s;
+    var a = ggufArgs(in.?, out.?, dtype_in, gguf_type);
+    parallel(ctx.?, ctx.?.kernels.gguf_quantize, &a, numel);
+    return 0;
+}
+
+export fn piquant_gguf_dequantize(ctx: ?*Context, in: ?*const anyopaque, gguf_type: types.GgufType, out: ?*anyopaque, dtype_out: DType, numel: usize) c_int {
+    var s = checkBuffers(ctx, in, out, numel);
+    if (s == 0) s = checkGguf(gguf_type, numel);
+    if (s == 0 and !dtype_out.isFloat()) s = fail(.unsupported_dtype, "dtype_out: expected a float type (F32, BF16, F16, F64), got {d}", .{@intFromEnum(dtype_out)});
+    if (s != 0 or numel == 0) return s;
+    var a = ggufArgs(in.?, out.?, dtype_out, gguf_type);
+    parallel(ctx.?, ctx.?.kernels.gguf_dequantize, &a, numel);
+    return 0;
+}
+
+fn ggufArgs(in: *const anyopaque, out: *anyopaque, float_type: DType, t: types.GgufType) types.Args {
+    return .{
+        .src = @ptrCast(in),
+        .dst = @ptrCast(out),
+        .float_type = float_type,
+        .quant_type = .uint8,
+        .scale = 1,
+        .zero_point = 0,
+        .round_mode = .nearest,
+        .reduce_op = .set,
+        .seed = 0,
+        .stream = 0,
+        .gguf = t,
+    };
+}
+
 /// One call described by a struct, for bindings whose per-argument cost
 /// dominates small calls (Python's ctypes: ~0.1 µs an argument).
 pub const Call = extern struct {

@@ -8,6 +8,7 @@ const std = @import("std");
 const builtin = @import("builtin");
 const types = @import("types.zig");
 const options = @import("build_options");
+const gguf = @import("gguf.zig");
 
 const DType = types.DType;
 const Isa = types.Isa;
@@ -33,7 +34,7 @@ const lanes = switch (isa) {
     .avx2 => 8,
     .avx512f => 16,
 };
-const block = 2 * lanes;
+pub const block = 2 * lanes;
 
 /// Whether the target converts float16 in hardware (F16C, Neon); elsewhere
 /// LLVM would call a library routine per element, so we convert by bits.
@@ -52,7 +53,7 @@ fn splat(comptime T: type, v: anytype) Vec(T) {
 
 // ------------------------------------------------------------ float side
 
-fn loadFloats(comptime S: DType, src: [*]const u8, i: usize) Vec(S.Compute()) {
+pub fn loadFloats(comptime S: DType, src: [*]const u8, i: usize) Vec(S.Compute()) {
     switch (S) {
         .f32, .f64 => {
             const p: [*]align(1) const S.Compute() = @ptrCast(src);
@@ -73,7 +74,7 @@ fn loadFloats(comptime S: DType, src: [*]const u8, i: usize) Vec(S.Compute()) {
     }
 }
 
-fn storeFloats(comptime D: DType, dst: [*]u8, i: usize, x: Vec(D.Compute())) void {
+pub fn storeFloats(comptime D: DType, dst: [*]u8, i: usize, x: Vec(D.Compute())) void {
     switch (D) {
         .f32, .f64 => {
             const p: [*]align(1) D.Compute() = @ptrCast(dst);
@@ -491,7 +492,7 @@ const line = 64;
 /// not keep one core's loads streaming while it computes.
 const prefetch_bytes = 2048;
 
-fn prefetchAhead(src: [*]const u8, byte_offset: usize) void {
+pub fn prefetchAhead(src: [*]const u8, byte_offset: usize) void {
     @prefetch(src + byte_offset + prefetch_bytes, .{ .locality = 3 });
 }
 
@@ -749,6 +750,8 @@ const table = types.KernelTable{
     .quantize = &quantize,
     .dequantize = &dequantize,
     .fake_quantize = &fakeQuantize,
+    .gguf_quantize = &gguf.quantize,
+    .gguf_dequantize = &gguf.dequantize,
     .minmax = &minmax,
 };
 

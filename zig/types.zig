@@ -127,7 +127,32 @@ pub const Args = extern struct {
     zero_points: [*]const i64 = undefined,
     inner: usize = 1,
     count: usize = 1,
+    /// The llama.cpp block format of gguf_quantize/gguf_dequantize calls.
+    gguf: GgufType = .q8_0,
 };
+
+/// llama.cpp / GGUF block formats; values are GGML's type numbers.
+pub const GgufType = enum(c_int) {
+    q4_0 = 2,
+    q4_1 = 3,
+    q8_0 = 8,
+    _,
+
+    pub const all = [_]GgufType{ .q4_0, .q4_1, .q8_0 };
+
+    /// Bytes of one block of 32 elements.
+    pub fn blockBytes(t: GgufType) usize {
+        return switch (t) {
+            .q4_0 => 18,
+            .q4_1 => 20,
+            .q8_0 => 34,
+            _ => 0,
+        };
+    }
+};
+
+/// Elements per GGUF block.
+pub const gguf_block = 32;
 
 /// Smallest and largest non-NaN value of a range; +inf/-inf if it has none.
 pub const MinMax = extern struct {
@@ -143,6 +168,9 @@ pub const KernelTable = extern struct {
     quantize: Kernel,
     dequantize: Kernel,
     fake_quantize: Kernel,
+    /// Element ranges of these two are whole GGUF blocks.
+    gguf_quantize: Kernel,
+    gguf_dequantize: Kernel,
     minmax: *const fn (src: [*]const u8, src_type: DType, begin: usize, end: usize) callconv(.c) MinMax,
 };
 
