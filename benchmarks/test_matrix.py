@@ -19,6 +19,8 @@ PEERS = {
     "piquant": None,
     "torch": _bench.torch_fn,
     "torch decomposed": _bench.decomposed_fn,
+    "torchao": _bench.torchao_fn,
+    "gguf": _bench.gguf_fn,
     "reference": _bench.reference_fn,
 }
 _inputs: dict[int, np.ndarray] = {}
@@ -35,6 +37,8 @@ def inputs(row: _bench.Row, n: int) -> _bench.Inputs:
 @pytest.mark.parametrize("n", _bench.SIZES)
 @pytest.mark.parametrize("row", _bench.ROWS, ids=lambda r: r.name)
 def test_matrix(benchmark, pi_quant_medians, row, n, peer):
+    if not row.fits(n):
+        pytest.skip(f"{row.name} needs whole groups/blocks")
     benchmark.group = f"{row.name} n={n}"
     benchmark.extra_info.update(row=row.name, n=n, peer=peer, bytes=row.bytes_moved(n))
     inp = inputs(row, n)
@@ -43,7 +47,7 @@ def test_matrix(benchmark, pi_quant_medians, row, n, peer):
         if (row.name, n) in pi_quant_medians:
             benchmark.extra_info["pi_quant_median_s"] = pi_quant_medians[(row.name, n)]
     else:
-        if peer != "reference" and torch is None:
+        if peer not in ("reference", "gguf") and torch is None:
             pytest.skip("torch is not installed")
         if peer == "reference" and n > _bench.REFERENCE_MAX["quick"]:
             pytest.skip("the reference is too slow at this size")

@@ -36,7 +36,9 @@ import piquant_reference as ref
 from . import _backend
 
 SIZES = (64, 4_096, 65_536, 1_048_576, 27_264_000)
-PEERS = ("torch", "torch decomposed", "pi-quant", "reference")
+PEERS = ("torch", "torch decomposed", "torchao", "gguf", "pi-quant", "reference")
+GGUF_BYTES = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20}
+ROW_LENGTH = 1024  # group-wise rows quantize x as (n / 1024, 1024)
 PI_QUANT = "pypiquant==4.1.0"
 # Seconds of timing per measurement (after a warm-up call), and at least this many calls.
 BUDGET = {"quick": 0.02, "full": 0.25}
@@ -46,15 +48,22 @@ REFERENCE_MAX = {"quick": 1_048_576, "full": 27_264_000}
 
 @dataclass(frozen=True)
 class Row:
-    op: str  # quantize, dequantize, compute_params, fake_quantize
+    op: str  # quantize, dequantize, compute_params, fake_quantize, gguf_quantize, gguf_dequantize
     float_dtype: str
-    quant_dtype: str
+    quant_dtype: str  # a GGUF type name for the gguf_ ops
     round_mode: str = "nearest"
     reduce: str = "set"
+    group: int = 0  # group_size of group-wise parameters; 0: per tensor
 
     @property
     def name(self) -> str:
         f = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "float64": "f64"}[self.float_dtype]
+        if self.op == "gguf_quantize":
+            return f"gguf {f}→{self.quant_dtype}"
+        if self.op == "gguf_dequantize":
+            return f"gguf {self.quant_dtype}→{f}"
+        if self.group:
+            return f"{self.op} {f}→{self.quant_dtype} g={self.group}" if self.op == "quantize" else f"{self.op} {self.quant_dtype}→{f} g={self.group}"
         if self.op == "quantize":
             return f"quantize {f}→{self.quant_dtype}" + (" stochastic" if self.round_mode == "stochastic" else "")
         if self.op == "dequantize":
@@ -63,10 +72,19 @@ class Row:
             return f"fake_quantize {f} via {self.quant_dtype}"
         return f"compute_params {f}"
 
+    def fits(self, n: int) -> bool:
+        """Whether this row can run on n elements (whole groups and blocks)."""
+        if self.op.startswith("gguf"):
+            return n % 32 == 0
+        return not self.group or (n % min(n, ROW_LENGTH) == 0 and min(n, ROW_LENGTH) % self.group == 0)
+
     def bytes_moved(self, n: int) -> int:
-        """Bytes read plus bytes written by one call on n elements."""
+        """Bytes read plus bytes written by one call on n elements (group-wise:
+        with the float64 scale and int64 zero point of each group)."""
         f = {"float64": 8, "float32": 4}.get(self.float_dtype, 2)
-        q = (n * ref.bits(self.quant_dtype) + 7) // 8
+        if self.op.startswith("gguf"):
+            return n * f + n // 32 * GGUF_BYTES[self.quant_dtype]
+        q = (n * ref.bits(self.quant_dtype) + 7) // 8 + (n // self.group * 16 if self.group else 0)
         return {
             "quantize": n * f + q,
             "dequantize": q + n * f * (2 if self.reduce == "add" else 1),
@@ -88,6 +106,15 @@ ROWS = (
     Row("dequantize", "bfloat16", "uint8"),
     Row("compute_params", "float32", "uint8"),
     Row("fake_quantize", "float32", "uint8"),
+    Row("quantize", "float32", "int4"),
+    Row("quantize", "float32", "int4", group=32),
+    Row("quantize", "float32", "int4", group=128),
+    Row("dequantize", "float32", "int4", group=32),
+    Row("gguf_quantize", "float32", "Q8_0"),
+    Row("gguf_quantize", "float32", "Q4_0"),
+    Row("gguf_quantize", "float32", "Q4_1"),
+    Row("gguf_dequantize", "float32", "Q8_0"),
+    Row("gguf_dequantize", "float32", "Q4_0"),
 )
 
 
@@ -124,7 +151,11 @@ class Inputs:
     def __init__(self, row: Row, x32: np.ndarray, torch: Any) -> None:
         n = x32.size
         self.row, self.n, self.torch, self.x32 = row, n, torch, x32
-        self.scale, self.zero_point = piquant.compute_params(x32, row.quant_dtype)
+        if row.group:
+            x32 = x32.reshape(-1, min(n, ROW_LENGTH))
+            self.scale, self.zero_point = piquant.compute_params(x32, row.quant_dtype, symmetric=True, group_size=row.group)
+        elif not row.op.startswith("gguf"):
+            self.scale, self.zero_point = piquant.compute_params(x32, row.quant_dtype)
         self.x = self._float(x32, row.float_dtype)
 
     def _float(self, x32: np.ndarray, dtype: str) -> Any:
@@ -149,7 +180,21 @@ class Inputs:
 
 
 def piquant_fn(inp: Inputs, ctx: piquant.Context) -> Callable[[], Any]:
-    r, s, zp = inp.row, inp.scale, inp.zero_point
+    r = inp.row
+    if r.op == "gguf_quantize":
+        blocks = piquant.gguf.quantize(inp.x, r.quant_dtype)
+        return lambda: piquant.gguf.quantize(inp.x, r.quant_dtype, out=blocks, ctx=ctx)
+    if r.op == "gguf_dequantize":
+        blocks, out = piquant.gguf.quantize(inp.x, r.quant_dtype), inp.float_out()
+        return lambda: piquant.gguf.dequantize(blocks, r.quant_dtype, out=out, ctx=ctx)
+    s, zp = inp.scale, inp.zero_point
+    if r.group:
+        g = {"group_size": r.group}
+        if r.op == "quantize":
+            out = piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp, **g).data
+            return lambda: piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp, out=out, ctx=ctx, **g)
+        q, out = piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp, **g), inp.float_out().reshape(inp.x.shape)
+        return lambda: piquant.dequantize(q, out=out, ctx=ctx)
     if r.op == "quantize":
         out = piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp).data
         return lambda: piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp, round_mode=r.round_mode, out=out, ctx=ctx)
@@ -168,6 +213,8 @@ _TORCH_QTYPES = {"uint8": "quint8", "int8": "qint8", "uint4": "quint4x2", "uint2
 
 def torch_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
     torch, r = inp.torch, inp.row
+    if r.group or r.op.startswith("gguf"):
+        return None, "torch has no group-wise or GGUF quantization"
     s, zp = float(inp.scale), int(inp.zero_point)
     qmin, qmax = ref.qrange(r.quant_dtype)
     xt = inp.x if not isinstance(inp.x, np.ndarray) else torch.from_numpy(inp.x)
@@ -206,6 +253,8 @@ def decomposed_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
     from torch.ao.quantization.fx import _decomposed  # noqa: F401  registers the ops
 
     ops = torch.ops.quantized_decomposed
+    if r.group or r.op.startswith("gguf"):
+        return None, "no group-wise or GGUF decomposed op"
     s, zp = float(inp.scale), int(inp.zero_point)
     qmin, qmax = ref.qrange(r.quant_dtype)
     xt = inp.x if not isinstance(inp.x, np.ndarray) else torch.from_numpy(inp.x)
@@ -229,8 +278,57 @@ def decomposed_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
     return lambda: ops.dequantize_per_tensor(q8, s, zp, qmin, qmax, tdt, out_dtype=fdt), None
 
 
+def torchao_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
+    """torchao's quantize_affine / dequantize_affine (plain torch ops) with
+    block size (1, g), on group-wise rows."""
+    r, torch = inp.row, inp.torch
+    if not r.group:
+        return None, "torchao: measured on group-wise rows"
+    try:
+        from torchao.quantization import quant_primitives as qp
+    except ImportError:
+        return None, "torchao is not installed (pip install torchao)"
+    qmin, qmax = ref.qrange(r.quant_dtype)
+    xt, block, tdt = torch.from_numpy(inp.x), (1, r.group), torch.int8 if qmin < 0 else torch.uint8
+    s, zp = torch.from_numpy(inp.scale), torch.from_numpy(inp.zero_point)
+    if r.op == "quantize":
+        return lambda: qp.quantize_affine(xt, block, s, zp, tdt, qmin, qmax), None
+    q = qp.quantize_affine(xt, block, s, zp, tdt, qmin, qmax)
+    return lambda: qp.dequantize_affine(q, block, s, zp, tdt, qmin, qmax), None
+
+
+def gguf_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
+    """The gguf package's numpy gguf.quants on GGUF rows."""
+    r = inp.row
+    if not r.op.startswith("gguf"):
+        return None, "gguf: measured on GGUF rows"
+    try:
+        from gguf import GGMLQuantizationType, quants
+    except ImportError:
+        return None, "gguf is not installed (pip install gguf)"
+    t = getattr(GGMLQuantizationType, r.quant_dtype)
+    if r.op == "gguf_quantize":
+        return lambda: quants.quantize(inp.x, t), None
+    blocks = quants.quantize(inp.x, t)
+    return lambda: quants.dequantize(blocks, t), None
+
+
 def reference_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
-    r, s, zp = inp.row, float(inp.scale), int(inp.zero_point)
+    r = inp.row
+    if r.op.startswith("gguf"):
+        from piquant_reference import gguf
+
+        if r.op == "gguf_quantize":
+            return lambda: gguf.quantize(inp.x, r.quant_dtype), None
+        blocks = gguf.quantize(inp.x, r.quant_dtype)
+        return lambda: gguf.dequantize(blocks, r.quant_dtype), None
+    if r.group:
+        g = {"group_size": r.group}
+        if r.op == "quantize":
+            return lambda: ref.quantize(inp.x, r.quant_dtype, inp.scale, inp.zero_point, **g), None
+        q = ref.quantize(inp.x, r.quant_dtype, inp.scale, inp.zero_point, **g)
+        return lambda: ref.dequantize(q, r.quant_dtype, inp.scale, inp.zero_point, numel=inp.n, shape=inp.x.shape, **g), None
+    s, zp = float(inp.scale), int(inp.zero_point)
     x = inp.x if isinstance(inp.x, np.ndarray) else inp.x.view(inp.torch.int16).numpy().view(np.uint16)
     fd = r.float_dtype
     if r.op == "quantize":
@@ -324,7 +422,7 @@ def run(mode: str = "quick", sizes: tuple[int, ...] = SIZES, rows: tuple[Row, ..
             skipped_peers["pi-quant"] = why
     else:
         skipped_peers["pi-quant"] = "--no-pi-quant"
-    in_process = [p for p in ("torch", "torch decomposed", "reference") if p not in skipped_peers]
+    in_process = [p for p in ("torch", "torch decomposed", "torchao", "gguf", "reference") if p not in skipped_peers]
     progress = Progress(len(sizes) * (2 + len(rows) * (1 + len(in_process))))
     results: list[Result] = []
     roofline: dict[int, dict[str, float]] = {}
@@ -333,6 +431,11 @@ def run(mode: str = "quick", sizes: tuple[int, ...] = SIZES, rows: tuple[Row, ..
         roofline[n] = stream_bandwidth(lib, ctx, n, mode, progress)
         x32 = np.random.default_rng(0).standard_normal(n, dtype=np.float32)
         for row in rows:
+            if not row.fits(n):
+                progress.step(f"{row.name} n={n} (does not fit)")
+                for _ in in_process:
+                    progress.step(f"{row.name} n={n}")
+                continue
             res = Result(row.name, n, row.bytes_moved(n))
             inp = Inputs(row, x32, torch)
             res.seconds["piquant"] = median_time(piquant_fn(inp, ctx), BUDGET[mode], MIN_REPEATS[mode])
@@ -341,7 +444,7 @@ def run(mode: str = "quick", sizes: tuple[int, ...] = SIZES, rows: tuple[Row, ..
                 if peer == "reference" and n > REFERENCE_MAX[mode]:
                     res.skipped[peer] = f"n > {REFERENCE_MAX[mode]:,} (slow; --full runs it)"
                 else:
-                    make = {"torch": torch_fn, "torch decomposed": decomposed_fn, "reference": reference_fn}[peer]
+                    make = {"torch": torch_fn, "torch decomposed": decomposed_fn, "torchao": torchao_fn, "gguf": gguf_fn, "reference": reference_fn}[peer]
                     try:
                         fn, why = make(inp)
                         if fn is None:
@@ -356,7 +459,7 @@ def run(mode: str = "quick", sizes: tuple[int, ...] = SIZES, rows: tuple[Row, ..
             results.append(res)
             del inp
     if py:
-        cases = [(row, n) for n in sizes for row in rows]
+        cases = [(row, n) for n in sizes for row in rows if row.fits(n)]
         try:
             medians, why = run_pi_quant(py, cases, threads, mode)
             for res, t, w in zip(results, medians, why):

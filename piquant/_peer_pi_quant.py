@@ -46,6 +46,8 @@ def storage(dtype, n):
 def case_fn(ctx, c):
     n, op = c["n"], c["op"]
     f, q = c["float_dtype"], c["quant_dtype"]
+    if c.get("group") or op.startswith("gguf"):
+        return None, "pi-quant has no group-wise or GGUF quantization"
     if f not in DTYPES or q not in DTYPES:
         return None, f"pi-quant has no {f if f not in DTYPES else q}"
     if op == "fake_quantize":

@@ -46,7 +46,7 @@ def test_exact_difference_rounds_once(rng, c, qtype):
     st = ref.storage_dtype(qtype)
     vals = [qmin, qmax, qmin + 1, qmax - 1] + [int(v) for v in rng.integers(qmin, qmax, 500, endpoint=True, dtype=np.uint64 if qmin == 0 else np.int64)]
     for zp in (qmin, qmax, 0 if qmin < 0 else 1, vals[-1]):
-        got = _exact_difference(np.array(vals, dtype=st), zp, c)
+        got = _exact_difference(np.array(vals, dtype=st), [zp], len(vals), c)
         want = [nearest_exact(v - zp, c) for v in vals]
         assert [float(g) for g in got] == want, zp
 

@@ -313,6 +313,13 @@ fn Params(comptime C: type, comptime Q: DType) type {
         zero_points: [*]const i64,
         inner: usize,
         count: usize,
+        /// The set met last, and its elements [set_begin, set_end): blocks
+        /// come in order, so the next set is found without a division. It
+        /// starts as the set before set 0, ending at element 0.
+        set: usize,
+        set_begin: usize = 0,
+        set_end: usize = 0,
+        set_lanes: L = undefined,
 
         fn init(a: *const Args) @This() {
             return .{
@@ -322,18 +329,30 @@ fn Params(comptime C: type, comptime Q: DType) type {
                 .zero_points = a.zero_points,
                 .inner = a.inner,
                 .count = a.count,
+                .set = a.count - 1,
             };
         }
 
         /// The parameters of elements index … index + block - 1.
-        inline fn at(p: *const @This(), index: usize) L {
+        inline fn at(p: *@This(), index: usize) L {
             const scales = p.scales orelse return p.single;
-            const first = index / p.inner;
-            if ((index + block - 1) / p.inner == first) {
-                const s = first % p.count;
-                return L.splatSet(S.init(scales[s], p.zero_points[s]));
+            if (index >= p.set_begin and index + block <= p.set_end) return p.set_lanes;
+            return p.seek(scales, index);
+        }
+
+        noinline fn seek(p: *@This(), scales: [*]const f64, index: usize) L {
+            if (index == p.set_end and index + block <= p.set_end + p.inner) {
+                p.set = if (p.set + 1 == p.count) 0 else p.set + 1;
+                p.set_begin = p.set_end;
+            } else {
+                const first = index / p.inner;
+                if ((index + block - 1) / p.inner != first) return p.perLane(scales, index, first);
+                p.set = first % p.count;
+                p.set_begin = first * p.inner;
             }
-            return p.perLane(scales, index, first);
+            p.set_end = p.set_begin + p.inner;
+            p.set_lanes = L.splatSet(S.init(scales[p.set], p.zero_points[p.set]));
+            return p.set_lanes;
         }
 
         /// A block that spans sets: computed once per set met, per lane.
@@ -566,7 +585,7 @@ fn streamGroups(comptime out_bits: u16, dst: [*]u8, begin: usize, end: usize, em
 
 // ------------------------------------------------------------ operations
 
-fn quantizeBlock(comptime S: DType, comptime Q: DType, comptime mode: types.RoundMode, p: *const Params(S.Compute(), Q), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+fn quantizeBlock(comptime S: DType, comptime Q: DType, comptime mode: types.RoundMode, p: *Params(S.Compute(), Q), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
     const C = S.Compute();
     const l = p.at(index);
     const y = loadFloats(S, src, i) * l.inv_scale;
@@ -577,9 +596,9 @@ fn quantizeRange(comptime S: DType, comptime Q: DType, comptime mode: types.Roun
     // A local copy: stores through dst could alias *args as far as the
     // compiler knows, which would reload every parameter per block.
     const a = args.*;
-    const p = Params(S.Compute(), Q).init(&a);
+    var p = Params(S.Compute(), Q).init(&a);
     const Block = struct {
-        fn run(q: *const @TypeOf(p), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+        fn run(q: *@TypeOf(p), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
             quantizeBlock(S, Q, mode, q, src, dst, i, index);
         }
     };
@@ -628,7 +647,7 @@ fn runRange(comptime In: DType, comptime Out: DType, comptime reads_dst: bool, s
     @memcpy(dst[Out.byteCount(i)..][0..out_bytes], dst_buf[0..out_bytes]);
 }
 
-fn dequantizeBlock(comptime Q: DType, comptime D: DType, comptime op: types.ReduceOp, p: *const Params(D.Compute(), Q), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+fn dequantizeBlock(comptime Q: DType, comptime D: DType, comptime op: types.ReduceOp, p: *Params(D.Compute(), Q), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
     const C = D.Compute();
     const l = p.at(index);
     var x = fromQuant(Q, C, loadQuantized(Q, src, i), l.zp) * l.scale;
@@ -638,9 +657,9 @@ fn dequantizeBlock(comptime Q: DType, comptime D: DType, comptime op: types.Redu
 
 fn dequantizeRange(comptime Q: DType, comptime D: DType, comptime op: types.ReduceOp, args: *const Args, begin: usize, end: usize) void {
     const a = args.*; // see quantizeRange
-    const p = Params(D.Compute(), Q).init(&a);
+    var p = Params(D.Compute(), Q).init(&a);
     const Block = struct {
-        fn run(q: *const @TypeOf(p), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+        fn run(q: *@TypeOf(p), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
             dequantizeBlock(Q, D, op, q, src, dst, i, index);
         }
     };
@@ -649,7 +668,7 @@ fn dequantizeRange(comptime Q: DType, comptime D: DType, comptime op: types.Redu
 
 /// dequantize(quantize(x)) without the integers: an in-range r dequantizes
 /// to r itself, a saturated one to the nearest float of qmin/qmax - zp.
-fn fakeBlock(comptime S: DType, comptime Q: DType, comptime mode: types.RoundMode, comptime op: types.ReduceOp, p: *const Params(S.Compute(), Q), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+fn fakeBlock(comptime S: DType, comptime Q: DType, comptime mode: types.RoundMode, comptime op: types.ReduceOp, p: *Params(S.Compute(), Q), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
     const C = S.Compute();
     const l = p.at(index);
     const r = roundValues(C, mode, loadFloats(S, src, i) * l.inv_scale, p.key, index);
@@ -664,9 +683,9 @@ fn fakeBlock(comptime S: DType, comptime Q: DType, comptime mode: types.RoundMod
 
 fn fakeRange(comptime S: DType, comptime Q: DType, comptime mode: types.RoundMode, comptime op: types.ReduceOp, args: *const Args, begin: usize, end: usize) void {
     const a = args.*; // see quantizeRange
-    const p = Params(S.Compute(), Q).init(&a);
+    var p = Params(S.Compute(), Q).init(&a);
     const Block = struct {
-        fn run(q: *const @TypeOf(p), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+        fn run(q: *@TypeOf(p), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
             fakeBlock(S, Q, mode, op, q, src, dst, i, index);
         }
     };
@@ -814,7 +833,7 @@ test "packing round trips" {
 
 test "wide saturation is exact" {
     const a = Args{ .src = undefined, .dst = undefined, .float_type = .f32, .quant_type = .uint64, .scale = 1, .zero_point = 5, .round_mode = .nearest, .reduce_op = .set, .seed = 0, .stream = 0 };
-    const p = Params(f32, .uint64).init(&a);
+    var p = Params(f32, .uint64).init(&a);
     var r: Vec(f32) = @splat(0);
     r[0] = 0x1p64;
     r[1] = -6;

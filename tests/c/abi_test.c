@@ -121,6 +121,39 @@ int main(int argc, char **argv) {
     expect_error(piquant_execute(ctx, &call), PIQUANT_ERR_INVALID_ARGUMENT, "call.op", NULL, 0, "execute: unknown op");
     expect_error(piquant_stream(NULL, x, y, sizeof x), PIQUANT_ERR_INVALID_ARGUMENT, "ctx", NULL, 0, "stream: NULL ctx");
 
+    {
+        /* Grouped parameters: layout and every set checked, bad set named. */
+        double scales[4] = {0.1, 0.1, 0.0, 0.1};
+        int64_t zps[4] = {0, 0, 0, 0};
+        piquant_params g = {scales, zps, 4, N / 4};
+        memset(q, 0xAB, N);
+        expect_error(piquant_quantize_grouped(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_DTYPE_UINT8, N, &g, PIQUANT_ROUND_NEAREST, 0),
+                     PIQUANT_ERR_INVALID_VALUE, "params.scales[2]", q, N, "grouped: bad scale named");
+        expect_error(piquant_quantize_grouped(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_DTYPE_UINT8, N, NULL, PIQUANT_ROUND_NEAREST, 0),
+                     PIQUANT_ERR_INVALID_ARGUMENT, "params", q, N, "grouped: NULL params");
+        g.inner = 3;
+        expect_error(piquant_quantize_grouped(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_DTYPE_UINT8, N, &g, PIQUANT_ROUND_NEAREST, 0),
+                     PIQUANT_ERR_INVALID_ARGUMENT, "numel", q, N, "grouped: layout not dividing numel");
+        scales[2] = 0.1;
+        g.inner = N / 4;
+        EXPECT(piquant_quantize_grouped(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_DTYPE_UINT8, N, &g, PIQUANT_ROUND_NEAREST, 0) == PIQUANT_OK, "grouped quantize");
+        EXPECT(piquant_dequantize_grouped(ctx, q, PIQUANT_DTYPE_UINT8, y, PIQUANT_DTYPE_F32, N, &g, PIQUANT_REDUCE_SET) == PIQUANT_OK, "grouped dequantize");
+        EXPECT(piquant_compute_params_grouped(ctx, x, PIQUANT_DTYPE_F32, N, PIQUANT_DTYPE_INT4, 1, 8, N / 8, scales, NULL) == PIQUANT_ERR_INVALID_ARGUMENT, "grouped params: NULL out");
+        {
+            double s8[8];
+            int64_t z8[8];
+            EXPECT(piquant_compute_params_grouped(ctx, x, PIQUANT_DTYPE_F32, N, PIQUANT_DTYPE_INT4, 1, 8, N / 8, s8, z8) == PIQUANT_OK && s8[0] > 0 && z8[0] == 0, "grouped params");
+        }
+        /* GGUF: unknown type and ragged sizes refused; a round trip. */
+        memset(q, 0xAB, N);
+        expect_error(piquant_gguf_quantize(ctx, x, PIQUANT_DTYPE_F32, q, 7, 960), PIQUANT_ERR_UNSUPPORTED_DTYPE, "type", q, N, "gguf: unknown type");
+        expect_error(piquant_gguf_quantize(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_GGUF_Q8_0, 999), PIQUANT_ERR_INVALID_ARGUMENT, "numel", q, N, "gguf: ragged");
+        EXPECT(piquant_gguf_block_bytes(PIQUANT_GGUF_Q4_1) == 20 && piquant_gguf_block_bytes(5) == 0, "gguf block bytes");
+        EXPECT(piquant_gguf_quantize(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_GGUF_Q8_0, 960) == PIQUANT_OK, "gguf quantize");
+        EXPECT(piquant_gguf_dequantize(ctx, q, PIQUANT_GGUF_Q8_0, y, PIQUANT_DTYPE_F32, 960) == PIQUANT_OK, "gguf dequantize");
+        for (i = 0; i < 960; i++) EXPECT(fabsf(y[i] - x[i]) <= 3.0f / 127 * 0.6f, "gguf round trip error");
+    }
+
     /* A good round trip after all that. */
     EXPECT(piquant_minmax(ctx, x, PIQUANT_DTYPE_F32, N, &mm) == PIQUANT_OK && mm.min < 0 && mm.max > 0, "minmax");
     EXPECT(piquant_compute_params(ctx, x, PIQUANT_DTYPE_F32, N, PIQUANT_DTYPE_UINT8, 0, &scale, &zp) == PIQUANT_OK, "params");

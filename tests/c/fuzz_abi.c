@@ -105,6 +105,47 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         piquant_compute_params(ctx[h.threads & 1], in, (piquant_dtype)call.float_type, numel,
                                (piquant_dtype)call.quant_type, h.symmetric & 1, &scale, &zp);
     }
+    {
+        /* The same call with up to 8 parameter sets (the header's scale and
+         * zero point and variations of them), whose layout may not fit. */
+        double scales[8];
+        int64_t zps[8];
+        size_t k, count = 1 + h.pad % 8;
+        piquant_params g;
+        for (k = 0; k < count; k++) {
+            scales[k] = h.scale * (double)(k + 1);
+            zps[k] = h.zero_point - (int64_t)k;
+        }
+        g.scales = scales;
+        g.zero_points = zps;
+        g.count = count;
+        g.inner = h.pad & 0x80 ? 1 + h.seed % 97 : (numel / count ? numel / count : 1);
+        if (call.op == 0) {
+            piquant_quantize_grouped(ctx[h.threads & 1], in, (piquant_dtype)call.float_type, out, (piquant_dtype)call.quant_type, numel, &g,
+                                     (piquant_round_mode)call.round_mode, call.seed);
+            piquant_compute_params_grouped(ctx[h.threads & 1], in, (piquant_dtype)call.float_type, numel, (piquant_dtype)call.quant_type,
+                                           h.symmetric & 1, g.count, g.inner, scales, zps);
+        } else if (call.op == 1) {
+            piquant_dequantize_grouped(ctx[h.threads & 1], in, (piquant_dtype)call.quant_type, out, (piquant_dtype)call.float_type, numel, &g,
+                                       (piquant_reduce_op)call.reduce_op);
+        } else if (call.op == 2) {
+            piquant_fake_quantize_grouped(ctx[h.threads & 1], in, (piquant_dtype)call.float_type, out, numel, (piquant_dtype)call.quant_type, &g,
+                                          (piquant_round_mode)call.round_mode, call.seed, (piquant_reduce_op)call.reduce_op);
+        }
+    }
+    {
+        /* GGUF both ways, on buffers sized for whole blocks of the type. */
+        int type = call.quant_type % 10;
+        size_t bytes = piquant_gguf_block_bytes(type), blocks = numel / 32;
+        void *blk_base;
+        size_t blk_len;
+        uint8_t *blk = guarded(blocks * (bytes ? bytes : 34), &blk_base, &blk_len);
+        fill(blk, blocks * (bytes ? bytes : 34), data, size);
+        /* in holds float_type elements unless op is 1; out does unless op is 0. */
+        if (call.op != 1) piquant_gguf_quantize(ctx[h.threads & 1], in, (piquant_dtype)call.float_type, blk, type, blocks * 32);
+        if (call.op != 0) piquant_gguf_dequantize(ctx[h.threads & 1], blk, type, out, (piquant_dtype)call.float_type, blocks * 32);
+        munmap(blk_base, blk_len);
+    }
     munmap(in_base, in_len);
     munmap(out_base, out_len);
     return 0;

@@ -196,6 +196,26 @@ int piquant_compute_params_grouped(piquant_context *ctx, const void *in, piquant
                                    size_t count, size_t inner, double *out_scales,
                                    int64_t *out_zero_points);
 
+/* llama.cpp / GGUF block formats (docs/semantics.md): blocks of 32 elements
+ * in exactly the bytes GGUF files hold. Values are GGML's type numbers. */
+typedef enum piquant_gguf_type {
+    PIQUANT_GGUF_Q4_0 = 2, /* 18 bytes a block */
+    PIQUANT_GGUF_Q4_1 = 3, /* 20 bytes a block */
+    PIQUANT_GGUF_Q8_0 = 8  /* 34 bytes a block */
+} piquant_gguf_type;
+
+/* Bytes of one block of a GGUF type, 0 if the type is unknown. */
+size_t piquant_gguf_block_bytes(int type);
+
+/* numel (a multiple of 32) elements of dtype_in (a float type; F64 is first
+ * rounded to float32) to numel / 32 blocks of type at out. */
+int piquant_gguf_quantize(piquant_context *ctx, const void *in, piquant_dtype dtype_in, void *out,
+                          int type, size_t numel);
+/* numel / 32 blocks of type to numel elements of dtype_out (float32 values,
+ * then rounded or widened to dtype_out). */
+int piquant_gguf_dequantize(piquant_context *ctx, const void *in, int type, void *out,
+                            piquant_dtype dtype_out, size_t numel);
+
 /* One call as a struct: the same as the function of that name, with the
  * same arguments (float_type is quantize's dtype_in, dequantize's dtype_out,
  * fake_quantize's dtype; quant_type the other side). For bindings where each
