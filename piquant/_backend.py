@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _native
 from ._dtypes import DataType
-from ._groups import Sets
+from ._groups import Sets, check_values
 
 _lib: Any = None
 _lib_path: str | None = None
@@ -98,7 +98,8 @@ class NativeBackend:
 
     @staticmethod
     def _groups(sets: Sets) -> Any:
-        return ctypes.byref(_native.GroupParams(sets.scales.ctypes.data, sets.zero_points.ctypes.data, sets.count, sets.inner))
+        scale_type = (DataType.F32 if sets.scales.dtype == np.float32 else DataType.F64).value
+        return ctypes.byref(_native.GroupParams(sets.scales.ctypes.data, sets.zero_points.ctypes.data, sets.count, sets.inner, scale_type))
 
     def quantize_sets(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, sets: Sets, mode: int, seed: int) -> None:
         self._check(self._lib.piquant_quantize_grouped(self._ctx, src, src_dt.value, dst, dst_dt.value, n, self._groups(sets), mode, seed))
@@ -185,17 +186,20 @@ class ReferenceBackend:
     # Grouped calls: the flat buffers as (outer, count, inner) with the sets along axis 1.
 
     def quantize_sets(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, sets: Sets, mode: int, seed: int) -> None:
+        check_values(sets, src_dt, dst_dt)
         x = _float_view(src, src_dt, n).reshape(-1, sets.count, sets.inner)
         q = self._ref.quantize(x, dst_dt.short_name, sets.scales, sets.zero_points, round_mode=_ROUND[mode], seed=seed,
                                float_dtype=src_dt.short_name, axis=1)
         self._quant_view(dst, dst_dt, n)[...] = q.reshape(-1)
 
     def dequantize_sets(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, sets: Sets, op: int) -> None:
+        check_values(sets, dst_dt, src_dt)
         self._ref.dequantize(self._quant_view(src, src_dt, n), src_dt.short_name, sets.scales, sets.zero_points, numel=n,
                              out_dtype=dst_dt.short_name, out=_float_view(dst, dst_dt, n), reduce=_REDUCE[op],
                              shape=(n // (sets.count * sets.inner), sets.count, sets.inner), axis=1)
 
     def fake_quantize_sets(self, src: int, dt: DataType, dst: int, n: int, q_dt: DataType, sets: Sets, mode: int, seed: int, op: int) -> None:
+        check_values(sets, dt, q_dt)
         x = _float_view(src, dt, n).reshape(-1, sets.count, sets.inner)
         self._ref.fake_quantize(x, q_dt.short_name, sets.scales, sets.zero_points, round_mode=_ROUND[mode], seed=seed,
                                 float_dtype=dt.short_name, out=_float_view(dst, dt, n), reduce=_REDUCE[op], axis=1)

@@ -53,9 +53,10 @@ def layout(shape: tuple[int, ...], axis: Any, group_size: Any) -> Layout | None:
 
 
 class Sets(NamedTuple):
-    """Checked parameter arrays as the backends take them."""
+    """Parameter arrays as the backends take them (the native library checks
+    their values; `check_values` does for the reference)."""
 
-    scales: np.ndarray  # float64, contiguous, one per set
+    scales: np.ndarray  # float32 or float64, contiguous, one per set
     zero_points: np.ndarray  # int64 (uint64 for UINT64), contiguous, one per set
     count: int
     inner: int
@@ -77,51 +78,56 @@ def _shaped(a: np.ndarray, lay: Layout, arg: str) -> np.ndarray:
     return a.reshape(-1)
 
 
-def check_scales(scale: Any, fdt: DataType, lay: Layout) -> np.ndarray:
-    """Scales as float64; each must be valid in the compute precision."""
+def _scales(scale: Any, lay: Layout) -> np.ndarray:
+    """Scales as a contiguous float32 or float64 array (no copy if already one)."""
     a = _shaped(_numpy(scale, "scale"), lay, "scale")
     if a.dtype.kind not in "fiu":
         raise TypeError(f"scale: expected real numbers, got dtype {a.dtype}")
-    s64 = np.ascontiguousarray(a, dtype=np.float64)
+    return np.ascontiguousarray(a, dtype=a.dtype if a.dtype in (np.float32, np.float64) else np.float64)
+
+
+def _zero_points(zero_point: Any, qdt: DataType, lay: Layout) -> np.ndarray:
+    """Zero points as contiguous int64 (uint64 for UINT64); an integer that
+    int64 cannot hold is reported here, the range by check_values."""
+    a = _shaped(_numpy(zero_point, "zero_point"), lay, "zero_point")
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"zero_point: expected integers, got dtype {a.dtype}")
+    want = np.uint64 if qdt is DataType.UINT64 else np.int64
+    if a.dtype != want and a.size:
+        bad = (a < 0) if want is np.uint64 else (a > np.iinfo(np.int64).max if a.dtype == np.uint64 else np.zeros(a.shape, bool))
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise ValueError(f"zero_point[{k}]: expected an integer in [{qdt.qmin}, {qdt.qmax}] for {qdt.short_name}, got {a[k]}")
+    return np.ascontiguousarray(a, dtype=want)
+
+
+def check_values(sets: Sets, fdt: DataType, qdt: DataType) -> None:
+    """Every scale valid in the compute precision, every zero point in range
+    (what the native library checks, with the same messages)."""
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        c = s64 if fdt is DataType.F64 else s64.astype(np.float32)
+        c = sets.scales.astype(np.float64 if fdt is DataType.F64 else np.float32)
         ok = (c > 0) & np.isfinite(c) & np.isfinite(c.dtype.type(1) / c)
     if not ok.all():
         k = int(np.argmin(ok))
         precision = "float64" if fdt is DataType.F64 else "float32"
-        raise ValueError(f"scale[{k}]: expected a finite number > 0 whose {precision} reciprocal is finite, got {s64[k]!r}")
-    return s64
-
-
-def check_zero_points(zero_point: Any, qdt: DataType, lay: Layout) -> np.ndarray:
-    """Zero points as int64 (uint64 for UINT64), each within qdt's range."""
-    a = _shaped(_numpy(zero_point, "zero_point"), lay, "zero_point")
-    if a.dtype.kind not in "iu":
-        raise TypeError(f"zero_point: expected integers, got dtype {a.dtype}")
-    negative = a < 0 if a.dtype.kind == "i" else np.zeros(a.shape, bool)
-    if qdt is DataType.UINT64:
-        bad = negative
-        z = np.ascontiguousarray(a.astype(np.uint64))
-    else:
-        too_big = a > np.iinfo(np.int64).max if a.dtype.kind == "u" else np.zeros(a.shape, bool)
-        z = np.ascontiguousarray(np.where(too_big, 0, a).astype(np.int64))
-        bad = too_big | (z < qdt.qmin) | (z > qdt.qmax)
+        raise ValueError(f"scale[{k}]: expected a finite number > 0 whose reciprocal is finite in {precision}, got {float(sets.scales[k])!r}")
+    z = sets.zero_points
+    bad = (z < qdt.qmin) | (z > qdt.qmax) if qdt is not DataType.UINT64 else np.zeros(z.shape, bool)
     if bad.any():
         k = int(np.argmax(bad))
-        raise ValueError(f"zero_point[{k}]: expected an integer in [{qdt.qmin}, {qdt.qmax}] for {qdt.short_name}, got {a[k]}")
-    return z
+        raise ValueError(f"zero_point[{k}]: expected an integer in [{qdt.qmin}, {qdt.qmax}] for {qdt.short_name}, got {z[k]}")
 
 
 def checked(scale: Any, zero_point: Any, fdt: DataType, qdt: DataType, lay: Layout) -> Sets:
     if scale is None or zero_point is None:
         raise ValueError("scale, zero_point: give both, or neither to compute them from x")
-    return Sets(check_scales(scale, fdt, lay), check_zero_points(zero_point, qdt, lay), lay.count, lay.inner)
+    return Sets(_scales(scale, lay), _zero_points(zero_point, qdt, lay), lay.count, lay.inner)
 
 
 def as_arrays(sets: Sets, fdt: DataType, lay: Layout, kind: str) -> tuple[Any, Any]:
     """The parameters as the caller sees them: scales in the compute precision
     and zero points, shaped like the parameter arrays, numpy or torch like x."""
-    scales = sets.scales.astype(np.float64 if fdt is DataType.F64 else np.float32).reshape(lay.shape)
+    scales = sets.scales.astype(np.float64 if fdt is DataType.F64 else np.float32, copy=False).reshape(lay.shape)
     zps = sets.zero_points.reshape(lay.shape)
     if kind == _arrays.TORCH:
         import torch

@@ -24,7 +24,7 @@ class MinMax(ctypes.Structure):
 
 
 class GroupParams(ctypes.Structure):
-    _fields_ = [("scales", c_void_p), ("zero_points", c_void_p), ("count", c_size), ("inner", c_size)]
+    _fields_ = [("scales", c_void_p), ("zero_points", c_void_p), ("count", c_size), ("inner", c_size), ("scale_type", c_int)]
 
 
 _SIGNATURES = {
@@ -116,6 +116,13 @@ _EXCEPTIONS: dict[int, type[Exception]] = {
 }
 
 
+# The C names of per-set parameters, as the Python arguments are called.
+_ARG_NAMES = (("params.scales[", "scale["), ("params.zero_points[", "zero_point["))
+
+
 def raise_status(lib: ctypes.CDLL, status: int) -> None:
     msg = lib.piquant_last_error().decode("utf-8", "replace")
+    for c_name, py_name in _ARG_NAMES:
+        if msg.startswith(c_name):
+            msg = py_name + msg[len(c_name) :]
     raise _EXCEPTIONS.get(status, RuntimeError)(msg)

@@ -216,7 +216,7 @@ def test_uint64_zero_points_keep_their_type(rng):
         ({"axis": 0, "group_size": 32}, ValueError, "give one of them, not both"),
         ({"axis": 0, "scale": np.ones(3), "zero_point": np.zeros(4, np.int64)}, ValueError, r"scale: expected shape \(4,\)"),
         ({"axis": 0, "scale": np.array([1.0, 1, -1, 1]), "zero_point": np.zeros(4, np.int64)}, ValueError, r"scale\[2\]: expected a finite number > 0"),
-        ({"axis": 0, "scale": np.array([1.0, 1, 1e-45, 1]), "zero_point": np.zeros(4, np.int64)}, ValueError, r"scale\[2\]: .*float32 reciprocal"),
+        ({"axis": 0, "scale": np.array([1.0, 1, 1e-45, 1]), "zero_point": np.zeros(4, np.int64)}, ValueError, r"scale\[2\]: .*reciprocal is finite in float32"),
         ({"axis": 0, "scale": np.ones(4), "zero_point": np.array([0, 300, 0, 0])}, ValueError, r"zero_point\[1\]: expected an integer in \[0, 255\]"),
         ({"axis": 0, "scale": np.ones(4), "zero_point": np.zeros(4)}, TypeError, "zero_point: expected integers"),
         ({"axis": 0, "scale": 1.0, "zero_point": np.zeros(4, np.int64)}, TypeError, "scale: with axis= or group_size=, expected an array"),
@@ -242,14 +242,15 @@ def test_c_abi_checks_every_set(contexts):
     scales = np.array([1.0, 0.0])
     zps = np.zeros(2, np.int64)
 
-    def call(count: int, inner: int, params=True) -> tuple[int, str]:
-        g = _native.GroupParams(scales.ctypes.data, zps.ctypes.data, count, inner)
+    def call(count: int, inner: int, params=True, scale_type: int = 3) -> tuple[int, str]:
+        g = _native.GroupParams(scales.ctypes.data, zps.ctypes.data, count, inner, scale_type)
         status = lib.piquant_quantize_grouped(ctx, x.ctypes.data, 0, out.ctypes.data, 20, 8, ctypes.byref(g) if params else None, 0, 0)
         return status, lib.piquant_last_error().decode()
 
     assert call(2, 4, params=False) == (1, "params: expected a pointer, got NULL")
     assert call(3, 1)[1] == "numel: 8 is not a multiple of count * inner = 3"
     assert call(0, 1)[1] == "params: count and inner must be at least 1, got 0 and 1"
+    assert call(2, 4, scale_type=20) == (2, "params.scale_type: expected F32 or F64, got 20")
     status, msg = call(2, 4)
     assert status == 3 and msg.startswith("params.scales[1]: expected a finite number > 0")
     scales[1] = 1.0
@@ -275,3 +276,22 @@ def test_group_wise_matches_torchao(rng, symmetric, qtype, tdtype, qrange, group
     values = ours.data.numpy() if ref.bits(qtype) == 8 else ref.unpack_bits(ours.data.numpy(), x.numel(), 4, qtype.startswith("i"))
     assert np.array_equal(values.reshape(-1), theirs.numpy().reshape(-1).astype(np.int64))
     assert torch.equal(piquant.dequantize(ours), qp.dequantize_affine(theirs, block, scale, zp, td, *qrange))
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_many_sets_are_all_checked(contexts, rng, threads):
+    """Above 32,768 sets the check is split over the pool: a bad set late in
+    the array is still found, named, and nothing is written."""
+    x = rng.standard_normal((3, 40_000)).astype(np.float32)
+    p = piquant.compute_params(x, "int8", group_size=2)
+    scale = p.scale.copy()
+    scale.reshape(-1)[59_999] = np.nan
+    out = np.full(x.shape, 7, np.int8)
+    with pytest.raises(ValueError, match=r"scale\[59999\]: expected a finite number > 0"):
+        piquant.quantize(x, "int8", scale=scale, zero_point=p.zero_point, group_size=2, out=out, ctx=contexts(ISAS[-1], threads))
+    assert np.all(out == 7)
+    zp = p.zero_point.copy()
+    zp.reshape(-1)[40_001] = 300
+    with pytest.raises(ValueError, match=r"zero_point\[40001\]: expected an integer in \[-128, 127\]"):
+        piquant.quantize(x, "int8", scale=p.scale, zero_point=zp, group_size=2, out=out, ctx=contexts(ISAS[-1], threads))
+    assert np.all(out == 7)

@@ -195,9 +195,7 @@ fn checkTypes(float_arg: []const u8, f: DType, quant_arg: []const u8, q: DType) 
 /// The scale is used in the float type's compute precision (float32 unless
 /// the float side is F64) and must be finite, > 0, with a finite reciprocal there.
 fn checkParams(f: DType, q: DType, scale: f64, zero_point: i64, set: ?usize) c_int {
-    var name_buf: [2][48]u8 = undefined;
-    const scale_arg = if (set) |k| std.fmt.bufPrint(&name_buf[0], "params.scales[{d}]", .{k}) catch unreachable else "scale";
-    const zp_arg = if (set) |k| std.fmt.bufPrint(&name_buf[1], "params.zero_points[{d}]", .{k}) catch unreachable else "zero_point";
+    var name_buf: [48]u8 = undefined;
     const ok = switch (f) {
         .f64 => scale > 0 and std.math.isFinite(scale) and std.math.isFinite(1.0 / scale),
         else => blk: {
@@ -205,21 +203,51 @@ fn checkParams(f: DType, q: DType, scale: f64, zero_point: i64, set: ?usize) c_i
             break :blk s > 0 and std.math.isFinite(s) and std.math.isFinite(1.0 / s);
         },
     };
-    if (!ok) return fail(.invalid_value, "{s}: expected a finite number > 0 whose reciprocal is finite in {s}, got {e}", .{ scale_arg, if (f == .f64) "float64" else "float32", scale });
+    if (!ok) {
+        const arg = if (set) |k| std.fmt.bufPrint(&name_buf, "params.scales[{d}]", .{k}) catch unreachable else "scale";
+        return fail(.invalid_value, "{s}: expected a finite number > 0 whose reciprocal is finite in {s}, got {e}", .{ arg, if (f == .f64) "float64" else "float32", scale });
+    }
     const zp = q.zeroPoint(zero_point);
-    if (zp < q.qmin() or zp > q.qmax())
-        return fail(.invalid_value, "{s}: expected an integer in [{d}, {d}] for {s}, got {d}", .{ zp_arg, q.qmin(), q.qmax(), @tagName(q), zp });
+    if (zp < q.qmin() or zp > q.qmax()) {
+        const arg = if (set) |k| std.fmt.bufPrint(&name_buf, "params.zero_points[{d}]", .{k}) catch unreachable else "zero_point";
+        return fail(.invalid_value, "{s}: expected an integer in [{d}, {d}] for {s}, got {d}", .{ arg, q.qmin(), q.qmax(), @tagName(q), zp });
+    }
     return 0;
 }
 
 /// Per-channel or per-group parameters (piquant_params): element i of a
 /// call uses set (i / inner) % count.
 pub const GroupParams = extern struct {
-    scales: ?[*]const f64,
+    scales: ?*const anyopaque,
     zero_points: ?[*]const i64,
     count: usize,
     inner: usize,
+    /// F32 or F64: the type of `scales`.
+    scale_type: DType,
 };
+
+/// The smallest C whose reciprocal is finite in C.
+fn smallestInvertible(comptime C: type) C {
+    var s: C = std.math.floatMin(C);
+    while (!std.math.isFinite(1 / s)) s = std.math.nextAfter(C, s, std.math.inf(C));
+    return s;
+}
+
+/// Whether every set passes checkParams, in one branch-free pass (the
+/// common case); only when one does not are they checked one by one.
+fn setsValid(comptime C: type, comptime S: type, scales: [*]align(1) const S, zero_points: [*]const i64, count: usize, q: DType) bool {
+    const lo = smallestInvertible(C);
+    const hi = std.math.floatMax(C);
+    const check_zp = q != .uint64; // every int64 is the bits of a uint64
+    const zmin: i64 = @intCast(q.qmin());
+    const zmax: i64 = @intCast(@min(q.qmax(), std.math.maxInt(i64)));
+    var bad: u32 = 0;
+    for (scales[0..count], zero_points[0..count]) |scale, z| {
+        const s: C = @floatCast(scale);
+        bad |= @intFromBool(!(s >= lo)) | @intFromBool(!(s <= hi)) | (@intFromBool(check_zp) & (@intFromBool(z < zmin) | @intFromBool(z > zmax)));
+    }
+    return bad == 0;
+}
 
 /// count sets of inner elements, repeated: numel must be whole repetitions.
 fn checkLayout(numel: usize, count: usize, inner: usize) c_int {
@@ -229,17 +257,57 @@ fn checkLayout(numel: usize, count: usize, inner: usize) c_int {
     return 0;
 }
 
-fn checkGroups(f: DType, q: DType, numel: usize, params: ?*const GroupParams) c_int {
+/// setsValid on sets [begin, end), for the compute type of f.
+fn rangeValid(f: DType, q: DType, scales: [*]const u8, scale_type: DType, zero_points: [*]const i64, begin: usize, end: usize) bool {
+    return switch (scale_type) {
+        inline .f32, .f64 => |t| switch (f) {
+            .f64 => setsValid(f64, t.Compute(), @ptrCast(scales + begin * (t.bits() / 8)), zero_points + begin, end - begin, q),
+            else => setsValid(f32, t.Compute(), @ptrCast(scales + begin * (t.bits() / 8)), zero_points + begin, end - begin, q),
+        },
+        else => unreachable,
+    };
+}
+
+/// Whether every set is valid; split over the pool when there are many
+/// (a million groups take a millisecond on one thread).
+fn allSetsValid(ctx: *Context, f: DType, q: DType, scales: [*]const u8, scale_type: DType, zero_points: [*]const i64, count: usize) bool {
+    const threads = ctx.pool.threadCount();
+    if (count < parallel_min_elements or threads == 1) return rangeValid(f, q, scales, scale_type, zero_points, 0, count);
+    const Job = struct {
+        f: DType,
+        q: DType,
+        scales: [*]const u8,
+        scale_type: DType,
+        zero_points: [*]const i64,
+        count: usize,
+        chunk: usize,
+        bad: std.atomic.Value(bool) = .init(false),
+        fn run(p: *const anyopaque, c: usize) void {
+            const self: *@This() = @ptrCast(@alignCast(@constCast(p)));
+            const begin = c * self.chunk;
+            if (!rangeValid(self.f, self.q, self.scales, self.scale_type, self.zero_points, begin, @min(self.count, begin + self.chunk)))
+                self.bad.store(true, .monotonic);
+        }
+    };
+    var job = Job{ .f = f, .q = q, .scales = scales, .scale_type = scale_type, .zero_points = zero_points, .count = count, .chunk = std.math.divCeil(usize, count, threads) catch unreachable };
+    ctx.pool.run(.{ .ctx = &job, .run = Job.run, .chunks = threads });
+    return !job.bad.load(.monotonic);
+}
+
+fn checkGroups(ctx: *Context, f: DType, q: DType, numel: usize, params: ?*const GroupParams) c_int {
     const g = params orelse return fail(.invalid_argument, "params: expected a pointer, got NULL", .{});
     const s = checkLayout(numel, g.count, g.inner);
     if (s != 0) return s;
-    const scales = g.scales orelse return fail(.invalid_argument, "params.scales: expected an array of count values, got NULL", .{});
+    const scales: [*]const u8 = @ptrCast(g.scales orelse return fail(.invalid_argument, "params.scales: expected an array of count values, got NULL", .{}));
     const zero_points = g.zero_points orelse return fail(.invalid_argument, "params.zero_points: expected an array of count values, got NULL", .{});
+    if (g.scale_type != .f32 and g.scale_type != .f64)
+        return fail(.unsupported_dtype, "params.scale_type: expected F32 or F64, got {d}", .{@intFromEnum(g.scale_type)});
+    if (allSetsValid(ctx, f, q, scales, g.scale_type, zero_points, g.count)) return 0;
     for (0..g.count) |k| {
-        const bad = checkParams(f, q, scales[k], zero_points[k], k);
+        const bad = checkParams(f, q, types.scaleAt(scales, g.scale_type, k), zero_points[k], k);
         if (bad != 0) return bad;
     }
-    return 0;
+    unreachable; // setsValid and checkParams accept the same sets
 }
 
 /// One scale and zero point for the whole call, or per channel/group.
@@ -254,7 +322,8 @@ const ParamArg = union(enum) {
                 a.zero_point = t.zero_point;
             },
             .groups => |g| {
-                a.scales = g.?.scales.?;
+                a.scales = @ptrCast(g.?.scales.?);
+                a.scale_type = g.?.scale_type;
                 a.zero_points = g.?.zero_points.?;
                 a.count = g.?.count;
                 a.inner = g.?.inner;
@@ -285,7 +354,7 @@ fn checkCall(ctx: ?*Context, in: ?*const anyopaque, out: ?*anyopaque, numel: usi
     if (s == 0) s = checkTypes(float_arg, f, quant_arg, q);
     if (s == 0) s = switch (params) {
         .tensor => |t| checkParams(f, q, t.scale, t.zero_point, null),
-        .groups => |g| checkGroups(f, q, numel, g),
+        .groups => |g| checkGroups(ctx.?, f, q, numel, g),
     };
     if (s == 0) if (round_mode) |m| {
         s = checkRoundMode(m);

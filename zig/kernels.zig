@@ -309,54 +309,136 @@ fn Params(comptime C: type, comptime Q: DType) type {
 
         single: L,
         key: u64,
-        scales: ?[*]const f64,
+        scales: ?[*]const u8,
+        scale_type: DType,
         zero_points: [*]const i64,
         inner: usize,
         count: usize,
-        /// The set met last, and its elements [set_begin, set_end): blocks
-        /// come in order, so the next set is found without a division. It
-        /// starts as the set before set 0, ending at element 0.
-        set: usize,
+        /// The elements [set_begin, set_end) of the current set, which is
+        /// entry `cur` of `ahead`: the next sets in order, prepared in one
+        /// loop, from which each block broadcasts its set's values. Blocks
+        /// come in order, so moving to the next set needs no division.
         set_begin: usize = 0,
         set_end: usize = 0,
-        set_lanes: L = undefined,
+        cur: usize = 0,
+        ahead_first: usize = 0,
+        ahead_len: usize = 0,
+        ahead: Ahead = undefined,
+
+        const ahead_sets = 64;
+        const Ahead = struct {
+            scale: [ahead_sets]C,
+            inv_scale: [ahead_sets]C,
+            lo: [ahead_sets]C,
+            hi: [ahead_sets]C,
+            lo_near: [ahead_sets]C,
+            hi_near: [ahead_sets]C,
+            zp: [ahead_sets]ZpLane(Q),
+        };
 
         fn init(a: *const Args) @This() {
             return .{
                 .single = if (a.scales == null) L.splatSet(S.init(a.scale, a.zero_point)) else undefined,
                 .key = types.splitmix64(a.seed),
                 .scales = a.scales,
+                .scale_type = a.scale_type,
                 .zero_points = a.zero_points,
                 .inner = a.inner,
                 .count = a.count,
-                .set = a.count - 1,
             };
         }
 
         /// The parameters of elements index … index + block - 1.
         inline fn at(p: *@This(), index: usize) L {
             const scales = p.scales orelse return p.single;
-            if (index >= p.set_begin and index + block <= p.set_end) return p.set_lanes;
-            return p.seek(scales, index);
+            if (index >= p.set_begin and index + block <= p.set_end) return p.current();
+            if (index == p.set_end and index + block <= p.set_end + p.inner and p.cur + 1 < p.ahead_len) {
+                p.cur += 1; // the next set, prepared already
+                p.set_begin = p.set_end;
+                p.set_end += p.inner;
+                return p.current();
+            }
+            if (p.seek(scales, index)) return p.current();
+            return p.perLane(scales, index, index / p.inner);
         }
 
-        noinline fn seek(p: *@This(), scales: [*]const f64, index: usize) L {
+        inline fn current(p: *const @This()) L {
+            const k = p.cur;
+            return .{
+                .scale = @splat(p.ahead.scale[k]),
+                .inv_scale = @splat(p.ahead.inv_scale[k]),
+                .lo = @splat(p.ahead.lo[k]),
+                .hi = @splat(p.ahead.hi[k]),
+                .lo_near = @splat(p.ahead.lo_near[k]),
+                .hi_near = @splat(p.ahead.hi_near[k]),
+                .zp = @splat(p.ahead.zp[k]),
+            };
+        }
+
+        fn setAt(p: *const @This(), scales: [*]const u8, k: usize) S {
+            return S.init(types.scaleAt(scales, p.scale_type, k), p.zero_points[k]);
+        }
+
+        /// Prepares sets first, first + 1, … (up to the last set).
+        fn refill(p: *@This(), scales: [*]const u8, first: usize) void {
+            p.ahead_first = first;
+            p.ahead_len = @min(ahead_sets, p.count - first);
+            p.cur = 0;
+            var j: usize = 0;
+            if (comptime Q.bits() <= 16) {
+                // Sixteen sets at a time: zero points fit i32 and the bounds
+                // qmin - zp, qmax - zp are exact in C.
+                const V = @Vector(16, C);
+                const Z = @Vector(16, i32);
+                while (j + 16 <= p.ahead_len) : (j += 16) {
+                    const k = first + j;
+                    const scale: V = switch (p.scale_type) {
+                        .f32 => @floatCast(@as(@Vector(16, f32), @as([*]align(1) const f32, @ptrCast(scales))[k..][0..16].*)),
+                        else => @floatCast(@as(@Vector(16, f64), @as([*]align(1) const f64, @ptrCast(scales))[k..][0..16].*)),
+                    };
+                    const zp: Z = @truncate(@as(@Vector(16, i64), p.zero_points[k..][0..16].*));
+                    const lo: V = @floatFromInt(@as(Z, @splat(@intCast(Q.qmin()))) - zp);
+                    const hi: V = @floatFromInt(@as(Z, @splat(@intCast(Q.qmax()))) - zp);
+                    p.ahead.scale[j..][0..16].* = scale;
+                    p.ahead.inv_scale[j..][0..16].* = @as(V, @splat(1)) / scale;
+                    p.ahead.lo[j..][0..16].* = lo;
+                    p.ahead.hi[j..][0..16].* = hi;
+                    p.ahead.lo_near[j..][0..16].* = lo;
+                    p.ahead.hi_near[j..][0..16].* = hi;
+                    p.ahead.zp[j..][0..16].* = zp;
+                }
+            }
+            while (j < p.ahead_len) : (j += 1) {
+                const set = p.setAt(scales, first + j);
+                p.ahead.scale[j] = set.scale;
+                p.ahead.inv_scale[j] = set.inv_scale;
+                p.ahead.lo[j] = set.lo;
+                p.ahead.hi[j] = set.hi;
+                p.ahead.lo_near[j] = set.lo_near;
+                p.ahead.hi_near[j] = set.hi_near;
+                p.ahead.zp[j] = set.zp;
+            }
+        }
+
+        /// Makes the block at `index` the current set's; false if the block
+        /// spans sets.
+        noinline fn seek(p: *@This(), scales: [*]const u8, index: usize) bool {
             if (index == p.set_end and index + block <= p.set_end + p.inner) {
-                p.set = if (p.set + 1 == p.count) 0 else p.set + 1;
+                p.cur += 1;
+                if (p.cur >= p.ahead_len) p.refill(scales, (p.ahead_first + p.ahead_len) % p.count);
                 p.set_begin = p.set_end;
             } else {
                 const first = index / p.inner;
-                if ((index + block - 1) / p.inner != first) return p.perLane(scales, index, first);
-                p.set = first % p.count;
+                if ((index + block - 1) / p.inner != first) return false;
+                p.refill(scales, first % p.count);
                 p.set_begin = first * p.inner;
             }
             p.set_end = p.set_begin + p.inner;
-            p.set_lanes = L.splatSet(S.init(scales[p.set], p.zero_points[p.set]));
-            return p.set_lanes;
+            return true;
         }
 
         /// A block that spans sets: computed once per set met, per lane.
-        noinline fn perLane(p: *const @This(), scales: [*]const f64, index: usize, first: usize) L {
+        noinline fn perLane(p: *const @This(), scales: [*]const u8, index: usize, first: usize) L {
             var scale: [block]C = undefined;
             var inv_scale: [block]C = undefined;
             var lo: [block]C = undefined;
@@ -366,12 +448,12 @@ fn Params(comptime C: type, comptime Q: DType) type {
             var zp: [block]ZpLane(Q) = undefined;
             var s = first % p.count;
             var next = (first + 1) * p.inner; // index of the next set's first element
-            var set = S.init(scales[s], p.zero_points[s]);
+            var set = p.setAt(scales, s);
             for (0..block) |l| {
                 if (index + l == next) {
                     s = if (s + 1 == p.count) 0 else s + 1;
                     next += p.inner;
-                    set = S.init(scales[s], p.zero_points[s]);
+                    set = p.setAt(scales, s);
                 }
                 scale[l] = set.scale;
                 inv_scale[l] = set.inv_scale;
@@ -585,7 +667,7 @@ fn streamGroups(comptime out_bits: u16, dst: [*]u8, begin: usize, end: usize, em
 
 // ------------------------------------------------------------ operations
 
-fn quantizeBlock(comptime S: DType, comptime Q: DType, comptime mode: types.RoundMode, p: *Params(S.Compute(), Q), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+inline fn quantizeBlock(comptime S: DType, comptime Q: DType, comptime mode: types.RoundMode, p: *Params(S.Compute(), Q), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
     const C = S.Compute();
     const l = p.at(index);
     const y = loadFloats(S, src, i) * l.inv_scale;
@@ -631,7 +713,7 @@ fn runRange(comptime In: DType, comptime Out: DType, comptime reads_dst: bool, s
     while (i + block <= end) : (i += block) {
         prefetchAhead(src, In.byteCount(i));
         if (reads_dst) prefetchAhead(dst, Out.byteCount(i));
-        blockFn(p, src, dst, i, i);
+        @call(.always_inline, blockFn, .{ p, src, dst, i, i });
     }
     if (i == end) return;
     const n = end - i;
@@ -668,7 +750,7 @@ fn dequantizeRange(comptime Q: DType, comptime D: DType, comptime op: types.Redu
 
 /// dequantize(quantize(x)) without the integers: an in-range r dequantizes
 /// to r itself, a saturated one to the nearest float of qmin/qmax - zp.
-fn fakeBlock(comptime S: DType, comptime Q: DType, comptime mode: types.RoundMode, comptime op: types.ReduceOp, p: *Params(S.Compute(), Q), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+inline fn fakeBlock(comptime S: DType, comptime Q: DType, comptime mode: types.RoundMode, comptime op: types.ReduceOp, p: *Params(S.Compute(), Q), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
     const C = S.Compute();
     const l = p.at(index);
     const r = roundValues(C, mode, loadFloats(S, src, i) * l.inv_scale, p.key, index);

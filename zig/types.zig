@@ -122,8 +122,9 @@ pub const Args = extern struct {
     stream: u32,
     /// Per-channel or per-group parameters when `scales` is set: element i
     /// uses scales[s] and zero_points[s] with s = (i / inner) % count, and
-    /// `scale`/`zero_point` are unused.
-    scales: ?[*]const f64 = null,
+    /// `scale`/`zero_point` are unused. Scales are f32 or f64 (`scale_type`).
+    scales: ?[*]const u8 = null,
+    scale_type: DType = .f64,
     zero_points: [*]const i64 = undefined,
     inner: usize = 1,
     count: usize = 1,
@@ -150,6 +151,12 @@ pub const GgufType = enum(c_int) {
         };
     }
 };
+
+/// Scale k of an array of f32 or f64 scales, as f64 (exactly).
+pub fn scaleAt(scales: [*]const u8, t: DType, k: usize) f64 {
+    if (t == .f32) return @as([*]align(1) const f32, @ptrCast(scales))[k];
+    return @as([*]align(1) const f64, @ptrCast(scales))[k];
+}
 
 /// Elements per GGUF block.
 pub const gguf_block = 32;

@@ -125,7 +125,7 @@ int main(int argc, char **argv) {
         /* Grouped parameters: layout and every set checked, bad set named. */
         double scales[4] = {0.1, 0.1, 0.0, 0.1};
         int64_t zps[4] = {0, 0, 0, 0};
-        piquant_params g = {scales, zps, 4, N / 4};
+        piquant_params g = {scales, zps, 4, N / 4, PIQUANT_DTYPE_F64};
         memset(q, 0xAB, N);
         expect_error(piquant_quantize_grouped(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_DTYPE_UINT8, N, &g, PIQUANT_ROUND_NEAREST, 0),
                      PIQUANT_ERR_INVALID_VALUE, "params.scales[2]", q, N, "grouped: bad scale named");

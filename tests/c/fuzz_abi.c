@@ -120,6 +120,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         g.zero_points = zps;
         g.count = count;
         g.inner = h.pad & 0x80 ? 1 + h.seed % 97 : (numel / count ? numel / count : 1);
+        g.scale_type = h.pad & 0x40 ? PIQUANT_DTYPE_F64 : (piquant_dtype)enum_value(h.symmetric); /* F32 (0) mostly, or invalid */
         if (call.op == 0) {
             piquant_quantize_grouped(ctx[h.threads & 1], in, (piquant_dtype)call.float_type, out, (piquant_dtype)call.quant_type, numel, &g,
                                      (piquant_round_mode)call.round_mode, call.seed);

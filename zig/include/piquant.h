@@ -168,10 +168,11 @@ int piquant_compute_params(piquant_context *ctx, const void *in, piquant_dtype d
  * g along the last axis: count = numel / g, inner = g. Every set is checked
  * as scale/zero_point above; a bad one is named in the message. */
 typedef struct piquant_params {
-    const double *scales;       /* count values */
+    const void *scales;         /* count values of scale_type */
     const int64_t *zero_points; /* count values (UINT64: their bits) */
     size_t count;
     size_t inner;
+    piquant_dtype scale_type;   /* PIQUANT_DTYPE_F32 or PIQUANT_DTYPE_F64 */
 } piquant_params;
 
 /* piquant_quantize, piquant_dequantize and piquant_fake_quantize with one
