@@ -140,3 +140,20 @@ def test_c_abi_rejects_bad_calls(contexts):
     assert lib.piquant_last_error().decode() == "numel: 48 is not a multiple of the block size 32"
     assert lib.piquant_gguf_quantize(ctx, None, 0, out.ctypes.data, 8, 64) == 1
     assert lib.piquant_gguf_block_bytes(3) == 20 and lib.piquant_gguf_block_bytes(7) == 0
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_large_outputs_stream_and_still_match(contexts, rng, fmt):
+    """Outputs of 8 MiB and more are written with streaming stores, from any
+    alignment: the bytes must not change."""
+    blocks = 70_001  # 2.24M float32 values: 8.96 MB
+    x = block_rows(rng, blocks)
+    data = ref_gguf.quantize(x, fmt)
+    want = ref_gguf.dequantize(data, fmt)
+    for isa in ISAS:
+        for threads in (1, 2):
+            buf = np.zeros(blocks * 32 + 1, np.float32)
+            out = buf[1:]  # 4 bytes past a cache line boundary
+            piquant.gguf.dequantize(data.reshape(-1), fmt, out=out, ctx=contexts(isa, threads))
+            np.testing.assert_array_equal(out.view(np.uint32), want.view(np.uint32), err_msg=f"{isa} threads={threads}")
+            assert buf[0] == 0

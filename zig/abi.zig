@@ -483,6 +483,7 @@ export fn piquant_gguf_dequantize(ctx: ?*Context, in: ?*const anyopaque, gguf_ty
     if (s == 0 and !dtype_out.isFloat()) s = fail(.unsupported_dtype, "dtype_out: expected a float type (F32, BF16, F16, F64), got {d}", .{@intFromEnum(dtype_out)});
     if (s != 0 or numel == 0) return s;
     var a = ggufArgs(in.?, out.?, dtype_out, gguf_type);
+    a.stream = @intFromBool(dtype_out.bits() >= 32 and dtype_out.byteCount(numel) >= stream_min_bytes); // as run() decides
     parallel(ctx.?, ctx.?.kernels.gguf_dequantize, &a, numel);
     return 0;
 }

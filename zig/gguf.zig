@@ -74,10 +74,6 @@ fn inverse(d: f32) f32 {
     return if (d == 0) 0 else 1 / d;
 }
 
-fn storeHalf(dst: [*]u8, v: f32) void {
-    std.mem.writeInt(u16, dst[0..2], @bitCast(@as(f16, @floatCast(v))), .little);
-}
-
 fn loadHalf(src: [*]const u8) f32 {
     return @as(f16, @bitCast(std.mem.readInt(u16, src[0..2], .little)));
 }
@@ -102,40 +98,54 @@ fn loadNibbles(src: [*]const u8) F {
     return @floatFromInt(both);
 }
 
-fn quantizeBlock(comptime t: GgufType, x: F, dst: [*]u8) void {
+/// The largest (`max`) or smallest lane of a vector without NaN: halves
+/// compared with selects, which compile to one max/min instruction each
+/// (@reduce(.Max) adds NaN handling we do not need here).
+fn extreme(comptime m: usize, v: @Vector(m, f32), comptime max: bool) f32 {
+    if (m == 1) return v[0];
+    const h = m / 2;
+    const lo = @shuffle(f32, v, undefined, std.simd.iota(i32, h));
+    const hi = @shuffle(f32, v, undefined, std.simd.iota(i32, h) + @as(@Vector(h, i32), @splat(h)));
+    return extreme(h, @select(f32, if (max) lo > hi else lo < hi, lo, hi), max);
+}
+
+/// What a block's scale is computed from: Q8_0 max |x|; Q4_0 the element
+/// of largest magnitude (the first on ties); Q4_1 max and min. A block with
+/// a NaN gives its first NaN for each.
+const Stats = struct { a: f32, b: f32 };
+
+fn blockStats(comptime t: GgufType, x: F) Stats {
     const nan = x != x;
-    const has_nan = @reduce(.Or, nan);
+    if (@reduce(.Or, nan)) {
+        const first = x[firstLane(nan)];
+        return .{ .a = if (t == .q8_0) @abs(first) else first, .b = first };
+    }
+    return switch (t) {
+        .q8_0 => .{ .a = extreme(n, @abs(x), true), .b = 0 },
+        .q4_0 => blk: {
+            const a = @abs(x);
+            break :blk .{ .a = x[firstLane(a == splat(extreme(n, a, true)))], .b = 0 };
+        },
+        .q4_1 => .{ .a = signedZero(extreme(n, x, true), x, false), .b = signedZero(extreme(n, x, false), x, true) },
+        _ => unreachable,
+    };
+}
+
+/// The codes of one block, given 1/d (and Q4_1's min), at dst.
+fn storeCodes(comptime t: GgufType, x: F, id: f32, min: f32, dst: [*]u8) void {
     switch (t) {
         .q8_0 => {
-            const a = @abs(x);
-            const amax = if (has_nan) a[firstLane(nan)] else @reduce(.Max, a);
-            const d = amax / 127;
-            const v = x * splat(inverse(d));
+            const v = x * splat(id);
             const av = @abs(v);
             const fl = floorNonNegative(av);
             var r = fl + @select(f32, av - fl >= splat(0.5), splat(1), splat(0)); // half away from zero
             r = @select(f32, v < splat(0), -r, r);
             r = @select(f32, isFinite(v), r, splat(0));
             const q: @Vector(n, i32) = @intFromFloat(r); // |r| ≤ 127: d ≥ 2^-128 whenever 1/d is finite
-            storeHalf(dst, d);
-            dst[2..][0..n].* = @bitCast(@as(@Vector(n, i8), @truncate(q)));
+            dst[0..n].* = @bitCast(@as(@Vector(n, i8), @truncate(q)));
         },
-        .q4_0 => {
-            // The element of largest magnitude, the first on ties (or the first NaN).
-            const a = @abs(x);
-            const at = if (has_nan) firstLane(nan) else firstLane(a == @as(F, @splat(@reduce(.Max, a))));
-            const d = x[at] / -8;
-            storeHalf(dst, d);
-            storeNibbles(dst + 2, nibbleCodes(x * splat(inverse(d)) + splat(8.5)));
-        },
-        .q4_1 => {
-            const max = if (has_nan) x[firstLane(nan)] else signedZero(@reduce(.Max, x), x, false);
-            const min = if (has_nan) x[firstLane(nan)] else signedZero(@reduce(.Min, x), x, true);
-            const d = (max - min) / 15;
-            storeHalf(dst, d);
-            storeHalf(dst + 2, min);
-            storeNibbles(dst + 4, nibbleCodes((x - splat(min)) * splat(inverse(d)) + splat(0.5)));
-        },
+        .q4_0 => storeNibbles(dst, nibbleCodes(x * splat(id) + splat(8.5))),
+        .q4_1 => storeNibbles(dst, nibbleCodes((x - splat(min)) * splat(id) + splat(0.5))),
         _ => unreachable,
     }
 }
@@ -158,19 +168,77 @@ fn dequantizeBlock(comptime t: GgufType, src: [*]const u8) F {
     }
 }
 
+/// Blocks quantized together: their statistics first, then their scales
+/// as one vector (a division and a float16 conversion for all of them),
+/// then their codes. A multiple of every ISA's kernel block.
+const batch = 32;
+
 fn quantizeRange(comptime S: DType, comptime t: GgufType, a: *const Args, begin: usize, end: usize) void {
+    const B = @Vector(batch, f32);
     var i = begin;
-    while (i < end) : (i += n) {
-        kernels.prefetchAhead(a.src, S.byteCount(i));
-        quantizeBlock(t, load(S, a.src, i), a.dst + i / n * t.blockBytes());
+    while (i < end) {
+        const blocks: usize = @min(batch, (end - i) / n); // usize: @min would narrow it to u6
+        var xs: [batch]F = undefined;
+        var sa: [batch]f32 = @splat(1);
+        var sb: [batch]f32 = @splat(0);
+        for (0..blocks) |b| {
+            kernels.prefetchAhead(a.src, S.byteCount(i + b * n));
+            xs[b] = load(S, a.src, i + b * n);
+            const st = blockStats(t, xs[b]);
+            sa[b] = st.a;
+            sb[b] = st.b;
+        }
+        const va: B = sa;
+        const vb: B = sb;
+        const d: B = switch (t) {
+            .q8_0 => va / @as(B, @splat(127)),
+            .q4_0 => va / @as(B, @splat(-8)),
+            else => (va - vb) / @as(B, @splat(15)),
+        };
+        const id: [batch]f32 = @select(f32, d == @as(B, @splat(0)), @as(B, @splat(0)), @as(B, @splat(1)) / d);
+        var halves: [2][batch]u16 = undefined; // f16 bits of d, and of Q4_1's min
+        storeHalves(&halves[0], d);
+        if (t == .q4_1) storeHalves(&halves[1], vb);
+        for (0..blocks) |b| {
+            const out = a.dst + (i / n + b) * t.blockBytes();
+            std.mem.writeInt(u16, out[0..2], halves[0][b], .little);
+            if (t == .q4_1) std.mem.writeInt(u16, out[2..4], halves[1][b], .little);
+            storeCodes(t, xs[b], id[b], sb[b], out + if (t == .q4_1) 4 else 2);
+        }
+        i += blocks * n;
+    }
+}
+
+/// float16 bits of a batch of values, converted by the ISA's vector code.
+fn storeHalves(dst: *[batch]u16, v: @Vector(batch, f32)) void {
+    const a: [batch]f32 = v;
+    inline for (0..batch / kernels.block) |k| {
+        const part: @Vector(kernels.block, f32) = a[k * kernels.block ..][0..kernels.block].*;
+        kernels.storeFloats(.f16, @ptrCast(dst), k * kernels.block, part);
     }
 }
 
 fn dequantizeRange(comptime D: DType, comptime t: GgufType, a: *const Args, begin: usize, end: usize) void {
+    // Written a kernel block at a time (part of a GGUF block), the unit of
+    // the streaming stores that large outputs use.
+    const Emit = struct {
+        src: [*]const u8,
+        pub fn emit(e: @This(), dst: [*]u8, k: usize) void {
+            const x: [n]f32 = dequantizeBlock(t, e.src + k / n * t.blockBytes());
+            const part: @Vector(kernels.block, f32) = x[k % n ..][0..kernels.block].*;
+            const w: @Vector(kernels.block, D.Compute()) = if (comptime D == .f64) @floatCast(part) else part;
+            kernels.storeFloats(D, dst, k, w);
+        }
+        pub fn prefetch(e: @This(), k: usize) void {
+            kernels.prefetchAhead(e.src, k / n * t.blockBytes());
+        }
+    };
+    const e = Emit{ .src = a.src };
     var i = begin;
-    while (i < end) : (i += n) {
-        kernels.prefetchAhead(a.src, i / n * t.blockBytes());
-        store(D, a.dst, i, dequantizeBlock(t, a.src + i / n * t.blockBytes()));
+    if (a.stream != 0) i = kernels.streamGroups(D.bits(), a.dst, begin, end, e);
+    while (i < end) : (i += kernels.block) {
+        e.prefetch(i);
+        e.emit(a.dst, i);
     }
 }
 

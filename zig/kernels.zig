@@ -633,7 +633,7 @@ fn fenceNonTemporal() void {
 /// staging buffer. Whole lines go out with non-temporal stores; the partial
 /// lines at the two ends, which may share a line with another thread's
 /// bytes, with regular stores. Returns where it stopped (whole groups only).
-fn streamGroups(comptime out_bits: u16, dst: [*]u8, begin: usize, end: usize, emitter: anytype) usize {
+pub fn streamGroups(comptime out_bits: u16, dst: [*]u8, begin: usize, end: usize, emitter: anytype) usize {
     const group: usize = @max(block, line * 8 / @as(usize, out_bits));
     const group_bytes = group * out_bits / 8; // a multiple of the line
     if (end - begin < 2 * group) return begin;
