@@ -542,7 +542,7 @@ def chart(report: dict[str, Any], path: Path) -> str | None:
     for ax, n in zip(axes[:, 0], sizes):
         by_row = {r["row"]: r for r in report["results"] if r["n"] == n}
         for k, peer in enumerate(peers):
-            ys = [by_row[row]["seconds"].get(peer, np.nan) / by_row[row]["seconds"]["piquant"] for row in rows]
+            ys = [by_row[row]["seconds"].get(peer, np.nan) / by_row[row]["seconds"]["piquant"] if row in by_row else np.nan for row in rows]
             ax.bar(np.arange(len(rows)) + k * width, ys, width, label=peer)
         ax.axhline(1, color="black", linewidth=0.8)
         ax.set_yscale("log")

@@ -31,3 +31,18 @@ def test_bench_command_writes_table_json_and_names_what_it_skipped(tmp_path):
     assert "skipped pi-quant: --no-pi-quant" in r.stdout
     assert "quantize f32→uint8 stochastic" in r.stdout and "÷ torch" in r.stdout
     assert (tmp_path / "bench.png").exists() or "chart skipped" in r.stdout
+
+
+def test_bench_group_wise_and_gguf_rows_with_their_peers(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "piquant", "bench", "--sizes", "64", "4096", "--rows", "g=", "gguf",
+         "--no-pi-quant", "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "bench.json").read_text())
+    got = {(x["row"], x["n"]): x for x in report["results"]}
+    assert ("quantize f32→int4 g=128", 64) not in got  # 64 elements hold no whole group of 128
+    assert "torchao" in got[("quantize f32→int4 g=32", 4096)]["seconds"]
+    assert "gguf" in got[("gguf f32→Q4_0", 64)]["seconds"] and "reference" in got[("gguf Q8_0→f32", 4096)]["seconds"]
+    assert "torch has no group-wise or GGUF quantization" in got[("gguf f32→Q8_0", 4096)]["skipped"]["torch"]
