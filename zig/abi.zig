@@ -226,29 +226,6 @@ pub const GroupParams = extern struct {
     scale_type: DType,
 };
 
-/// The smallest C whose reciprocal is finite in C.
-fn smallestInvertible(comptime C: type) C {
-    var s: C = std.math.floatMin(C);
-    while (!std.math.isFinite(1 / s)) s = std.math.nextAfter(C, s, std.math.inf(C));
-    return s;
-}
-
-/// Whether every set passes checkParams, in one branch-free pass (the
-/// common case); only when one does not are they checked one by one.
-fn setsValid(comptime C: type, comptime S: type, scales: [*]align(1) const S, zero_points: [*]const i64, count: usize, q: DType) bool {
-    const lo = smallestInvertible(C);
-    const hi = std.math.floatMax(C);
-    const check_zp = q != .uint64; // every int64 is the bits of a uint64
-    const zmin: i64 = @intCast(q.qmin());
-    const zmax: i64 = @intCast(@min(q.qmax(), std.math.maxInt(i64)));
-    var bad: u32 = 0;
-    for (scales[0..count], zero_points[0..count]) |scale, z| {
-        const s: C = @floatCast(scale);
-        bad |= @intFromBool(!(s >= lo)) | @intFromBool(!(s <= hi)) | (@intFromBool(check_zp) & (@intFromBool(z < zmin) | @intFromBool(z > zmax)));
-    }
-    return bad == 0;
-}
-
 /// count sets of inner elements, repeated: numel must be whole repetitions.
 fn checkLayout(numel: usize, count: usize, inner: usize) c_int {
     if (count == 0 or inner == 0) return fail(.invalid_argument, "params: count and inner must be at least 1, got {d} and {d}", .{ count, inner });
@@ -257,23 +234,15 @@ fn checkLayout(numel: usize, count: usize, inner: usize) c_int {
     return 0;
 }
 
-/// setsValid on sets [begin, end), for the compute type of f.
-fn rangeValid(f: DType, q: DType, scales: [*]const u8, scale_type: DType, zero_points: [*]const i64, begin: usize, end: usize) bool {
-    return switch (scale_type) {
-        inline .f32, .f64 => |t| switch (f) {
-            .f64 => setsValid(f64, t.Compute(), @ptrCast(scales + begin * (t.bits() / 8)), zero_points + begin, end - begin, q),
-            else => setsValid(f32, t.Compute(), @ptrCast(scales + begin * (t.bits() / 8)), zero_points + begin, end - begin, q),
-        },
-        else => unreachable,
-    };
-}
-
-/// Whether every set is valid; split over the pool when there are many
-/// (a million groups take a millisecond on one thread).
+/// Whether every set passes checkParams, checked by the ISA's vector code
+/// in one pass (split over the pool when there are many): the common case.
+/// Only when one does not are they checked one by one, to name it.
 fn allSetsValid(ctx: *Context, f: DType, q: DType, scales: [*]const u8, scale_type: DType, zero_points: [*]const i64, count: usize) bool {
     const threads = ctx.pool.threadCount();
+    const rangeValid = ctx.kernels.valid_sets;
     if (count < parallel_min_elements or threads == 1) return rangeValid(f, q, scales, scale_type, zero_points, 0, count);
     const Job = struct {
+        rangeValid: @TypeOf(rangeValid),
         f: DType,
         q: DType,
         scales: [*]const u8,
@@ -285,11 +254,11 @@ fn allSetsValid(ctx: *Context, f: DType, q: DType, scales: [*]const u8, scale_ty
         fn run(p: *const anyopaque, c: usize) void {
             const self: *@This() = @ptrCast(@alignCast(@constCast(p)));
             const begin = c * self.chunk;
-            if (!rangeValid(self.f, self.q, self.scales, self.scale_type, self.zero_points, begin, @min(self.count, begin + self.chunk)))
+            if (!self.rangeValid(self.f, self.q, self.scales, self.scale_type, self.zero_points, begin, @min(self.count, begin + self.chunk)))
                 self.bad.store(true, .monotonic);
         }
     };
-    var job = Job{ .f = f, .q = q, .scales = scales, .scale_type = scale_type, .zero_points = zero_points, .count = count, .chunk = std.math.divCeil(usize, count, threads) catch unreachable };
+    var job = Job{ .rangeValid = rangeValid, .f = f, .q = q, .scales = scales, .scale_type = scale_type, .zero_points = zero_points, .count = count, .chunk = std.math.divCeil(usize, count, threads) catch unreachable };
     ctx.pool.run(.{ .ctx = &job, .run = Job.run, .chunks = threads });
     return !job.bad.load(.monotonic);
 }
@@ -307,7 +276,7 @@ fn checkGroups(ctx: *Context, f: DType, q: DType, numel: usize, params: ?*const 
         const bad = checkParams(f, q, types.scaleAt(scales, g.scale_type, k), zero_points[k], k);
         if (bad != 0) return bad;
     }
-    unreachable; // setsValid and checkParams accept the same sets
+    unreachable; // valid_sets and checkParams accept the same sets
 }
 
 /// One scale and zero point for the whole call, or per channel/group.

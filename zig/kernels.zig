@@ -847,12 +847,64 @@ fn minmax(src: [*]const u8, src_type: DType, begin: usize, end: usize) callconv(
     return .{ .min = std.math.inf(f64), .max = -std.math.inf(f64) };
 }
 
+// ------------------------------------------------------------ parameter checks
+
+/// The smallest C whose reciprocal is finite in C.
+fn smallestInvertible(comptime C: type) C {
+    var s: C = std.math.floatMin(C);
+    while (!std.math.isFinite(1 / s)) s = std.math.nextAfter(C, s, std.math.inf(C));
+    return s;
+}
+
+/// The ABI's per-set checks (scale in C finite, > 0, with a finite
+/// reciprocal; zero point in range), sixteen sets at a time, no branches.
+fn setsValid(comptime C: type, comptime S: type, scales: [*]align(1) const S, zero_points: [*]const i64, count: usize, q: DType) bool {
+    const W = 16;
+    const lo = comptime smallestInvertible(C);
+    const hi = std.math.floatMax(C);
+    const check_zp = q != .uint64; // every int64 is the bits of a uint64
+    const zmin: i64 = @intCast(q.qmin());
+    const zmax: i64 = @intCast(@min(q.qmax(), std.math.maxInt(i64)));
+    const one: @Vector(W, u8) = @splat(1);
+    const zero: @Vector(W, u8) = @splat(0);
+    var bad = zero;
+    var k: usize = 0;
+    while (k + W <= count) : (k += W) {
+        const s: @Vector(W, C) = @floatCast(@as(@Vector(W, S), scales[k..][0..W].*));
+        const z: @Vector(W, i64) = zero_points[k..][0..W].*;
+        bad |= @select(u8, s >= @as(@Vector(W, C), @splat(lo)), zero, one); // NaN too
+        bad |= @select(u8, s <= @as(@Vector(W, C), @splat(hi)), zero, one);
+        if (check_zp) {
+            bad |= @select(u8, z < @as(@Vector(W, i64), @splat(zmin)), one, zero);
+            bad |= @select(u8, z > @as(@Vector(W, i64), @splat(zmax)), one, zero);
+        }
+    }
+    var ok = @reduce(.Or, bad) == 0;
+    while (k < count) : (k += 1) {
+        const s: C = @floatCast(scales[k]);
+        const z = zero_points[k];
+        ok = ok and s >= lo and s <= hi and (!check_zp or (z >= zmin and z <= zmax));
+    }
+    return ok;
+}
+
+fn validSets(f: DType, q: DType, scales: [*]const u8, scale_type: DType, zero_points: [*]const i64, begin: usize, end: usize) callconv(.c) bool {
+    return switch (scale_type) {
+        inline .f32, .f64 => |t| switch (f) {
+            .f64 => setsValid(f64, t.Compute(), @ptrCast(scales + begin * (t.bits() / 8)), zero_points + begin, end - begin, q),
+            else => setsValid(f32, t.Compute(), @ptrCast(scales + begin * (t.bits() / 8)), zero_points + begin, end - begin, q),
+        },
+        else => false,
+    };
+}
+
 const table = types.KernelTable{
     .quantize = &quantize,
     .dequantize = &dequantize,
     .fake_quantize = &fakeQuantize,
     .gguf_quantize = &gguf.quantize,
     .gguf_dequantize = &gguf.dequantize,
+    .valid_sets = &validSets,
     .minmax = &minmax,
 };
 

@@ -178,6 +178,9 @@ pub const KernelTable = extern struct {
     /// Element ranges of these two are whole GGUF blocks.
     gguf_quantize: Kernel,
     gguf_dequantize: Kernel,
+    /// Whether sets [begin, end) of per-channel/per-group parameters are
+    /// all valid for a call with these float and quantized types.
+    valid_sets: *const fn (float_type: DType, quant_type: DType, scales: [*]const u8, scale_type: DType, zero_points: [*]const i64, begin: usize, end: usize) callconv(.c) bool,
     minmax: *const fn (src: [*]const u8, src_type: DType, begin: usize, end: usize) callconv(.c) MinMax,
 };
 
