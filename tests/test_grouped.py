@@ -295,3 +295,26 @@ def test_many_sets_are_all_checked(contexts, rng, threads):
     with pytest.raises(ValueError, match=r"zero_point\[40001\]: expected an integer in \[-128, 127\]"):
         piquant.quantize(x, "int8", scale=p.scale, zero_point=zp, group_size=2, out=out, ctx=contexts(ISAS[-1], threads))
     assert np.all(out == 7)
+
+
+@pytest.mark.parametrize("ftype", ("float32", "float64"))
+def test_subnormal_scales_with_finite_reciprocals_are_accepted(contexts, ftype):
+    """The one-pass check and the per-set check agree at the edge: the
+    smallest scale whose reciprocal is finite is subnormal (found by fuzzing)."""
+    c = np.dtype(ftype).type
+    edge = c(1) / np.finfo(c).max  # a subnormal near the edge
+    with np.errstate(over="ignore", divide="ignore"):
+        while not np.isfinite(c(1) / edge):
+            edge = np.nextafter(edge, c(1))
+        while np.isfinite(c(1) / np.nextafter(edge, c(0))):
+            edge = np.nextafter(edge, c(0))
+    assert edge < np.finfo(c).tiny
+    x = np.ones((2, 40_000), ftype) * edge
+    for isa in ISAS:
+        for threads in (1, 2):
+            ctx = contexts(isa, threads)
+            got = piquant.quantize(x, "int8", scale=np.array([edge, 1.0]), zero_point=np.zeros(2, np.int64), axis=0, ctx=ctx)
+            want = ref.quantize(x, "int8", np.array([edge, 1.0]), np.zeros(2, np.int64), axis=0)
+            assert np.array_equal(got.data, want)
+            with pytest.raises(ValueError, match=r"scale\[0\]: expected a finite number > 0"):
+                piquant.quantize(x, "int8", scale=np.array([np.nextafter(edge, c(0)), 1.0]), zero_point=np.zeros(2, np.int64), axis=0, ctx=ctx)

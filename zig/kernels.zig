@@ -849,18 +849,24 @@ fn minmax(src: [*]const u8, src_type: DType, begin: usize, end: usize) callconv(
 
 // ------------------------------------------------------------ parameter checks
 
-/// The smallest C whose reciprocal is finite in C.
+/// The smallest positive C whose reciprocal is finite in C (a subnormal):
+/// a binary search over bit patterns, on which 1/s is monotonic.
 fn smallestInvertible(comptime C: type) C {
-    var s: C = std.math.floatMin(C);
-    while (!std.math.isFinite(1 / s)) s = std.math.nextAfter(C, s, std.math.inf(C));
-    return s;
+    const U = std.meta.Int(.unsigned, @bitSizeOf(C));
+    var lo: U = 0; // 1/0 is not finite
+    var hi: U = @bitCast(std.math.floatMax(C)); // 1/max is
+    while (hi - lo > 1) {
+        const mid = lo + (hi - lo) / 2;
+        if (std.math.isFinite(1 / @as(C, @bitCast(mid)))) hi = mid else lo = mid;
+    }
+    return @bitCast(hi);
 }
 
 /// The ABI's per-set checks (scale in C finite, > 0, with a finite
 /// reciprocal; zero point in range), sixteen sets at a time, no branches.
 fn setsValid(comptime C: type, comptime S: type, scales: [*]align(1) const S, zero_points: [*]const i64, count: usize, q: DType) bool {
     const W = 16;
-    const lo = comptime smallestInvertible(C);
+    const lo = smallestInvertible(C);
     const hi = std.math.floatMax(C);
     const check_zp = q != .uint64; // every int64 is the bits of a uint64
     const zmin: i64 = @intCast(q.qmin());
@@ -915,6 +921,14 @@ comptime {
 // ------------------------------------------------------------ tests
 
 const testing = std.testing;
+
+test "smallest invertible scales are subnormal" {
+    inline for (.{ f32, f64 }) |C| {
+        const s = smallestInvertible(C);
+        try testing.expect(s < std.math.floatMin(C) and std.math.isFinite(1 / s));
+        try testing.expect(!std.math.isFinite(1 / std.math.nextAfter(C, s, 0)));
+    }
+}
 
 test "round half to even" {
     try testing.expectEqual(@as(f32, 2.0), types.roundHalfEven(block, f32, splat(f32, 2.5))[0]);
