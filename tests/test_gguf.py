@@ -157,3 +157,21 @@ def test_large_outputs_stream_and_still_match(contexts, rng, fmt):
             piquant.gguf.dequantize(data.reshape(-1), fmt, out=out, ctx=contexts(isa, threads))
             np.testing.assert_array_equal(out.view(np.uint32), want.view(np.uint32), err_msg=f"{isa} threads={threads}")
             assert buf[0] == 0
+
+
+def test_nan_scales_with_every_payload_bit_narrow_to_bfloat16(contexts):
+    """A float16 scale of 0xFFFF (a negative NaN, all payload bits set) widens
+    to 0xFFFFE000: rounding it to bfloat16 must not carry out of 32 bits
+    (a ReleaseSafe build traps on that overflow; found by fuzzing)."""
+    blocks = np.zeros((2, 34), np.uint8)
+    blocks[:, :2] = 0xFF
+    blocks[:, 2:] = np.arange(32, dtype=np.uint8)
+    want = ref.f32_to_bf16_bits(ref_gguf.dequantize(blocks, "Q8_0"))
+    for isa in ISAS:
+        got = piquant.gguf.dequantize(blocks.reshape(-1), "Q8_0", dtype=ml_dtypes.bfloat16, ctx=contexts(isa, 1))
+        np.testing.assert_array_equal(got.view(np.uint16), want)
+        acc = np.full(64, 0xFFFF, np.uint16).view(ml_dtypes.bfloat16)  # NaN accumulators too
+        piquant.dequantize(np.arange(64, dtype=np.uint8), scale=0.5, zero_point=3, qdtype="uint8", reduce="add", out=acc, ctx=contexts(isa, 1))
+        want_acc = np.full(64, 0xFFFF, np.uint16)
+        ref.dequantize(np.arange(64, dtype=np.uint8), "uint8", 0.5, 3, out_dtype="bfloat16", out=want_acc, reduce="add")
+        np.testing.assert_array_equal(acc.view(np.uint16), want_acc)

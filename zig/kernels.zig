@@ -96,7 +96,8 @@ pub fn storeFloats(comptime D: DType, dst: [*]u8, i: usize, x: Vec(D.Compute()))
 /// payload bits and is made quiet.
 fn toBf16(x: Vec(f32)) Vec(u16) {
     const b: Vec(u32) = @bitCast(x);
-    const rounded = (b + splat(u32, 0x7FFF) + ((b >> @splat(16)) & splat(u32, 1))) >> @splat(16);
+    // Wrapping: only NaN bit patterns (replaced below) can carry past 2^32.
+    const rounded = (b +% splat(u32, 0x7FFF) +% ((b >> @splat(16)) & splat(u32, 1))) >> @splat(16);
     const quiet = (b >> @splat(16)) | splat(u32, 0x40);
     return @truncate(@select(u32, x != x, quiet, rounded));
 }
