@@ -360,7 +360,27 @@ fn Params(comptime C: type, comptime Q: DType) type {
                 return p.current();
             }
             if (p.seek(scales, index)) return p.current();
+            if (comptime Q.bits() <= 16) {
+                // Per channel along the last axis: the lanes are consecutive sets.
+                if (p.inner == 1) {
+                    const first = index % p.count;
+                    if (first + block <= p.count) return p.consecutive(scales, first);
+                }
+            }
             return p.perLane(scales, index, index / p.inner);
+        }
+
+        /// Sets first … first + block - 1 as lanes, with vector arithmetic
+        /// (zero points of ≤16-bit types fit i32; their bounds are exact in C).
+        fn consecutive(p: *const @This(), scales: [*]const u8, first: usize) L {
+            const scale: Vec(C) = switch (p.scale_type) {
+                .f32 => @floatCast(@as(Vec(f32), @as([*]align(1) const f32, @ptrCast(scales))[first..][0..block].*)),
+                else => @floatCast(@as(Vec(f64), @as([*]align(1) const f64, @ptrCast(scales))[first..][0..block].*)),
+            };
+            const zp: Vec(i32) = @truncate(@as(Vec(i64), p.zero_points[first..][0..block].*));
+            const lo: Vec(C) = @floatFromInt(splat(i32, @as(i32, @intCast(Q.qmin()))) - zp);
+            const hi: Vec(C) = @floatFromInt(splat(i32, @as(i32, @intCast(Q.qmax()))) - zp);
+            return .{ .scale = scale, .inv_scale = splat(C, 1) / scale, .lo = lo, .hi = hi, .lo_near = lo, .hi_near = hi, .zp = zp };
         }
 
         inline fn current(p: *const @This()) L {
