@@ -63,13 +63,13 @@ class Sets(NamedTuple):
 
 
 def _numpy(a: Any, arg: str) -> np.ndarray:
-    if isinstance(a, np.ndarray):
-        return a
-    if type(a).__module__.startswith("torch") and type(a).__name__ in ("Tensor", "Parameter"):
-        return a.detach().cpu().numpy()
     if isinstance(a, (list, tuple)):
         return np.asarray(a)
-    raise TypeError(f"{arg}: with axis= or group_size=, expected an array of per-set values, got {type(a).__name__}")
+    try:
+        kind = _arrays.kind_of(a, arg)
+    except TypeError:
+        raise TypeError(f"{arg}: with axis= or group_size=, expected an array of per-set values, got {type(a).__name__}") from None
+    return a if kind == _arrays.NUMPY else a.detach().cpu().numpy()
 
 
 def _shaped(a: np.ndarray, lay: Layout, arg: str) -> np.ndarray:

@@ -278,14 +278,19 @@ fn Set(comptime C: type, comptime Q: DType) type {
 
 /// The parameters of the lanes of one block.
 fn Lanes(comptime C: type, comptime Q: DType) type {
+    return LanesOf(block, C, Q);
+}
+
+/// The parameters of `w` lanes (a block, or sets prepared ahead).
+fn LanesOf(comptime w: usize, comptime C: type, comptime Q: DType) type {
     return struct {
-        scale: Vec(C),
-        inv_scale: Vec(C),
-        lo: Vec(C),
-        hi: Vec(C),
-        lo_near: Vec(C),
-        hi_near: Vec(C),
-        zp: Vec(ZpLane(Q)),
+        scale: @Vector(w, C),
+        inv_scale: @Vector(w, C),
+        lo: @Vector(w, C),
+        hi: @Vector(w, C),
+        lo_near: @Vector(w, C),
+        hi_near: @Vector(w, C),
+        zp: @Vector(w, ZpLane(Q)),
 
         fn splatSet(s: Set(C, Q)) @This() {
             return .{
@@ -364,23 +369,27 @@ fn Params(comptime C: type, comptime Q: DType) type {
                 // Per channel along the last axis: the lanes are consecutive sets.
                 if (p.inner == 1) {
                     const first = index % p.count;
-                    if (first + block <= p.count) return p.consecutive(scales, first);
+                    if (first + block <= p.count) return p.consecutive(block, scales, first);
                 }
             }
             return p.perLane(scales, index, index / p.inner);
         }
 
-        /// Sets first … first + block - 1 as lanes, with vector arithmetic
-        /// (zero points of ≤16-bit types fit i32; their bounds are exact in C).
-        fn consecutive(p: *const @This(), scales: [*]const u8, first: usize) L {
-            const scale: Vec(C) = switch (p.scale_type) {
-                .f32 => @floatCast(@as(Vec(f32), @as([*]align(1) const f32, @ptrCast(scales))[first..][0..block].*)),
-                else => @floatCast(@as(Vec(f64), @as([*]align(1) const f64, @ptrCast(scales))[first..][0..block].*)),
+        /// Sets first … first + w - 1 as lanes, with vector arithmetic: for
+        /// ≤16-bit types only, whose zero points fit i32 and whose bounds
+        /// qmin - zp, qmax - zp are exact in C.
+        fn consecutive(p: *const @This(), comptime w: usize, scales: [*]const u8, first: usize) LanesOf(w, C, Q) {
+            comptime std.debug.assert(Q.bits() <= 16);
+            const V = @Vector(w, C);
+            const Z = @Vector(w, i32);
+            const scale: V = switch (p.scale_type) {
+                .f32 => @floatCast(@as(@Vector(w, f32), @as([*]align(1) const f32, @ptrCast(scales))[first..][0..w].*)),
+                else => @floatCast(@as(@Vector(w, f64), @as([*]align(1) const f64, @ptrCast(scales))[first..][0..w].*)),
             };
-            const zp: Vec(i32) = @truncate(@as(Vec(i64), p.zero_points[first..][0..block].*));
-            const lo: Vec(C) = @floatFromInt(splat(i32, @as(i32, @intCast(Q.qmin()))) - zp);
-            const hi: Vec(C) = @floatFromInt(splat(i32, @as(i32, @intCast(Q.qmax()))) - zp);
-            return .{ .scale = scale, .inv_scale = splat(C, 1) / scale, .lo = lo, .hi = hi, .lo_near = lo, .hi_near = hi, .zp = zp };
+            const zp: Z = @truncate(@as(@Vector(w, i64), p.zero_points[first..][0..w].*));
+            const lo: V = @floatFromInt(@as(Z, @splat(@as(i32, @intCast(Q.qmin())))) - zp);
+            const hi: V = @floatFromInt(@as(Z, @splat(@as(i32, @intCast(Q.qmax())))) - zp);
+            return .{ .scale = scale, .inv_scale = @as(V, @splat(1)) / scale, .lo = lo, .hi = hi, .lo_near = lo, .hi_near = hi, .zp = zp };
         }
 
         inline fn current(p: *const @This()) L {
@@ -407,26 +416,15 @@ fn Params(comptime C: type, comptime Q: DType) type {
             p.cur = 0;
             var j: usize = 0;
             if (comptime Q.bits() <= 16) {
-                // Sixteen sets at a time: zero points fit i32 and the bounds
-                // qmin - zp, qmax - zp are exact in C.
-                const V = @Vector(16, C);
-                const Z = @Vector(16, i32);
                 while (j + 16 <= p.ahead_len) : (j += 16) {
-                    const k = first + j;
-                    const scale: V = switch (p.scale_type) {
-                        .f32 => @floatCast(@as(@Vector(16, f32), @as([*]align(1) const f32, @ptrCast(scales))[k..][0..16].*)),
-                        else => @floatCast(@as(@Vector(16, f64), @as([*]align(1) const f64, @ptrCast(scales))[k..][0..16].*)),
-                    };
-                    const zp: Z = @truncate(@as(@Vector(16, i64), p.zero_points[k..][0..16].*));
-                    const lo: V = @floatFromInt(@as(Z, @splat(@intCast(Q.qmin()))) - zp);
-                    const hi: V = @floatFromInt(@as(Z, @splat(@intCast(Q.qmax()))) - zp);
-                    p.ahead.scale[j..][0..16].* = scale;
-                    p.ahead.inv_scale[j..][0..16].* = @as(V, @splat(1)) / scale;
-                    p.ahead.lo[j..][0..16].* = lo;
-                    p.ahead.hi[j..][0..16].* = hi;
-                    p.ahead.lo_near[j..][0..16].* = lo;
-                    p.ahead.hi_near[j..][0..16].* = hi;
-                    p.ahead.zp[j..][0..16].* = zp;
+                    const v = p.consecutive(16, scales, first + j);
+                    p.ahead.scale[j..][0..16].* = v.scale;
+                    p.ahead.inv_scale[j..][0..16].* = v.inv_scale;
+                    p.ahead.lo[j..][0..16].* = v.lo;
+                    p.ahead.hi[j..][0..16].* = v.hi;
+                    p.ahead.lo_near[j..][0..16].* = v.lo_near;
+                    p.ahead.hi_near[j..][0..16].* = v.hi_near;
+                    p.ahead.zp[j..][0..16].* = v.zp;
                 }
             }
             while (j < p.ahead_len) : (j += 1) {
