@@ -34,7 +34,7 @@ def pi_quant_medians():
     """(row name, n) → pi-quant's median seconds, for the whole matrix, once."""
     if os.environ.get("PIQUANT_BENCH_NO_PI_QUANT"):
         return {}
-    py, why = _bench.pi_quant_python(None, print)
+    py, _ = _bench.pi_quant_python(None, print)
     if py is None:
         return {}
     import piquant

@@ -17,6 +17,7 @@ threads (``piquant_stream``).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -28,9 +29,10 @@ import sys
 import time
 import venv
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -185,7 +187,9 @@ class Inputs:
 
 # Warnings of the peers that the bench expects: silenced, and said once in the notes.
 _PEER_WARNINGS = {
-    r"(?s).*quantized tensor creation functions.*deprecated": "torch warns that its quantized tensor types are deprecated (they are its fastest per-tensor ops: timed as they are)",
+    r"(?s).*quantized tensor creation functions.*deprecated": (
+        "torch warns that its quantized tensor types are deprecated (they are its fastest per-tensor ops: timed as they are)"
+    ),
 }
 
 
@@ -238,11 +242,11 @@ def piquant_fn(inp: Inputs, ctx: piquant.Context) -> Callable[[], Any]:
         return lambda: piquant.gguf.dequantize(blocks, r.quant_dtype, out=out, ctx=ctx)
     s, zp = inp.scale, inp.zero_point
     if r.group:
-        g = {"group_size": r.group}
+        g = r.group
         if r.op == "quantize":
-            out = piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp, **g).data
-            return lambda: piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp, out=out, ctx=ctx, **g)
-        q, out = piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp, **g), inp.float_out().reshape(inp.x.shape)
+            out = piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp, group_size=g).data
+            return lambda: piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp, out=out, ctx=ctx, group_size=g)
+        q, out = piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp, group_size=g), inp.float_out().reshape(inp.x.shape)
         return lambda: piquant.dequantize(q, out=out, ctx=ctx)
     if r.op == "quantize":
         out = piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp).data
@@ -462,24 +466,27 @@ def run(mode: str = "quick", sizes: tuple[int, ...] = SIZES, rows: tuple[Row, ..
     return report
 
 
+def _optional(module: str) -> Any:
+    """The module, or None if it is not installed."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
 def _run(mode: str, sizes: tuple[int, ...], rows: tuple[Row, ...], calls: tuple[CallRow, ...], notes: dict[str, str],
          pi_quant: bool, pi_quant_python_path: str | None, log: Callable[[str], None]) -> dict[str, Any]:
     ctx = piquant.Context.get()
     threads = ctx.num_threads
-    try:
-        import torch
-
+    torch = _optional("torch")
+    if torch is not None:
         torch.set_num_threads(threads)
-    except ImportError:
-        torch = None
     skipped_peers: dict[str, str] = {}
     if torch is None:
         skipped_peers["torch"] = skipped_peers["torch decomposed"] = skipped_peers["torchao"] = "torch is not installed"
     elif (why := import_torchao(notes)) is not None:
         skipped_peers["torchao"] = why
-    try:
-        import gguf  # noqa: F401
-    except ImportError:
+    if _optional("gguf") is None:
         skipped_peers["gguf"] = "gguf is not installed (pip install gguf)"
     py = None
     if pi_quant:
@@ -533,10 +540,10 @@ def _run(mode: str, sizes: tuple[int, ...], rows: tuple[Row, ...], calls: tuple[
     if py:
         cases = [(row, n) for n in sizes for row in rows if row.fits(n)]
         try:
-            medians, why = run_pi_quant(py, cases, threads, mode)
-            for res, t, w in zip(results, medians, why):
+            medians, whys = run_pi_quant(py, cases, threads, mode)
+            for res, t, w in zip(results, medians, whys):
                 if t is None:
-                    res.skipped["pi-quant"] = w
+                    res.skipped["pi-quant"] = w or "n/a"
                 else:
                     res.seconds["pi-quant"] = t
         except (OSError, subprocess.SubprocessError, ValueError) as e:
@@ -583,12 +590,11 @@ def table(report: dict[str, Any]) -> str:
     lines = [head, "-" * len(head)]
     for r in report["results"]:
         t = r["seconds"]["piquant"]
-        cells = []
-        for p in peers:
-            cells.append(f"{t_p / t:17.2f}x" if (t_p := r["seconds"].get(p)) else f"{'—':>18}")
+        cells = [f"{t_p / t:17.2f}x" if (t_p := r["seconds"].get(p)) else f"{'—':>18}" for p in peers]
         eff = r["roofline_efficiency"]
         lines.append(f"{r['row']:34} {r['n']:>11,} {_time(t):>12} " + " ".join(cells) + f" {eff:9.2f}")
-    lines.append("÷ peer: the peer's median time over piquant's (above 1: piquant is faster). roofline: (bytes read + written) / time ÷ copy bandwidth of the same run (read bandwidth for compute_params).")
+    lines.append("÷ peer: the peer's median time over piquant's (above 1: piquant is faster). "
+                 "roofline: (bytes read + written) / time ÷ copy bandwidth of the same run (read bandwidth for compute_params).")
     for peer, why in report["skipped_peers"].items():
         lines.append(f"skipped {peer}: {why}")
     by_peer: dict[str, list[str]] = {}

@@ -30,7 +30,7 @@ class CallInputs:
 
     def __init__(self, x: np.ndarray, torch: Any) -> None:
         self.x, self.n, self.torch = x, x.size, torch
-        self.t = None if torch is None else torch.from_numpy(x)
+        self.t: Any = None if torch is None else torch.from_numpy(x)
         self.s, self.zp = piquant.compute_params(x, "uint8")
 
 
@@ -50,8 +50,8 @@ def _torch_quantize(c: CallInputs, qtype: str = "quint8", zp: int | None = None)
 
 
 def _decomposed() -> Any:
-    from torch.ao.quantization.fx import _decomposed  # noqa: F401  registers the ops
     import torch
+    from torch.ao.quantization.fx import _decomposed  # noqa: F401  registers the ops
 
     return torch.ops.quantized_decomposed
 

@@ -90,11 +90,8 @@ def mismatch(h: Header, c_type: str, declared: Any, structs: dict[str, Any], res
 
 def check(header: Header, signatures: dict[str, tuple[Any, list[Any]]], structs: dict[str, type]) -> list[str]:
     """Every disagreement between the header and the declarations."""
-    problems = []
-    for name in sorted(header.functions.keys() - signatures.keys()):
-        problems.append(f"{name}: in piquant.h, not declared in _native._SIGNATURES")
-    for name in sorted(signatures.keys() - header.functions.keys()):
-        problems.append(f"{name}: declared in _native._SIGNATURES, not in piquant.h")
+    problems = [f"{name}: in piquant.h, not declared in _native._SIGNATURES" for name in sorted(header.functions.keys() - signatures.keys())]
+    problems += [f"{name}: declared in _native._SIGNATURES, not in piquant.h" for name in sorted(signatures.keys() - header.functions.keys())]
     for name in sorted(header.functions.keys() & signatures.keys()):
         (c_ret, c_args), (res, args) = header.functions[name], signatures[name]
         if (why := mismatch(header, c_ret, res, structs, result=True)) is not None:
@@ -194,10 +191,8 @@ def _c_layout(tmp_path: Path) -> dict[str, int]:
     lines = ['#include <stdio.h>', '#include <stddef.h>', '#include "piquant.h"', "int main(void) {"]
     for name, fields in HEADER_DECLS.structs.items():
         lines.append(f'    printf("{name} %zu\\n", sizeof({name}));')
-        for f, _ in fields:
-            lines.append(f'    printf("{name}.{f} %zu\\n", offsetof({name}, {f}));')
-    for name in sorted(HEADER_DECLS.enums):
-        lines.append(f'    printf("{name} %zu\\n", sizeof({name}));')
+        lines += [f'    printf("{name}.{f} %zu\\n", offsetof({name}, {f}));' for f, _ in fields]
+    lines += [f'    printf("{name} %zu\\n", sizeof({name}));' for name in sorted(HEADER_DECLS.enums)]
     lines += ["    return 0;", "}"]
     src, exe = tmp_path / "layout.c", tmp_path / "layout"
     src.write_text("\n".join(lines) + "\n")

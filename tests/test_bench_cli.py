@@ -73,6 +73,6 @@ def test_quiet_peers_silences_expected_warnings_and_shows_others():
     notes: dict[str, str] = {}
     with pytest.warns(UserWarning, match="something else"):
         with quiet_peers(notes):
-            warnings.warn("torch.quantize_per_tensor and other quantized tensor creation functions are deprecated", UserWarning)
-            warnings.warn("something else", UserWarning)
+            warnings.warn("torch.quantize_per_tensor and other quantized tensor creation functions are deprecated", UserWarning, stacklevel=1)
+            warnings.warn("something else", UserWarning, stacklevel=1)
     assert "deprecated" in notes["torch"]
