@@ -217,3 +217,17 @@ def test_struct_layout_matches_the_c_compiler(tmp_path):
         _fields_ = _native.GroupParams._fields_
 
     assert ctypes.sizeof(Packed) != layout["piquant_params"]
+
+
+def test_packer_lays_out_what_the_structure_reads(tmp_path):
+    """_native.packer(S) packs the bytes S reads field by field, at the size C gives S."""
+    layout = _c_layout(tmp_path)
+    for name, s in _native._STRUCTS.items():
+        p = _native.packer(s)
+        assert p.size == ctypes.sizeof(s) == layout[name], name
+        fields = [f for f, _ in s._fields_]
+        values = [(k + 1) * 1.5 if t is ctypes.c_double else (k + 1) * 0x0101 for k, (_, t) in enumerate(s._fields_)]
+        buf = bytearray(p.size)
+        p.pack_into(buf, 0, *values)
+        view = s.from_buffer(buf)
+        assert [getattr(view, f) for f in fields] == values, name
