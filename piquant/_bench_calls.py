@@ -20,6 +20,7 @@ import numpy as np
 import piquant
 
 SIZES = (64, 4_096)
+STALLED = 1e-3  # seconds: far beyond any equivalent's time at these sizes on an idle machine
 
 Fn = Callable[[], Any]
 
@@ -231,4 +232,7 @@ def table(calls: list[dict[str, Any]]) -> str:
         goal = f"≤ {r['goal']:.2f}" if r["goal"] is not None else ""
         lines.append(f"{r['call']:64} {r['n']:>6,} {t * 1e6:8.2f} µs  {r['beside']:44} {b * 1e6:8.2f} µs {t / b:9.2f} {goal:>6}")
     lines.append("piquant ÷: piquant's median over its equivalent's, timed in alternating rounds (below 1: piquant is faster); goal: issue 14's bound.")
+    if any(r["seconds"].get("beside", 0) > STALLED for r in calls):
+        lines.append(f"an equivalent took over {STALLED * 1e3:g} ms: torch's ops that enter an OpenMP region wait for its second thread "
+                     "while other processes hold the CPUs (a busy machine); rerun when it is quiet")
     return "\n".join(lines)
