@@ -587,14 +587,15 @@ def _time(t: float) -> str:
 def table(report: dict[str, Any]) -> str:
     peers = [p for p in PEERS if any(p in r["seconds"] for r in report["results"])]
     head = f"{'row':34} {'n':>11} {'piquant':>12} " + " ".join(f"{'÷ ' + p:>18}" for p in peers) + f" {'roofline':>9}"
-    lines = [head, "-" * len(head)]
+    lines = [head, "-" * len(head)] if report["results"] else []
     for r in report["results"]:
         t = r["seconds"]["piquant"]
         cells = [f"{t_p / t:17.2f}x" if (t_p := r["seconds"].get(p)) else f"{'—':>18}" for p in peers]
         eff = r["roofline_efficiency"]
         lines.append(f"{r['row']:34} {r['n']:>11,} {_time(t):>12} " + " ".join(cells) + f" {eff:9.2f}")
-    lines.append("÷ peer: the peer's median time over piquant's (above 1: piquant is faster). "
-                 "roofline: (bytes read + written) / time ÷ copy bandwidth of the same run (read bandwidth for compute_params).")
+    if report["results"]:
+        lines.append("÷ peer: the peer's median time over piquant's (above 1: piquant is faster). "
+                     "roofline: (bytes read + written) / time ÷ copy bandwidth of the same run (read bandwidth for compute_params).")
     for peer, why in report["skipped_peers"].items():
         lines.append(f"skipped {peer}: {why}")
     by_peer: dict[str, list[str]] = {}
