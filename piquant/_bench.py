@@ -497,11 +497,12 @@ def _run(mode: str, sizes: tuple[int, ...], rows: tuple[Row, ...], calls: tuple[
         skipped_peers["pi-quant"] = "--no-pi-quant"
     in_process = [p for p in ("torch", "torch decomposed", "torchao", "gguf", "reference") if p not in skipped_peers]
     call_sizes = [n for n in sizes if n in _bench_calls.SIZES]
-    progress = Progress(len(sizes) * (2 + len(rows) * (1 + len(in_process))) + len(call_sizes) * len(calls))
+    matrix_sizes = sizes if rows else ()  # the roofline is the matrix's
+    progress = Progress(len(matrix_sizes) * (2 + len(rows) * (1 + len(in_process))) + len(call_sizes) * len(calls))
     results: list[Result] = []
     roofline: dict[int, dict[str, float]] = {}
     lib = _backend.library()
-    for n in sizes:
+    for n in matrix_sizes:
         roofline[n] = stream_bandwidth(lib, ctx, n, mode, progress)
         x32 = np.random.default_rng(0).standard_normal(n, dtype=np.float32)
         for row in rows:
