@@ -231,7 +231,6 @@ def import_torchao(notes: dict[str, str]) -> str | None:
     return None
 
 
-
 def piquant_fn(inp: Inputs, ctx: piquant.Context) -> Callable[[], Any]:
     r = inp.row
     if r.op == "gguf_quantize":
