@@ -76,6 +76,11 @@ class ResultSlots:
         self.data, self.dtype, self.shape, self.scale, self.zero_point = data, dtype, shape, scale, zero_point
 
 
+def signature(x: Any, dtype: Any = "uint8", *, scale: Any = None, zero_point: Any = None, symmetric: bool = False, round_mode: Any = "nearest",
+              seed: Any = None, axis: Any = None, group_size: Any = None, out: Any = None, ctx: Any = None) -> None:
+    """quantize's signature, doing nothing."""
+
+
 def setup() -> dict[str, Any]:
     """Every name the timed statements use."""
     ctx = piquant.Context.get()
@@ -121,6 +126,7 @@ def setup() -> dict[str, Any]:
 
 PIECES: list[tuple[str, str, str]] = [
     # (group, label, statement)
+    ("python call", "a function with quantize's signature, 4 arguments given", "signature(x, 'uint8', scale=s, zero_point=zp, out=q8)"),
     ("attribute lookups", "x.dtype (numpy)", "x.dtype"),
     ("attribute lookups", "x.flags.c_contiguous (numpy)", "x.flags.c_contiguous"),
     ("attribute lookups", "x.size (numpy)", "x.size"),
