@@ -271,14 +271,7 @@ def torch_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
     qmin, qmax = ref.qrange(r.quant_dtype)
     xt = inp.x if not isinstance(inp.x, np.ndarray) else torch.from_numpy(inp.x)
     if r.op == "compute_params":
-        def params() -> tuple[float, int]:
-            mn, mx = torch.aminmax(xt)
-            lo, hi = torch.clamp(mn, max=0), torch.clamp(mx, min=0)
-            scale = torch.clamp((hi - lo) / float(qmax - qmin), min=torch.finfo(torch.float32).eps)
-            zero = torch.clamp(qmin - torch.round(lo / scale).to(torch.int), qmin, qmax)
-            return scale.item(), int(zero.item())
-
-        return params, None
+        return _bench_calls.torch_params(torch, xt, qmin, qmax), None
     if r.quant_dtype not in _TORCH_QTYPES:
         return None, f"torch has no quantized {r.quant_dtype}"
     tq = getattr(torch, _TORCH_QTYPES[r.quant_dtype])
