@@ -195,9 +195,9 @@ CALLS = (
     CallRow('fake_quantize(t, "uint8", scale=s, zero_point=zp)', "torch.fake_quantize_per_tensor_affine", None, _fake_quantize(False)),
     CallRow('fake_quantize(t, "uint8", scale=s, zero_point=zp, out=o)', "torch.fake_quantize_per_tensor_affine", None, _fake_quantize(True)),
     CallRow('compute_params(t, "uint8")', "torch.aminmax + MinMaxObserver's arithmetic", None, _compute_params),
-    CallRow('quantize(x, "int4", scale=S, zero_point=Z, group_size=32)', 'per tensor: quantize(x, "int4", scale=s, zero_point=zp)', 1.5, _group_wise,
+    CallRow('quantize(x, "int4", scale=S, zero_point=Z, group_size=32)', 'per tensor: quantize(x, "int4", scale=s, ...)', 1.5, _group_wise,
             needs_torch=False),
-    CallRow('piquant.gguf.quantize(x, "Q8_0")', 'per tensor: quantize(x, "int8", scale=s, zero_point=zp)', 1.5, _gguf_q8_0, needs_torch=False),
+    CallRow('piquant.gguf.quantize(x, "Q8_0")', 'per tensor: quantize(x, "int8", scale=s, ...)', 1.5, _gguf_q8_0, needs_torch=False),
 )
 
 
