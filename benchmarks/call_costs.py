@@ -1,11 +1,12 @@
 """What a small call costs, piece by piece (issue 14): attribute lookups,
 buffer addresses, packing the call struct, the ctypes call itself, building
 results, resolving dtypes, and whole calls for scale. Each piece is timed
-inline in a timeit loop, less the loop's own cost; the median and the minimum
-of repeats, in nanoseconds, at 64 elements on the default context
-(PIQUANT_NUM_THREADS).
+inline in a timeit loop, in batches of about 10 µs (short enough that the
+median misses the preemptions of a busy machine), less the loop's own cost;
+the median and the minimum over batches, in nanoseconds per execution, at 64
+elements on the default context (PIQUANT_NUM_THREADS).
 
-    python benchmarks/call_costs.py [--repeat 15] [--json costs.json]
+    python benchmarks/call_costs.py [--seconds 0.3] [--json costs.json]
 
 Not part of the package: it reaches into piquant's internals (the loaded
 library, the context handle) to time the pieces the public call is made of.
@@ -193,29 +194,32 @@ PIECES: list[tuple[str, str, str]] = [
 ]
 
 
-def time_ns(stmt: str, names: dict[str, Any], repeat: int) -> tuple[float, float]:
-    """(median, min) over repeats of the mean ns per execution of stmt."""
+def time_ns(stmt: str, names: dict[str, Any], seconds: float) -> tuple[float, float]:
+    """(median, min) ns per execution of stmt over batches of ~10 µs: short
+    batches, so that the median skips the preemptions of a busy machine."""
     timer = timeit.Timer(stmt, globals=names)
-    number, _ = timer.autorange()  # total ≥ 0.2 s
-    number = max(1, number // 4)
-    times = [t / number * 1e9 for t in timer.repeat(repeat, number)]
+    number, total = timer.autorange()
+    per = total / number
+    k = max(1, int(10e-6 / per))
+    samples = max(50, min(20_000, int(seconds / (k * per))))
+    times = [t / k * 1e9 for t in timer.repeat(samples, k)]
     return statistics.median(times), min(times)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=15, help="timeit repeats per piece (median taken)")
+    parser.add_argument("--seconds", type=float, default=0.3, help="time spent on each piece (after calibration)")
     parser.add_argument("--json", metavar="PATH", help="also write the medians here")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # torch's deprecation of quantized tensors
     names = setup()
-    loop = time_ns("pass", names, args.repeat)[1]
+    loop = time_ns("pass", names, args.seconds)[0]
     rows = []
     group = None
     print(f"piquant {piquant.__version__}, {piquant.info()['isa']}, {names['ctx'].num_threads} threads, n = {N}; "
-          f"ns per piece (median and min of {args.repeat} repeats), less the timeit loop ({loop:.0f} ns)")
+          f"ns per piece (median and min over ~10 µs batches), less the timeit loop ({loop:.0f} ns)")
     for g, label, stmt in PIECES:
-        med, low = (v - loop for v in time_ns(stmt, names, args.repeat))
+        med, low = (v - loop for v in time_ns(stmt, names, args.seconds))
         rows.append({"group": g, "piece": label, "median_ns": med, "min_ns": low})
         if g != group:
             print(f"\n{g}")
