@@ -137,6 +137,7 @@ PIECES: list[tuple[str, str, str]] = [
     ("attribute lookups", "t.dtype (torch)", "t.dtype"),
     ("attribute lookups", "t.is_contiguous() (torch)", "t.is_contiguous()"),
     ("attribute lookups", "t.device.type (torch)", "t.device.type"),
+    ("attribute lookups", "t.is_cpu (torch)", "t.is_cpu"),
     ("attribute lookups", "t.requires_grad (torch)", "t.requires_grad"),
     ("attribute lookups", "t.numel() (torch)", "t.numel()"),
     ("attribute lookups", "tuple(t.shape) (torch)", "tuple(t.shape)"),
