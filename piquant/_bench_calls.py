@@ -127,6 +127,22 @@ def _pi_quant_dequantize(qtype: str) -> Callable[[CallInputs], tuple[Fn, Fn]]:
     return make
 
 
+def _context_ptr(op: str) -> Callable[[CallInputs], tuple[Fn, Fn]]:
+    """pi-quant's Context API on addresses taken once, as its users hold them."""
+
+    def make(c: CallInputs) -> tuple[Fn, Fn]:
+        ctx, dt, n, s, zp = piquant.Context.get(), piquant.DataType, c.n, c.s, c.zp
+        q8, f32 = np.empty(n, np.uint8), np.empty(n, np.float32)
+        px, pq, pf = c.x.ctypes.data, q8.ctypes.data, f32.ctypes.data
+        if op == "quantize":
+            nearest = piquant.RoundMode.NEAREST
+            return (lambda: ctx.quantize_ptr(px, dt.F32, pq, dt.UINT8, n, s, zp, nearest)), _torch_quantize(c)
+        set_ = piquant.ReduceOp.SET
+        return (lambda: ctx.dequantize_ptr(pq, dt.UINT8, pf, dt.F32, n, s, zp, set_)), _torch_quantize(c)().dequantize
+
+    return make
+
+
 def _fake_quantize(out: bool) -> Callable[[CallInputs], tuple[Fn, Fn]]:
     def make(c: CallInputs) -> tuple[Fn, Fn]:
         torch, t, s, zp = c.torch, c.t, c.s, c.zp
@@ -192,6 +208,8 @@ CALLS = (
     CallRow("piquant.torch.dequantize(tq quint8, ..., dtype=torch.float32)", _DEQ, 1.0, _pi_quant_dequantize("quint8")),
     CallRow("piquant.torch.dequantize(q uint8, ..., dtype=torch.float32)", "quantized_decomposed.dequantize_per_tensor", 1.0, _pi_quant_dequantize("uint8")),
     CallRow("piquant.torch.dequantize(tq quint4x2, ..., dtype=torch.float32)", _DEQ, 1.0, _pi_quant_dequantize("quint4x2")),
+    CallRow("ctx.quantize_ptr(px, F32, pq, UINT8, n, s, zp, NEAREST)", _QPT, None, _context_ptr("quantize"), needs_torch=False),
+    CallRow("ctx.dequantize_ptr(pq, UINT8, pf, F32, n, s, zp, SET)", _DEQ, None, _context_ptr("dequantize"), needs_torch=False),
     CallRow('fake_quantize(t, "uint8", scale=s, zero_point=zp)', "torch.fake_quantize_per_tensor_affine", None, _fake_quantize(False)),
     CallRow('fake_quantize(t, "uint8", scale=s, zero_point=zp, out=o)', "torch.fake_quantize_per_tensor_affine", None, _fake_quantize(True)),
     CallRow('compute_params(t, "uint8")', "torch.aminmax + MinMaxObserver's arithmetic", None, _compute_params),
