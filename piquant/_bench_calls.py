@@ -132,13 +132,20 @@ def _context_ptr(op: str) -> Callable[[CallInputs], tuple[Fn, Fn]]:
 
     def make(c: CallInputs) -> tuple[Fn, Fn]:
         ctx, dt, n, s, zp = piquant.Context.get(), piquant.DataType, c.n, c.s, c.zp
-        q8, f32 = np.empty(n, np.uint8), np.empty(n, np.float32)
-        px, pq, pf = c.x.ctypes.data, q8.ctypes.data, f32.ctypes.data
+        arrays = (c.x, np.empty(n, np.uint8), np.empty(n, np.float32))
+        px, pq, pf = (a.ctypes.data for a in arrays)
+        mode, reduce = piquant.RoundMode.NEAREST, piquant.ReduceOp.SET
+
+        # The default argument keeps alive the memory the addresses point into.
+        def quantize(_hold: Any = arrays) -> None:
+            ctx.quantize_ptr(px, dt.F32, pq, dt.UINT8, n, s, zp, mode)
+
+        def dequantize(_hold: Any = arrays) -> None:
+            ctx.dequantize_ptr(pq, dt.UINT8, pf, dt.F32, n, s, zp, reduce)
+
         if op == "quantize":
-            nearest = piquant.RoundMode.NEAREST
-            return (lambda: ctx.quantize_ptr(px, dt.F32, pq, dt.UINT8, n, s, zp, nearest)), _torch_quantize(c)
-        set_ = piquant.ReduceOp.SET
-        return (lambda: ctx.dequantize_ptr(pq, dt.UINT8, pf, dt.F32, n, s, zp, set_)), _torch_quantize(c)().dequantize
+            return quantize, _torch_quantize(c)
+        return dequantize, _torch_quantize(c)().dequantize
 
     return make
 
