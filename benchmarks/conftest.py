@@ -19,13 +19,22 @@ import pytest
 
 from piquant import _bench
 
+# torchao's native libraries do not load on this torch (a log line each); the
+# benchmarks use its plain-torch quant_primitives.
+os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # torch deprecates its quantized tensor types; they stay the peer timed.
+    config.addinivalue_line("filterwarnings", "ignore:.*quantized tensor creation functions:UserWarning")
+
 
 @pytest.fixture(scope="session")
 def pi_quant_medians():
     """(row name, n) → pi-quant's median seconds, for the whole matrix, once."""
     if os.environ.get("PIQUANT_BENCH_NO_PI_QUANT"):
         return {}
-    py, why = _bench.pi_quant_python(None, print)
+    py, _ = _bench.pi_quant_python(None, print)
     if py is None:
         return {}
     import piquant

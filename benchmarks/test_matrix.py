@@ -1,12 +1,15 @@
-"""One pytest-benchmark per (row, size, peer); see conftest.py."""
+"""One pytest-benchmark per (row, size, peer), and per (call row, size,
+side) for the call rows of piquant/_bench_calls.py; see conftest.py."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
 
 import piquant
-from piquant import _bench
+from piquant import _bench, _bench_calls
 
 try:
     import torch
@@ -55,3 +58,17 @@ def test_matrix(benchmark, pi_quant_medians, row, n, peer):
         if fn is None:
             pytest.skip(why)
     benchmark(fn)
+
+
+@pytest.mark.parametrize("side", ["piquant", "beside"])
+@pytest.mark.parametrize("n", _bench_calls.SIZES)
+@pytest.mark.parametrize("call", _bench_calls.CALLS, ids=lambda c: re.sub(r"\W+", "_", c.name).strip("_"))
+def test_call(benchmark, call, n, side):
+    """A public call form (side "piquant") or its equivalent (side "beside"):
+    the two share a group, so pytest-benchmark's table puts them side by side."""
+    if torch is None and (call.needs_torch or not call.beside.startswith("per tensor")):
+        pytest.skip("torch is not installed")
+    ours, theirs = call.make(_bench_calls.CallInputs(np.random.default_rng(0).standard_normal(n, dtype=np.float32), torch))
+    benchmark.group = f"call {call.name} n={n}"
+    benchmark.extra_info.update(call=call.name, n=n, side=side, beside=call.beside, goal=call.goal)
+    benchmark(ours if side == "piquant" else theirs)

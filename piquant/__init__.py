@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _backend, gguf
-from ._api import QuantParams, Quantized, compute_params, dequantize, fake_quantize, quantize
+from ._api import Quantized, QuantParams, compute_params, dequantize, fake_quantize, quantize
 from ._context import Context, ReduceOp, RoundMode
 from ._dtypes import DataType
 

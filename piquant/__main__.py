@@ -13,8 +13,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="print the version, ISA variants, threads and library path")
     bench = sub.add_parser("bench", help="benchmark piquant against torch, pi-quant and the reference, side by side")
     bench.add_argument("--full", action="store_true", help="longer timings and the reference at every size (several minutes)")
-    bench.add_argument("--sizes", type=int, nargs="+", metavar="N", help="element counts (default: 64 4096 65536 1048576 27264000)")
-    bench.add_argument("--rows", nargs="+", metavar="TEXT", help="only rows whose name contains one of these, e.g. quantize 'f32→uint8'")
+    bench.add_argument("--sizes", type=int, nargs="+", metavar="N",
+                       help="element counts (default: 64 4096 65536 1048576 27264000); call rows run at 64 and 4096")
+    bench.add_argument("--rows", nargs="+", metavar="TEXT",
+                       help="only rows (and call rows) whose name contains one of these, e.g. quantize 'f32→uint8'; 'calls': every call row")
     bench.add_argument("--no-pi-quant", action="store_true", help="do not create or use pi-quant's virtual environment")
     bench.add_argument("--pi-quant-python", metavar="PATH", help="python of an existing virtual environment with pypiquant")
     bench.add_argument("--out-dir", default="piquant-bench", help="where bench.json and bench.png go (default: ./piquant-bench)")

@@ -16,14 +16,20 @@ threads (``piquant_stream``).
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
+import logging
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
 import time
 import venv
+import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +39,8 @@ import numpy as np
 import piquant
 import piquant_reference as ref
 
-from . import _backend
+from . import _backend, _bench_calls
+from ._bench_calls import CALLS, CallRow
 
 SIZES = (64, 4_096, 65_536, 1_048_576, 27_264_000)
 PEERS = ("torch", "torch decomposed", "torchao", "gguf", "pi-quant", "reference")
@@ -178,6 +185,51 @@ class Inputs:
 
 # ------------------------------------------------------------ peers: in process
 
+# Warnings of the peers that the bench expects: silenced, and said once in the notes.
+_PEER_WARNINGS = {
+    r"(?s).*quantized tensor creation functions.*deprecated": (
+        "torch warns that its quantized tensor types are deprecated (they are its fastest per-tensor ops: timed as they are)"
+    ),
+}
+
+
+@contextlib.contextmanager
+def quiet_peers(notes: dict[str, str]) -> Iterator[None]:
+    """Keeps the peers' expected warnings and log lines off the terminal, and
+    records each in ``notes`` once. Other warnings are shown as usual."""
+    loggers = [logging.getLogger(n) for n in ("torchao", "torch.utils._pytree")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+    for w in caught:
+        msg = str(w.message)
+        what = next((v for k, v in _PEER_WARNINGS.items() if re.match(k, msg)), None)
+        if what is None:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        else:
+            notes.setdefault("torch", what)
+
+
+def import_torchao(notes: dict[str, str]) -> str | None:
+    """Imports torchao without its native libraries (the bench uses its
+    plain-torch quant_primitives; on this torch its .so files fail to load,
+    each with a log line); None, or why it cannot be used."""
+    os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
+    try:
+        import torchao.quantization.quant_primitives  # noqa: F401
+    except ImportError:
+        return "torchao is not installed (pip install torchao)"
+    if os.environ["TORCHAO_FORCE_SKIP_LOADING_SO_FILES"] == "1":
+        notes["torchao"] = "its native libraries are not loaded (TORCHAO_FORCE_SKIP_LOADING_SO_FILES=1): quant_primitives are plain torch"
+    return None
+
 
 def piquant_fn(inp: Inputs, ctx: piquant.Context) -> Callable[[], Any]:
     r = inp.row
@@ -189,11 +241,11 @@ def piquant_fn(inp: Inputs, ctx: piquant.Context) -> Callable[[], Any]:
         return lambda: piquant.gguf.dequantize(blocks, r.quant_dtype, out=out, ctx=ctx)
     s, zp = inp.scale, inp.zero_point
     if r.group:
-        g = {"group_size": r.group}
+        g = r.group
         if r.op == "quantize":
-            out = piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp, **g).data
-            return lambda: piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp, out=out, ctx=ctx, **g)
-        q, out = piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp, **g), inp.float_out().reshape(inp.x.shape)
+            out = piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp, group_size=g).data
+            return lambda: piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp, out=out, ctx=ctx, group_size=g)
+        q, out = piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp, group_size=g), inp.float_out().reshape(inp.x.shape)
         return lambda: piquant.dequantize(q, out=out, ctx=ctx)
     if r.op == "quantize":
         out = piquant.quantize(inp.x, r.quant_dtype, scale=s, zero_point=zp).data
@@ -219,14 +271,7 @@ def torch_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
     qmin, qmax = ref.qrange(r.quant_dtype)
     xt = inp.x if not isinstance(inp.x, np.ndarray) else torch.from_numpy(inp.x)
     if r.op == "compute_params":
-        def params() -> tuple[float, int]:
-            mn, mx = torch.aminmax(xt)
-            lo, hi = torch.clamp(mn, max=0), torch.clamp(mx, min=0)
-            scale = torch.clamp((hi - lo) / float(qmax - qmin), min=torch.finfo(torch.float32).eps)
-            zero = torch.clamp(qmin - torch.round(lo / scale).to(torch.int), qmin, qmax)
-            return scale.item(), int(zero.item())
-
-        return params, None
+        return _bench_calls.torch_params(torch, xt, qmin, qmax), None
     if r.quant_dtype not in _TORCH_QTYPES:
         return None, f"torch has no quantized {r.quant_dtype}"
     tq = getattr(torch, _TORCH_QTYPES[r.quant_dtype])
@@ -402,19 +447,39 @@ class Progress:
         sys.stderr.flush()
 
 
-def run(mode: str = "quick", sizes: tuple[int, ...] = SIZES, rows: tuple[Row, ...] = ROWS, *,
+def run(mode: str = "quick", sizes: tuple[int, ...] = SIZES, rows: tuple[Row, ...] = ROWS, calls: tuple[CallRow, ...] = CALLS, *,
         pi_quant: bool = True, pi_quant_python_path: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The matrix (rows × sizes × peers) and the call rows at the sizes of
+    _bench_calls.SIZES among ``sizes``, as a JSON-ready report."""
+    notes: dict[str, str] = {}  # what a peer said or lacks, said once
+    with quiet_peers(notes):
+        report = _run(mode, sizes, rows, calls, notes, pi_quant, pi_quant_python_path, log)
+    report["notes"] = notes
+    return report
+
+
+def _optional(module: str) -> Any:
+    """The module, or None if it is not installed."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+def _run(mode: str, sizes: tuple[int, ...], rows: tuple[Row, ...], calls: tuple[CallRow, ...], notes: dict[str, str],
+         pi_quant: bool, pi_quant_python_path: str | None, log: Callable[[str], None]) -> dict[str, Any]:
     ctx = piquant.Context.get()
     threads = ctx.num_threads
-    try:
-        import torch
-
+    torch = _optional("torch")
+    if torch is not None:
         torch.set_num_threads(threads)
-    except ImportError:
-        torch = None
     skipped_peers: dict[str, str] = {}
     if torch is None:
-        skipped_peers["torch"] = skipped_peers["torch decomposed"] = "torch is not installed"
+        skipped_peers["torch"] = skipped_peers["torch decomposed"] = skipped_peers["torchao"] = "torch is not installed"
+    elif (why := import_torchao(notes)) is not None:
+        skipped_peers["torchao"] = why
+    if _optional("gguf") is None:
+        skipped_peers["gguf"] = "gguf is not installed (pip install gguf)"
     py = None
     if pi_quant:
         py, why = pi_quant_python(pi_quant_python_path, log)
@@ -423,11 +488,13 @@ def run(mode: str = "quick", sizes: tuple[int, ...] = SIZES, rows: tuple[Row, ..
     else:
         skipped_peers["pi-quant"] = "--no-pi-quant"
     in_process = [p for p in ("torch", "torch decomposed", "torchao", "gguf", "reference") if p not in skipped_peers]
-    progress = Progress(len(sizes) * (2 + len(rows) * (1 + len(in_process))))
+    call_sizes = [n for n in sizes if n in _bench_calls.SIZES]
+    matrix_sizes = sizes if rows else ()  # the roofline is the matrix's
+    progress = Progress(len(matrix_sizes) * (2 + len(rows) * (1 + len(in_process))) + len(call_sizes) * len(calls))
     results: list[Result] = []
     roofline: dict[int, dict[str, float]] = {}
     lib = _backend.library()
-    for n in sizes:
+    for n in matrix_sizes:
         roofline[n] = stream_bandwidth(lib, ctx, n, mode, progress)
         x32 = np.random.default_rng(0).standard_normal(n, dtype=np.float32)
         for row in rows:
@@ -458,13 +525,18 @@ def run(mode: str = "quick", sizes: tuple[int, ...] = SIZES, rows: tuple[Row, ..
             res.roofline_efficiency = res.bytes / res.seconds["piquant"] / bw
             results.append(res)
             del inp
+    call_results = []
+    for n in call_sizes:
+        for c in calls:
+            call_results.append(_bench_calls.measure(c, n, torch, BUDGET[mode], MIN_REPEATS[mode]))
+            progress.step(f"{c.name} n={n}")
     if py:
         cases = [(row, n) for n in sizes for row in rows if row.fits(n)]
         try:
-            medians, why = run_pi_quant(py, cases, threads, mode)
-            for res, t, w in zip(results, medians, why):
+            medians, whys = run_pi_quant(py, cases, threads, mode)
+            for res, t, w in zip(results, medians, whys):
                 if t is None:
-                    res.skipped["pi-quant"] = w
+                    res.skipped["pi-quant"] = w or "n/a"
                 else:
                     res.seconds["pi-quant"] = t
         except (OSError, subprocess.SubprocessError, ValueError) as e:
@@ -482,6 +554,7 @@ def run(mode: str = "quick", sizes: tuple[int, ...] = SIZES, rows: tuple[Row, ..
         "skipped_peers": skipped_peers,
         "roofline": {str(n): v for n, v in roofline.items()},
         "results": [asdict(r) for r in results],
+        "calls": call_results,
     }
 
 
@@ -507,26 +580,35 @@ def _time(t: float) -> str:
 def table(report: dict[str, Any]) -> str:
     peers = [p for p in PEERS if any(p in r["seconds"] for r in report["results"])]
     head = f"{'row':34} {'n':>11} {'piquant':>12} " + " ".join(f"{'÷ ' + p:>18}" for p in peers) + f" {'roofline':>9}"
-    lines = [head, "-" * len(head)]
+    lines = [head, "-" * len(head)] if report["results"] else []
     for r in report["results"]:
         t = r["seconds"]["piquant"]
-        cells = []
-        for p in peers:
-            cells.append(f"{t_p / t:17.2f}x" if (t_p := r["seconds"].get(p)) else f"{'—':>18}")
+        cells = [f"{t_p / t:17.2f}x" if (t_p := r["seconds"].get(p)) else f"{'—':>18}" for p in peers]
         eff = r["roofline_efficiency"]
         lines.append(f"{r['row']:34} {r['n']:>11,} {_time(t):>12} " + " ".join(cells) + f" {eff:9.2f}")
-    lines.append("÷ peer: the peer's median time over piquant's (above 1: piquant is faster). roofline: (bytes read + written) / time ÷ copy bandwidth of the same run (read bandwidth for compute_params).")
+    if report["results"]:
+        lines.append("÷ peer: the peer's median time over piquant's (above 1: piquant is faster). "
+                     "roofline: (bytes read + written) / time ÷ copy bandwidth of the same run (read bandwidth for compute_params).")
     for peer, why in report["skipped_peers"].items():
         lines.append(f"skipped {peer}: {why}")
-    reasons = sorted({f"{p}: {w}" for r in report["results"] for p, w in r["skipped"].items() if p not in report["skipped_peers"]})
-    if reasons:
-        lines.append("not measured on some rows — " + "; ".join(reasons))
+    by_peer: dict[str, list[str]] = {}
+    for r in report["results"]:
+        for p, w in r["skipped"].items():
+            if p not in report["skipped_peers"] and w not in by_peer.setdefault(p, []):
+                by_peer[p].append(w)
+    for p, whys in by_peer.items():
+        lines.append(f"{p} not on some rows: " + "; ".join(w.removeprefix(p + ": ") for w in whys))
+    for peer, note in report.get("notes", {}).items():
+        lines.append(f"note on {peer}: {note}")
+    if report.get("calls"):
+        lines.append(_bench_calls.table(report["calls"]))
     return "\n".join(lines)
 
 
 def chart(report: dict[str, Any], path: Path) -> str | None:
-    """A PNG of piquant's speed-up over each peer, one panel per size; None,
-    or the reason it was not drawn."""
+    """A PNG of piquant's speed-up over each peer, one panel per size, and
+    one of the call rows beside it (``<path stem>_calls.png``); None, or the
+    reason they were not drawn."""
     try:
         import matplotlib
 
@@ -534,39 +616,82 @@ def chart(report: dict[str, Any], path: Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (pip install matplotlib, or piquant[bench])"
+    if report["results"]:
+        _matrix_chart(plt, report, path)
+    if report.get("calls"):
+        _calls_chart(plt, report["calls"], path.with_name(path.stem + "_calls.png"))
+    return None
+
+
+def _matrix_chart(plt: Any, report: dict[str, Any], path: Path) -> None:
     sizes = sorted({r["n"] for r in report["results"]})
     rows = list(dict.fromkeys(r["row"] for r in report["results"]))
     peers = [p for p in PEERS if any(p in r["seconds"] for r in report["results"])]
-    fig, axes = plt.subplots(len(sizes), 1, figsize=(12, 3.2 * len(sizes)), squeeze=False)
+    fig, axes = plt.subplots(len(sizes), 1, figsize=(max(12, 0.6 * len(rows)), 2.6 * len(sizes) + 2.2), sharex=True, squeeze=False)
     width = 0.8 / max(1, len(peers))
     for ax, n in zip(axes[:, 0], sizes):
         by_row = {r["row"]: r for r in report["results"] if r["n"] == n}
         for k, peer in enumerate(peers):
             ys = [by_row[row]["seconds"].get(peer, np.nan) / by_row[row]["seconds"]["piquant"] if row in by_row else np.nan for row in rows]
-            ax.bar(np.arange(len(rows)) + k * width, ys, width, label=peer)
+            ax.bar(np.arange(len(rows)) + k * width, ys, width, label=peer, color=f"C{k}")
         ax.axhline(1, color="black", linewidth=0.8)
         ax.set_yscale("log")
-        ax.set_title(f"n = {n:,}: peer time ÷ piquant time (above 1: piquant faster)", fontsize=9)
-        ax.set_xticks(np.arange(len(rows)) + 0.4 - width / 2)
-        ax.set_xticklabels(rows, rotation=30, ha="right", fontsize=7)
-        ax.legend(fontsize=7)
+        ax.set_ylabel(f"n = {n:,}", fontsize=10)
+        ax.grid(axis="y", which="major", alpha=0.3)
+    axes[0, 0].set_title("peer time ÷ piquant time, per size (above 1: piquant is faster)", fontsize=11)
+    last = axes[-1, 0]
+    last.set_xticks(np.arange(len(rows)) + 0.4 - width / 2)
+    last.set_xticklabels(rows, rotation=40, ha="right", fontsize=9)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(peers), fontsize=10, frameon=False)  # below the labels, over no bar
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _calls_chart(plt: Any, calls: list[dict[str, Any]], path: Path) -> None:
+    names = list(dict.fromkeys(c["call"] for c in calls))
+    sizes = sorted({c["n"] for c in calls})
+    fig, ax = plt.subplots(figsize=(12, 0.5 * len(names) + 1.5))
+    height = 0.8 / len(sizes)
+    for k, n in enumerate(sizes):
+        by_name = {c["call"]: c for c in calls if c["n"] == n}
+        xs = [c["seconds"]["piquant"] / c["seconds"]["beside"] if (c := by_name.get(name)) and c["seconds"] else np.nan for name in names]
+        ax.barh(np.arange(len(names)) + k * height, xs, height, label=f"n = {n:,}", color=f"C{k}")
+    goals = [next((c["goal"] for c in calls if c["call"] == name), None) for name in names]
+    ys = [i + 0.4 - height / 2 for i, g in enumerate(goals) if g is not None]
+    ax.scatter([g for g in goals if g is not None], ys, marker="|", s=300, color="red", label="goal (issue 14)", zorder=3)
+    ax.axvline(1, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_yticks(np.arange(len(names)) + 0.4 - height / 2)
+    ax.set_yticklabels(names, fontsize=9)
+    ax.invert_yaxis()
+    ax.grid(axis="x", which="major", alpha=0.3)
+    ax.set_title("call rows: piquant's time ÷ its equivalent's (below 1: piquant is faster)", fontsize=11)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9, frameon=False)  # beside the axes, over no bar
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return None
 
 
 def main(args: Any) -> int:
     mode = "full" if args.full else "quick"
     sizes = tuple(args.sizes) if args.sizes else SIZES
     rows = tuple(r for r in ROWS if not args.rows or any(k in r.name for k in args.rows))
-    report = run(mode, sizes, rows, pi_quant=not args.no_pi_quant, pi_quant_python_path=args.pi_quant_python,
+    calls = tuple(c for c in CALLS if not args.rows or any(k in c.name or k == "calls" for k in args.rows))
+    report = run(mode, sizes, rows, calls, pi_quant=not args.no_pi_quant, pi_quant_python_path=args.pi_quant_python,
                  log=lambda m: print(m, file=sys.stderr))
     print(table(report))
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(report, indent=1))
     print(f"results: {out / 'bench.json'}")
+    for png in ("bench.png", "bench_calls.png"):
+        (out / png).unlink(missing_ok=True)  # of an earlier run
     why = chart(report, out / "bench.png")
-    print(f"chart: {out / 'bench.png'}" if why is None else f"chart skipped: {why}")
+    if why is not None:
+        print(f"chart skipped: {why}")
+    for png in ("bench.png", "bench_calls.png"):
+        if (out / png).exists():
+            print(f"chart: {out / png}")
     return 0

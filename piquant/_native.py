@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct
 import sys
 from pathlib import Path
+from typing import Any
 
 _NAMES = {"win32": "piquant.dll", "darwin": "libpiquant.dylib"}
 LIBRARY_NAME = _NAMES.get(sys.platform, "libpiquant.so")
@@ -19,12 +21,49 @@ c_int64 = ctypes.c_int64
 c_uint64 = ctypes.c_uint64
 
 
+# The structs of piquant.h; enums are C ints, data pointers c_void_p (addresses
+# are passed as ints). tests/test_abi_declarations.py checks them against the header.
 class MinMax(ctypes.Structure):
-    _fields_ = [("min", ctypes.c_double), ("max", ctypes.c_double)]
+    """piquant_minmax_result."""
+
+    _fields_ = [("min", c_double), ("max", c_double)]
 
 
 class GroupParams(ctypes.Structure):
+    """piquant_params."""
+
     _fields_ = [("scales", c_void_p), ("zero_points", c_void_p), ("count", c_size), ("inner", c_size), ("scale_type", c_int)]
+
+
+class Call(ctypes.Structure):
+    """piquant_call: one call of piquant_execute."""
+
+    _fields_ = [
+        ("op", ctypes.c_int32),
+        ("float_type", ctypes.c_int32),
+        ("quant_type", ctypes.c_int32),
+        ("round_mode", ctypes.c_int32),
+        ("reduce_op", ctypes.c_int32),
+        ("reserved", ctypes.c_int32),
+        ("in_", c_void_p),  # C's `in`, a Python keyword
+        ("out", c_void_p),
+        ("numel", c_size),
+        ("scale", c_double),
+        ("zero_point", c_int64),
+        ("seed", c_uint64),
+    ]
+
+
+_STRUCTS: dict[str, type[ctypes.Structure]] = {"piquant_minmax_result": MinMax, "piquant_params": GroupParams, "piquant_call": Call}
+
+
+def packer(s: type[ctypes.Structure]) -> struct.Struct:
+    """A struct.Struct with the layout of a Structure of scalar fields (native
+    alignment, as C lays it out): pack_into a buffer costs less than setting
+    the fields one by one (benchmarks/call_costs.py)."""
+    fields: Any = s._fields_
+    fmt = "@" + "".join(t._type_ for _, t in fields)
+    return struct.Struct(f"{fmt}{ctypes.sizeof(s) - struct.calcsize(fmt)}x")  # with the trailing padding
 
 
 _SIGNATURES = {
@@ -58,7 +97,7 @@ _SIGNATURES = {
     "piquant_gguf_block_bytes": (c_size, [c_int]),
     "piquant_gguf_quantize": (c_int, [c_void_p, c_void_p, c_int, c_void_p, c_int, c_size]),
     "piquant_gguf_dequantize": (c_int, [c_void_p, c_void_p, c_int, c_void_p, c_int, c_size]),
-    "piquant_execute": (c_int, [c_void_p, c_void_p]),
+    "piquant_execute": (c_int, [c_void_p, c_void_p]),  # the address of a Call
     "piquant_stream": (c_int, [c_void_p, c_void_p, c_void_p, c_size]),
     "piquant_minmax": (c_int, [c_void_p, c_void_p, c_int, c_size, ctypes.POINTER(MinMax)]),
     "piquant_compute_params": (

@@ -8,18 +8,22 @@ Reads {"threads", "budget", "min_repeats", "cases": [{"row", "op", "float_dtype"
 {"version", "medians": [seconds or null], "skipped": [reason or null]}.
 """
 
+from __future__ import annotations
+
 import json
 import statistics
 import sys
 import time
+from typing import Any, Callable
 
 import numpy as np
+
 import piquant
 
 DTYPES = {"float32": "F32", "bfloat16": "BF16", "uint2": "UINT2", "uint4": "UINT4", "uint8": "UINT8"}
 
 
-def median_time(fn, budget, min_repeats):
+def median_time(fn: Callable[[], Any], budget: float, min_repeats: int) -> float:
     # The same as piquant/_bench.py's, repeated on purpose: in pi-quant's
     # environment `import piquant` is pi-quant, so this file imports nothing of ours.
     fn()
@@ -34,7 +38,7 @@ def median_time(fn, budget, min_repeats):
     return statistics.median(times)
 
 
-def storage(dtype, n):
+def storage(dtype: str, n: int) -> np.ndarray:
     if dtype == "float32":
         return np.empty(n, np.float32)
     if dtype == "bfloat16":
@@ -43,7 +47,7 @@ def storage(dtype, n):
     return np.empty((n * bits + 7) // 8, np.uint8)
 
 
-def case_fn(ctx, c):
+def case_fn(ctx: Any, c: dict) -> tuple[Callable[[], Any] | None, str | None]:
     n, op = c["n"], c["op"]
     f, q = c["float_dtype"], c["quant_dtype"]
     if c.get("group") or op.startswith("gguf"):
@@ -70,7 +74,7 @@ def case_fn(ctx, c):
     return lambda: ctx.dequantize_ptr(qbuf.ctypes.data, qdt, out.ctypes.data, fdt, n, scale, zp, red), None
 
 
-def main():
+def main() -> None:
     req = json.load(sys.stdin)
     ctx = piquant.Context(req["threads"])
     medians, skipped = [], []

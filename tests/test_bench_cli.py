@@ -44,3 +44,35 @@ def test_bench_group_wise_and_gguf_rows_with_their_peers(tmp_path):
     assert "torchao" in got[("quantize f32→int4 g=32", 4096)]["seconds"]
     assert "gguf" in got[("gguf f32→Q4_0", 64)]["seconds"] and "reference" in got[("gguf Q8_0→f32", 4096)]["seconds"]
     assert "torch has no group-wise or GGUF quantization" in got[("gguf f32→Q8_0", 4096)]["skipped"]["torch"]
+
+
+def test_bench_call_rows_beside_torch_and_clean_output(tmp_path):
+    """Every call row at 64 and 4,096 elements, timed beside its equivalent;
+    nothing but the progress lines on stderr (no peer warnings or log lines)."""
+    from piquant._bench_calls import CALLS
+
+    r, report = bench(tmp_path, "calls")
+    assert report["results"] == []  # "calls" names no row of the matrix
+    got = {(c["call"], c["n"]): c for c in report["calls"]}
+    assert set(got) == {(c.name, n) for c in CALLS for n in (64, 4096)}
+    for c in got.values():
+        assert c["skipped"] is None, c
+        assert c["seconds"]["piquant"] > 0 and c["seconds"]["beside"] > 0
+    assert got[('quantize(t, "uint8", scale=s, zero_point=zp, out=o)', 64)]["goal"] == 0.6
+    assert "call rows" in r.stdout and "torch.quantize_per_tensor(t, s, zp, quint8)" in r.stdout
+    noise = [line for line in r.stderr.splitlines() if not line.startswith("[")]
+    assert noise == []
+    assert r.stdout.count("deprecated") == 1  # torch's warning, said once as a note
+
+
+def test_quiet_peers_silences_expected_warnings_and_shows_others():
+    import warnings
+
+    from piquant._bench import quiet_peers
+
+    notes: dict[str, str] = {}
+    with pytest.warns(UserWarning, match="something else"):
+        with quiet_peers(notes):
+            warnings.warn("torch.quantize_per_tensor and other quantized tensor creation functions are deprecated", UserWarning, stacklevel=1)
+            warnings.warn("something else", UserWarning, stacklevel=1)
+    assert "deprecated" in notes["torch"]
