@@ -12,8 +12,20 @@ backend that has them; gloo on CPU is the tested one):
    quantized bytes travel around the ring unchanged; every rank (the owner
    too) dequantizes the same bytes, so every rank ends with identical values.
 
-A message is one uint8 tensor: 16 bytes of parameters (float64 scale, int64
-zero point) followed by the quantized data.
+A message is one uint8 tensor: 24 bytes of header (float64 scale, int64
+zero point, flags) followed by the quantized data.
+
+Non-finite values (NaN, ±inf) cannot be quantized. A rank zeroes them in its
+accumulator before quantizing a chunk (the min/max pass that gives the
+chunk's parameters finds them at no extra cost) and sets a flag in every
+message it sends from then on; each rank forwards the flags it received.
+A rank's flag is complete when it quantizes its finished chunk at the start
+of the all-gather, and the W-1 all-gather steps carry it to every other
+rank, so all ranks agree whether any rank saw one. If so, they run one
+float32 ``torch.distributed.all_reduce`` of the non-finite values (finite
+ones as 0) and take its result wherever it is not finite: NaN where any rank
+had NaN or where +inf met -inf, ±inf where only that infinity occurred —
+torch's own all-reduce semantics, identical on every rank.
 
 With ``error_feedback``, every quantization error a rank makes (a partial
 sum it sends, or the chunk it finished) is added to a residual kept per
@@ -37,8 +49,9 @@ import torch.distributed as dist
 from . import _api, _arrays
 from ._dtypes import DataType, resolve
 
-_PARAMS = struct.Struct("<dq")  # scale, zero point (uint64's as their int64 bits)
+_PARAMS = struct.Struct("<dqQ")  # scale, zero point (uint64's as their int64 bits), flags
 _HEADER = _PARAMS.size
+_NONFINITE = 1  # flag: the sender or a rank before it zeroed a NaN or ±inf
 
 
 @dataclass
@@ -50,7 +63,7 @@ class ErrorFeedback:
 
     def residual(self, key: Any, like: torch.Tensor) -> torch.Tensor:
         r = self.residuals.get(key)
-        if r is None or r.shape != like.shape:
+        if r is None or r.numel() != like.numel():  # kept flat: any shape
             r = self.residuals[key] = torch.zeros(like.numel(), dtype=torch.float32)
         return r
 
@@ -71,26 +84,63 @@ def _data(buf: torch.Tensor, qdt: DataType) -> torch.Tensor:
     return buf[_HEADER:].view(_arrays.torch_storage(qdt))
 
 
-def _encode(chunk: torch.Tensor, qdt: DataType, rounding: str, buf: torch.Tensor, residual: torch.Tensor | None) -> None:
+def _finite_params(chunk: torch.Tensor, qdt: DataType) -> tuple[Any, bool]:
+    """The chunk's parameters, after zeroing its non-finite values in place;
+    and whether there were any. One NaN-propagating min/max pass: the
+    parameters depend on nothing else."""
+    if not chunk.numel():
+        return _api.compute_params(chunk, qdt), False
+    lo_hi = torch.stack(torch.aminmax(chunk))
+    if bool(torch.isfinite(lo_hi).all()):
+        return _api.compute_params(lo_hi, qdt), False
+    torch.nan_to_num_(chunk, nan=0.0, posinf=0.0, neginf=0.0)
+    return _api.compute_params(torch.stack(torch.aminmax(chunk)), qdt), True
+
+
+def _encode(chunk: torch.Tensor, qdt: DataType, rounding: str, buf: torch.Tensor, residual: torch.Tensor | None, flags: int) -> int:
     """Quantize ``chunk`` (float32, contiguous) into ``buf`` (header + data);
-    with a residual, add this quantization's error to it."""
+    with a residual, add this quantization's error to it. Returns ``flags``
+    with _NONFINITE set if the chunk held a NaN or ±inf (now zeroed)."""
     seed = secrets.randbits(64)
-    p = _api.compute_params(chunk, qdt)
-    buf[:_HEADER].numpy()[:] = np.frombuffer(_PARAMS.pack(p.scale, qdt.raw_zero_point(p.zero_point)), np.uint8)
+    p, nonfinite = _finite_params(chunk, qdt)
+    flags |= _NONFINITE if nonfinite else 0
+    buf[:_HEADER].numpy()[:] = np.frombuffer(_PARAMS.pack(p.scale, qdt.raw_zero_point(p.zero_point), flags), np.uint8)
     _api.quantize(chunk, qdt, scale=p.scale, zero_point=p.zero_point, round_mode=rounding, seed=seed, out=_data(buf, qdt))
     if residual is not None:
         # error = chunk - dequantize(quantize(chunk)), with the same seed: exactly what was lost.
         residual.add_(chunk)
         lost = _api.fake_quantize(chunk, qdt, scale=p.scale, zero_point=p.zero_point, round_mode=rounding, seed=seed)
         residual.sub_(lost)
+    return flags
 
 
-def _decode_into(buf: torch.Tensor, qdt: DataType, out: torch.Tensor, reduce: str) -> None:
-    """Dequantize a message straight into ``out`` (set, or add for the ring's folds)."""
-    scale, raw = _PARAMS.unpack(buf[:_HEADER].numpy().tobytes())
+def _decode_into(buf: torch.Tensor, qdt: DataType, out: torch.Tensor, reduce: str) -> int:
+    """Dequantize a message straight into ``out`` (set, or add for the ring's
+    folds); returns the message's flags."""
+    scale, raw, flags = _PARAMS.unpack(buf[:_HEADER].numpy().tobytes())
     zero_point = qdt.zero_point_from_raw(raw)
     shape = (out.numel(),) if qdt.is_packed else None
     _api.dequantize(_data(buf, qdt), scale=scale, zero_point=zero_point, qdtype=qdt, shape=shape, reduce=reduce, out=out)
+    return flags
+
+
+def _set_flags(buf: torch.Tensor, flags: int) -> None:
+    buf[16:_HEADER].numpy()[:] = np.frombuffer(struct.pack("<Q", flags), np.uint8)
+
+
+def _nonfinite_all_reduce(tensor: torch.Tensor, acc: torch.Tensor, group: Any, timeout: datetime.timedelta) -> None:
+    """Where the float32 sum of every rank's non-finite values (finite ones
+    as 0) is not finite, it is the result: torch's semantics for NaN and ±inf."""
+    t = tensor.reshape(-1).to(torch.float32)
+    special = torch.where(torch.isfinite(t), 0.0, t)
+    try:
+        dist.all_reduce(special, group=group, async_op=True).wait(timeout)
+    except RuntimeError as e:
+        raise RuntimeError(f"piquant.distributed.all_reduce: the all-reduce of non-finite values failed or timed out "
+                           f"after {timeout.total_seconds():g} s (a peer exited or hangs?): {e}") from e
+    hit = ~torch.isfinite(special)
+    acc[hit] = special[hit]
+    acc[torch.isnan(acc)] = float("nan")  # one NaN bit pattern on every rank
 
 
 def _exchange(send: torch.Tensor, recv: torch.Tensor, to: int, frm: int, group: Any, timeout: datetime.timedelta) -> None:
@@ -143,6 +193,7 @@ def all_reduce(
         acc.add_(residual)
         residual.zero_()
     n = acc.numel()
+    flags = 0
     if world > 1 and n:
         chunks = _bounds(n, world)
         width = max(e - b for b, e in chunks)
@@ -161,21 +212,24 @@ def all_reduce(
         for s in range(world - 1):
             c_send, c_recv = rank - s, rank - s - 1
             b, e = span(c_send)
-            _encode(acc[b:e], qdt, rounding, msg(send_buf, c_send), None if residual is None else residual[b:e])
+            flags = _encode(acc[b:e], qdt, rounding, msg(send_buf, c_send), None if residual is None else residual[b:e], flags)
             _exchange(msg(send_buf, c_send), msg(recv_buf, c_recv), nxt, prv, group, wait)
             b, e = span(c_recv)
-            _decode_into(msg(recv_buf, c_recv), qdt, acc[b:e], "add")
+            flags |= _decode_into(msg(recv_buf, c_recv), qdt, acc[b:e], "add")
         # All-gather: this rank owns chunk rank + 1; its bytes go around unchanged.
         own = rank + 1
         b, e = span(own)
-        _encode(acc[b:e], qdt, rounding, msg(send_buf, own), None if residual is None else residual[b:e])
+        flags = _encode(acc[b:e], qdt, rounding, msg(send_buf, own), None if residual is None else residual[b:e], flags)
         _decode_into(msg(send_buf, own), qdt, acc[b:e], "set")
         for s in range(world - 1):
             c_send, c_recv = own - s, own - s - 1
+            _set_flags(msg(send_buf, c_send), flags)
             _exchange(msg(send_buf, c_send), msg(recv_buf, c_recv), nxt, prv, group, wait)
             b, e = span(c_recv)
-            _decode_into(msg(recv_buf, c_recv), qdt, acc[b:e], "set")
+            flags |= _decode_into(msg(recv_buf, c_recv), qdt, acc[b:e], "set")
             send_buf, recv_buf = recv_buf, send_buf  # forward what was received
+        if flags & _NONFINITE:
+            _nonfinite_all_reduce(tensor, acc, group, wait)
     if op == "avg":
         acc.div_(world)
     tensor.copy_(acc.reshape(tensor.shape))

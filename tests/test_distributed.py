@@ -167,3 +167,135 @@ def test_bad_arguments():
     (r,) = launch(1, body, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split().count("ok") == 4, r.stdout
+
+
+# --- issue 13, items 6 and 8 -------------------------------------------------
+
+SHAPED_FEEDBACK = """
+# Error feedback keeps the residual of a tensor of any shape: a (4, 8) tensor
+# reduced with feedback gives, call after call, exactly what the same values
+# reduced as a 1-D tensor give (nearest rounding: deterministic).
+g = torch.Generator().manual_seed(7 + rank)
+shapes = [(4, 8), (), (5,), (2, 3, 4), (0, 3), (3, 1, 2)]
+rng = np.random.default_rng(11)
+shapes += [tuple(int(d) for d in rng.integers(0, 5, size=rng.integers(0, 5))) for _ in range(6)]
+out = {"differ": [], "ef_kept": [], "cases": 0}
+for shape in shapes:
+    x = torch.randn(shape, generator=g) * 3
+    ef_nd, ef_1d = pd.ErrorFeedback(), pd.ErrorFeedback()
+    for call in range(4):
+        y_nd = pd.all_reduce(x.clone(), dtype="uint4", rounding="nearest", error_feedback=ef_nd, key="t", timeout=30)
+        y_1d = pd.all_reduce(x.reshape(-1).clone(), dtype="uint4", rounding="nearest", error_feedback=ef_1d, key="t", timeout=30)
+        if y_nd.shape != x.shape or not torch.equal(y_nd.reshape(-1), y_1d):
+            out["differ"].append([list(shape), call])
+    # (a chunk of one element is quantized exactly: its own min or max)
+    out["ef_kept"].append(bool(x.numel() < 8 or ef_nd.residuals["t"].abs().sum() > 0))
+    out["cases"] += 1
+# The issue's measure: uint4 mean error of a 2-D tensor with feedback, summed over calls.
+x = torch.randn(64, 32, generator=torch.Generator().manual_seed(rank))
+exact = torch.stack(gather(x)).double().sum(0)
+err = {}
+for shape in ((64, 32), (2048,)):
+    ef, total = pd.ErrorFeedback(), torch.zeros(64, 32, dtype=torch.float64)
+    for _ in range(30):
+        total += pd.all_reduce(x.reshape(shape).clone(), dtype="uint4", rounding="nearest", error_feedback=ef, key="x", timeout=30).double().reshape(64, 32)
+    err[str(shape)] = float((total / 30 - exact).abs().mean())
+out["mean_error"] = err
+print(json.dumps(out))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_error_feedback_keeps_the_residual_of_tensors_of_any_shape(world):
+    results = launch(world, SHAPED_FEEDBACK, timeout=240)
+    for r in results:
+        assert r.returncode == 0, r.stderr[-3000:]
+    for r in results:
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        assert out["cases"] == 12
+        assert not out["differ"], out["differ"][:5]
+        assert all(out["ef_kept"]), out
+        assert out["mean_error"]["(64, 32)"] <= 1.05 * out["mean_error"]["(2048,)"] + 1e-9, out
+
+
+NONFINITE = """
+import math, random
+def exact_sum(parts):
+    # torch's all-reduce semantics: a float sum, so NaN anywhere or +inf with -inf gives NaN.
+    return torch.stack([p.double() for p in parts]).sum(0)
+def same_bits(a, b):
+    return a.shape == b.shape and torch.equal(a.view(torch.int16 if a.dtype == torch.bfloat16 else torch.int32),
+                                              b.view(torch.int16 if b.dtype == torch.bfloat16 else torch.int32))
+out = {"wrong_nonfinite": [], "bound_violations": [], "not_identical": [], "ef_not_finite": [], "cases": 0}
+# The issue's reproducer: rank 0 holds NaN at index 3, rank 1 holds 2.0; every rank gets NaN.
+x = torch.ones(8) * (1 + rank)
+if rank == 0:
+    x[3] = float("nan")
+if rank == 1:
+    x[3] = 2.0
+y = pd.all_reduce(x.clone(), timeout=30)
+out["reproducer"] = [math.isnan(float(y[3])), bool(torch.isfinite(torch.cat([y[:3], y[4:]])).all())]
+# Generated: random shapes (0-d, 1-d, n-d, empty) and random placements of NaN/±inf across ranks
+# (the same random stream on every rank, so every rank knows the whole case).
+rng = random.Random(1234)
+for case in range(40):
+    nd = rng.choice([0, 1, 1, 2, 3])
+    shape = tuple(rng.choice([0, 1, 2, 3, 7, 40, 1000]) if nd < 3 else rng.choice([0, 1, 3, 5]) for _ in range(nd))
+    qtype = rng.choice(["uint8", "uint4"])
+    tdtype = rng.choice([torch.float32, torch.float32, torch.bfloat16])
+    op = rng.choice(["sum", "avg"])
+    g = torch.Generator().manual_seed(case * 100 + rank)
+    x = (torch.randn(shape, generator=g) * 2).to(tdtype)
+    numel = x.numel()
+    flat = x.reshape(-1)
+    for _ in range(rng.choice([0, 1, 2, 5, 20]) if numel else 0):
+        r_, i_, v_ = rng.randrange(world), rng.randrange(numel), rng.choice([float("nan"), float("inf"), -float("inf")])
+        if r_ == rank:
+            flat[i_] = v_
+    parts = gather(x)
+    exact = exact_sum(parts) / (world if op == "avg" else 1)
+    ef = pd.ErrorFeedback() if case % 3 == 0 else None
+    y = pd.all_reduce(x.clone(), dtype=qtype, op=op, error_feedback=ef, key="k", timeout=30)
+    e, yd = exact.reshape(-1), y.double().reshape(-1)
+    want_nan, want_inf = torch.isnan(e), torch.isinf(e)
+    if not (torch.equal(torch.isnan(yd), want_nan) and torch.equal(torch.isinf(yd), want_inf)
+            and torch.equal(yd[want_inf], e[want_inf])):
+        out["wrong_nonfinite"].append([case, list(shape), qtype, int(want_nan.sum()), int(want_inf.sum()),
+                                       int(torch.isnan(yd).sum()), int(torch.isinf(yd).sum())])
+    # Finite positions: within the quantization bound of the finite values (non-finite ones count as 0).
+    fin = torch.isfinite(e)
+    xs = torch.stack([p.double().reshape(-1) for p in parts])
+    xs = torch.where(torch.isfinite(xs), xs, 0.0)
+    qmin, qmax = ref.qrange(qtype)
+    m = float(xs.abs().amax(1).sum()) if numel else 0.0
+    bound = world * 2 * m * 1.01 / (qmax - qmin) / (world if op == "avg" else 1) + 1e-6
+    if tdtype == torch.bfloat16 and numel:
+        bound += float(e[fin].abs().max()) * 2**-8 if bool(fin.any()) else 0.0
+    # Feedback carries last call's residual in; here each case starts fresh, so the bound holds.
+    err = float((yd[fin] - e[fin]).abs().max()) if bool(fin.any()) else 0.0
+    if err > bound:
+        out["bound_violations"].append([case, list(shape), qtype, err, bound])
+    if not all(same_bits(p, y) for p in gather(y)):
+        out["not_identical"].append([case, list(shape)])
+    if ef is not None and numel and not bool(torch.isfinite(ef.residuals["k"]).all()):
+        out["ef_not_finite"].append(case)
+    out["cases"] += 1
+print(json.dumps(out))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_all_reduce_propagates_nan_and_inf_like_torch_on_every_rank(world):
+    results = launch(world, NONFINITE, timeout=240)
+    for r in results:
+        assert r.returncode == 0, r.stderr[-3000:]
+    for r in results:
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        assert out["reproducer"] == [True, True], out
+        assert out["cases"] == 40
+        assert not out["wrong_nonfinite"], out["wrong_nonfinite"][:5]
+        assert not out["bound_violations"], out["bound_violations"][:5]
+        assert not out["not_identical"], out["not_identical"][:5]
+        assert not out["ef_not_finite"], out["ef_not_finite"]
