@@ -121,7 +121,7 @@ def main() -> None:
     results = run(a.world, a.steps)
     base = results["float32 DDP"]["losses"][-1]
     for label, r in results.items():
-        print(f"{label:32} final loss {r["losses"][-1]:.5g} ({r['losses'][-1] / base:.3f}x float32), "
+        print(f"{label:32} final loss {r['losses'][-1]:.5g} ({r['losses'][-1] / base:.3f}x float32), "
               f"replicas identical: {r['replicas_identical']}")
     if a.json:
         with open(a.json, "w") as f:
