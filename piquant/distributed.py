@@ -53,8 +53,9 @@ import secrets
 import struct
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -395,8 +396,9 @@ def all_reduce(
 
 @dataclass
 class CommHookState:
-    """State of :func:`ddp_comm_hook`: how buckets are quantized, and their
-    residuals when ``error_feedback`` is on (one per bucket index)."""
+    """State of :func:`ddp_comm_hook`: how buckets are quantized, their
+    residuals when ``error_feedback`` is on (one per bucket index), and the
+    thread that reduces them one after the other."""
 
     dtype: Any = "uint8"
     rounding: str = "stochastic"
@@ -405,6 +407,7 @@ class CommHookState:
     group_size: int | None = None
     timeout: float = 120.0
     feedback: ErrorFeedback | None = None
+    _runner: ThreadPoolExecutor | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         resolve(self.dtype, "dtype", quantized=True)
@@ -413,19 +416,35 @@ class CommHookState:
         if self.error_feedback and self.feedback is None:
             self.feedback = ErrorFeedback()
 
+    def submit(self, work: Callable[[], None]) -> None:
+        # One thread: DDP hands buckets over in index order on every rank, and
+        # the rings of two buckets must not interleave on the group.
+        if self._runner is None:
+            self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="piquant-ddp-hook")
+        self._runner.submit(work)
+
 
 def ddp_comm_hook(state: CommHookState, bucket: dist.GradBucket) -> torch.futures.Future:
     """A DistributedDataParallel communication hook: averages the bucket's
     gradients over ``state.group`` with :func:`all_reduce`, as DDP's own
-    all-reduce does, and returns the completed future DDP expects.
+    all-reduce does. The reduction runs on the state's thread while backward
+    goes on; the returned future completes with the bucket (or the error).
 
         model.register_comm_hook(CommHookState(dtype="uint4", error_feedback=True), ddp_comm_hook)
     """
-    buf = bucket.buffer()
-    all_reduce(buf, state.group, dtype=state.dtype, op="avg", rounding=state.rounding, group_size=state.group_size,
-               error_feedback=state.feedback, key=bucket.index(), timeout=state.timeout)
+    buf, index = bucket.buffer(), bucket.index()
     fut: torch.futures.Future = torch.futures.Future()
-    fut.set_result(buf)
+
+    def reduce() -> None:
+        try:
+            all_reduce(buf, state.group, dtype=state.dtype, op="avg", rounding=state.rounding, group_size=state.group_size,
+                       error_feedback=state.feedback, key=index, timeout=state.timeout)
+        except BaseException as e:  # noqa: BLE001 - handed to DDP, which raises it from backward()
+            fut.set_exception(e)
+        else:
+            fut.set_result(buf)
+
+    state.submit(reduce)
     return fut
 
 

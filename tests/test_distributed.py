@@ -440,3 +440,31 @@ def test_ddp_training_example_matches_float32_ddp(tmp_path):
     except ImportError:
         return
     assert png.stat().st_size > 10_000
+
+
+def test_ddp_hook_raises_from_backward_when_a_peer_is_gone():
+    body = """
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    torch.manual_seed(0)
+    model = DDP(torch.nn.Linear(64, 64))
+    model.register_comm_hook(pd.CommHookState(dtype="uint4", error_feedback=True, timeout=5), pd.ddp_comm_hook)
+    for _ in range(3):  # with everyone, past DDP's own collectives (it rebuilds its buckets after step 1)
+        model(torch.randn(8, 64)).sum().backward()
+    print("step ok", flush=True)
+    if rank == 2:
+        import os
+        os._exit(0)
+    t = time.perf_counter()
+    try:
+        model(torch.randn(8, 64)).sum().backward()
+        print("no error")
+    except RuntimeError as e:
+        print("raised after %.1f s: %s" % (time.perf_counter() - t, "piquant.distributed.all_reduce" in str(e)))
+        print(str(e)[:500], file=sys.stderr)
+    """
+    results = launch(3, body, timeout=120)
+    for r in results[:2]:
+        lines = r.stdout.strip().splitlines()
+        assert lines and lines[0] == "step ok", r.stderr[-2000:]
+        assert lines[-1].startswith("raised after") and lines[-1].endswith("True"), (lines, r.stderr[-2000:])
+        assert float(lines[-1].split()[2]) < 30
