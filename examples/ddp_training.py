@@ -101,7 +101,7 @@ def plot(results: dict, path: str, world: int, steps: int) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, r in results.items():
         n = len(r["losses"])
-        ax.plot([min(5 * (i + 1), steps) for i in range(n)], r["losses"], label=f"{label} (final {r['losses'][-1]:.4f})", lw=1.2)
+        ax.plot([min(5 * (i + 1), steps) for i in range(n)], r["losses"], label=f"{label} (final {r['losses'][-1]:.3g})", lw=1.2)
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("held-out MSE against the teacher (log)")
