@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._backend import NativeBackend
+from ._arrays import mark_written, storage_of, torch_address
 from ._checks import check_scale
 from ._context import Context
 from ._dtypes import DataType, numpy_storage
@@ -98,18 +99,23 @@ def _buffer(a: Any, writable: bool) -> tuple[int, _Type, int] | None:
 
         _torch_types = {k: _TYPES[v] for k, v in torch_dtype_map().items() if not str(k).startswith("torch.q")}
     t = _torch_types.get(a.dtype)
-    if t is None or not a.is_contiguous() or a.device.type != "cpu" or (writable and a.requires_grad):
+    if t is None or a.is_nested or not a.is_cpu or (writable and a.requires_grad) or a.is_neg():
+        return None  # the general path resolves a negative view as input and refuses it as out
+    try:  # sparse and mkldnn tensors raise here
+        if not a.is_contiguous():
+            return None
+        n = a.numel()
+        return (torch_address(a, t.dt, "out" if writable else "x"), t, n) if n else None
+    except (RuntimeError, NotImplementedError, ValueError):
         return None
-    n = a.numel()
-    return (a.data_ptr(), t, n) if n else None
 
 
 def _scale(scale: Any, f64: bool) -> float | None:
+    if type(scale) is not float:  # True == 1.0 and lists are unhashable: only floats use the cache
+        return None
     cache = _SCALES[f64]
     s = cache.get(scale)
     if s is None:
-        if type(scale) is not float:
-            return None
         try:
             s = check_scale(scale, DataType.F64 if f64 else DataType.F32)
         except ValueError:
@@ -137,8 +143,10 @@ def run(op: int, x: Any, qdtype: Any, scale: Any, zero_point: Any, mode: Any, re
     if q is None or m is None or r is None or not q.qmin <= zero_point <= q.qmax:
         return None
     if op == DEQUANTIZE:
-        if q.packed and st is _UINT8 and numel is not None and (numel * q.bits + 7) >> 3 == n:
-            n = numel  # packed bytes in, numel values out
+        if numel is not None:  # a Quantized's data: exactly the storage of its values
+            if (st.dt, n) != storage_of(q.dt, numel):
+                return None
+            n = numel  # packed: bytes in, numel values out
         elif st is not q:
             return None
         if not dt.is_float or dn != n:
@@ -169,6 +177,8 @@ def run(op: int, x: Any, qdtype: Any, scale: Any, zero_point: Any, mode: Any, re
         return None
     buf, addr = _call_buffer()
     _CALL.pack_into(buf, 0, op, f.value, q.value, m, r, 0, sp, dp, n, s, q.dt.raw_zero_point(zero_point), seed)
+    if type(out) is not np.ndarray:
+        mark_written(out)
     if backend._execute(backend._ctx, addr):
         return None  # let the general path raise the error
     return q.dt, s, zero_point
