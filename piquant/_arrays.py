@@ -65,7 +65,7 @@ def torch_address(t: Any, dt: DataType, arg: str) -> int:
     storage = t.untyped_storage()
     if dt.is_packed:
         offset = t.storage_offset()
-        if offset * dt.bit_size % 8:
+        if n and offset * dt.bit_size % 8:
             raise ValueError(f"{arg}: this view of {t.dtype} data starts inside a byte (element {offset}); slice at a multiple of {8 // dt.bit_size} elements")
         start = offset * dt.bit_size // 8
         ptr = storage.data_ptr() + start
