@@ -36,7 +36,7 @@ def check_torch(x: Any, arg: str) -> None:
     sparse, mkldnn or nested tensor, nor one on another device."""
     if x.is_nested:
         raise TypeError(f"{arg}: expected a dense tensor, got a nested tensor")
-    if x.layout is not _torch().strided:
+    if x.layout is not _strided():
         raise TypeError(f"{arg}: expected a dense (strided) tensor, got layout {x.layout}")
     if not x.is_cpu:
         raise ValueError(f"{arg}: expected a CPU tensor, got one on {x.device}")
@@ -46,7 +46,7 @@ def dtype_of(x: Any, kind: str, arg: str, *, quantized: bool) -> DataType:
     """The DataType of an array's elements, checked against the side wanted."""
     if kind == TORCH:
         check_torch(x, arg)
-    dt = (_NUMPY_TYPES if kind == NUMPY else torch_dtype_map()).get(x.dtype)
+    dt = (NUMPY_TYPES if kind == NUMPY else torch_dtype_map()).get(x.dtype)
     if dt is None:
         raise TypeError(f"{arg}: unsupported dtype {x.dtype}")
     if dt.is_quantized != quantized:
@@ -55,26 +55,41 @@ def dtype_of(x: Any, kind: str, arg: str, *, quantized: bool) -> DataType:
     return dt
 
 
-def torch_address(t: Any, dt: DataType, arg: str) -> int:
+def torch_address(t: Any, arg: str) -> int:
     """The address of a contiguous CPU tensor's first element, after checking
-    that its storage holds every byte the call reads or writes there (a
-    storage can be resized under its views). ``dt`` is the element type; a
-    packed torch quantized tensor (quint4x2, quint2x4) counts its offset in
-    elements, which its data_ptr() takes for bytes."""
-    n = t.numel()
+    that its storage holds every byte from there to its last element (a
+    storage can be resized under its views). A packed torch quantized tensor
+    (quint4x2, quint2x4) counts its offset in elements, which its data_ptr()
+    takes for bytes."""
     storage = t.untyped_storage()
-    if dt.is_packed:
-        offset = t.storage_offset()
-        if n and offset * dt.bit_size % 8:
-            raise ValueError(f"{arg}: this view of {t.dtype} data starts inside a byte (element {offset}); slice at a multiple of {8 // dt.bit_size} elements")
-        start = offset * dt.bit_size // 8
-        ptr = storage.data_ptr() + start
-    else:
-        ptr = t.data_ptr()
-        start = ptr - storage.data_ptr()
-    if n and start + dt.nbytes(n) > storage.nbytes():
-        raise ValueError(f"{arg}: its storage holds {storage.nbytes()} bytes, fewer than the {start + dt.nbytes(n)} its elements span (was the storage resized?)")
+    if t.is_quantized and t.dtype in _packed_torch_bits():
+        return _packed_address(t, storage, _packed_torch_bits()[t.dtype], arg)
+    ptr = t.data_ptr()
+    end = ptr - storage.data_ptr() + t.nbytes
+    if end > storage.nbytes() and t.nbytes:
+        raise ValueError(f"{arg}: its storage holds {storage.nbytes()} bytes, fewer than the {end} its elements span (was the storage resized?)")
     return ptr
+
+
+def _packed_address(t: Any, storage: Any, bits: int, arg: str) -> int:
+    n, offset = t.numel(), t.storage_offset()
+    if n and offset * bits % 8:
+        raise ValueError(f"{arg}: this view of {t.dtype} data starts inside a byte (element {offset}); slice at a multiple of {8 // bits} elements")
+    start = offset * bits // 8
+    end = start + (n * bits + 7) // 8
+    if n and end > storage.nbytes():
+        raise ValueError(f"{arg}: its storage holds {storage.nbytes()} bytes, fewer than the {end} its elements span (was the storage resized?)")
+    return storage.data_ptr() + start
+
+
+_packed_bits: dict[Any, int] | None = None
+
+
+def _packed_torch_bits() -> dict[Any, int]:
+    global _packed_bits
+    if _packed_bits is None:
+        _packed_bits = {k: v.bit_size for k, v in torch_dtype_map().items() if v.is_packed}
+    return _packed_bits
 
 
 def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
@@ -95,7 +110,7 @@ def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
         if dt.is_packed:  # torch cannot copy these either
             raise ValueError(f"{arg}: expected a contiguous {x.dtype} tensor (torch cannot copy packed quantized tensors)")
         x = x.contiguous()
-    return Buffer(x, kind, torch_address(x, dt, arg), dt, tuple(x.shape), x.numel())
+    return Buffer(x, kind, torch_address(x, arg), dt, tuple(x.shape), x.numel())
 
 
 def packed_bytes(t: Any, arg: str) -> Any:
@@ -133,7 +148,17 @@ def _torch() -> Any:
     return torch
 
 
-_NUMPY_TYPES = {numpy_storage(dt): dt for dt in DataType if not dt.is_packed and (dt is not DataType.BF16 or has_numpy_bfloat16())}
+_strided_layout: Any = None
+
+
+def _strided() -> Any:
+    global _strided_layout
+    if _strided_layout is None:
+        _strided_layout = _torch().strided
+    return _strided_layout
+
+
+NUMPY_TYPES = {numpy_storage(dt): dt for dt in DataType if not dt.is_packed and (dt is not DataType.BF16 or has_numpy_bfloat16())}
 
 
 def empty(kind: str, shape: tuple[int, ...], dt: DataType, *, zeros: bool = False) -> Buffer:
@@ -189,7 +214,7 @@ def write(out: Any, kind: str, dt: DataType, shape: tuple[int, ...], numel: int,
         check_writable_tensor(out, arg)
         if out.numel() != want_size:
             raise ValueError(f"{arg}: expected {want_size} elements, got {out.numel()}")
-        ptr = torch_address(out, DataType.UINT8 if dt.is_packed else dt, arg)
+        ptr = torch_address(out, arg)
         mark_written(out)
     return Buffer(out, kind, ptr, dt, shape, numel)
 
@@ -207,13 +232,14 @@ def mark_written(out: Any) -> None:
     writes do, so that a backward pass that saved it raises instead of
     using the overwritten values (called as the tensor is handed to a
     kernel; a call that fails after it costs a spurious bump at worst)."""
-    _increment_version()((out,))
+    increment_version()((out,))
 
 
 _increment: Any = None
 
 
-def _increment_version() -> Any:
+def increment_version() -> Any:
+    """torch's function that bumps the version counters of a tuple of tensors."""
     global _increment
     if _increment is None:
         _increment = _torch()._C._increment_version

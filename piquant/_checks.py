@@ -59,6 +59,12 @@ def check_seed(seed: Any, mode: int) -> int:
 
 def check_shape(shape: Any, arg: str = "shape") -> tuple[int, ...]:
     """A shape as numpy takes one: an integer or a sequence of them, none negative."""
+    if type(shape) is tuple:  # the common case, without numbers' slow isinstance
+        for d in shape:
+            if type(d) is not int or d < 0:
+                break
+        else:
+            return shape
     try:
         dims = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape) if not isinstance(shape, (str, bytes)) else None
     except TypeError:
