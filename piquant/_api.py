@@ -181,7 +181,7 @@ def quantize(
         _arrays.check_no_overlap(src, dst)
     if lay is None:
         backend.quantize(src.ptr, src.dtype, dst.ptr, qdt, src.numel, s, zp, mode, check_seed(seed, mode))
-        return Quantized(dst.array, qdt, tuple(src.shape), s, zp)
+        return Quantized._make(dst.array, qdt, tuple(src.shape), s, zp)
     if src.numel:
         backend.quantize_sets(src.ptr, src.dtype, dst.ptr, qdt, src.numel, sets, mode, check_seed(seed, mode))
     else:

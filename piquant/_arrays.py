@@ -177,9 +177,14 @@ def empty(kind: str, shape: tuple[int, ...], dt: DataType, *, zeros: bool = Fals
 
 def torch_storage(dt: DataType) -> Any:
     """The torch dtype a type's data is stored as (packed types: uint8)."""
-    import torch
+    global _torch_storage
+    if _torch_storage is None:
+        torch = _torch()
+        _torch_storage = {d: getattr(torch, "uint8" if d.is_packed else d.short_name) for d in DataType if hasattr(torch, d.short_name) or d.is_packed}
+    return _torch_storage[dt]
 
-    return getattr(torch, "uint8" if dt.is_packed else dt.short_name)
+
+_torch_storage: dict[DataType, Any] | None = None
 
 
 def write(out: Any, kind: str, dt: DataType, shape: tuple[int, ...], numel: int, arg: str = "out") -> Buffer:

@@ -44,15 +44,15 @@ class DataType(Enum):
 
     @property
     def is_quantized(self) -> bool:
-        return self.value >= 16
+        return self._value_ >= 16
 
     @property
     def is_dequantized(self) -> bool:
-        return self.value < 16
+        return self._value_ < 16
 
     @property
     def is_signed(self) -> bool:
-        return self.is_quantized and self.value & 1 == 1
+        return self._value_ >= 16 and self._value_ & 1 == 1
 
     @property
     def stride(self) -> int:

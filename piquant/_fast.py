@@ -122,8 +122,8 @@ def run(op: int, x: Any, qdtype: Any, scale: Any, zero_point: Any, mode: Any, re
     """Runs ``op`` from x into out if the fast path applies; returns (the
     quantized type, the scale used, the zero point) or None. ``numel``: the
     element count of packed input to DEQUANTIZE (a Quantized's)."""
-    if out is None or type(zero_point) is not int or type(x) is not type(out):
-        return None
+    if out is None or type(zero_point) is not int or type(scale) is not float or type(x) is not type(out):
+        return None  # the cheap tests first: a general call pays them twice
     src = _buffer(x, writable=False)
     dst = _buffer(out, writable=True)
     if src is None or dst is None:
