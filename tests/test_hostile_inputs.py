@@ -104,6 +104,19 @@ def test_a_quantized_dtype_given_as_a_string_works_on_both_paths():
         piquant.dequantize(piquant.Quantized(q.data, "float32", q.shape, q.scale, q.zero_point))
 
 
+def test_a_quantized_holding_a_torch_quantized_tensor_of_another_type_is_refused():
+    x = torch.randn(4, 6)
+    for qname, other in (("quint8", "int8"), ("quint4x2", "uint8"), ("quint4x2", "uint2"), ("qint32", "int64"), ("quint2x4", "uint4")):
+        t = piquant.quantize(x, TORCH_Q[qname]).data
+        same = piquant.Quantized(t, TORCH_Q_TYPE[qname], (4, 6), float(t.q_scale()), int(t.q_zero_point()))
+        assert torch.equal(piquant.dequantize(same), piquant.dequantize(t))
+        wrong = piquant.Quantized(t, other, (4, 6), float(t.q_scale()), 0)
+        for out in (None, torch.full((4, 6), 5.0)):
+            with raises_naming(TypeError, "q.data"):
+                piquant.dequantize(wrong, out=out)
+            assert out is None or bool((out == 5.0).all())
+
+
 STORAGE = {"uint8": np.uint8, "int8": np.int8, "uint16": np.uint16, "int16": np.int16, "uint32": np.uint32, "int32": np.int32,
            "uint64": np.uint64, "int64": np.int64}
 
