@@ -190,10 +190,14 @@ def packed_view_cases_torch(qname: str, rows: int, cols: int, start: int, stop: 
     cols=st.integers(1, 9),
     data=st.data(),
 )
-def test_row_slices_of_torch_quantized_tensors(qname, rows, cols, data):
+def row_slice_cases(qname, rows, cols, data):
     start = data.draw(st.integers(0, rows))
     stop = data.draw(st.integers(start, rows))
     packed_view_cases_torch(qname, rows, cols, start, stop)
+
+
+def test_row_slices_of_torch_quantized_tensors_generated_in_a_subprocess():
+    run_isolated("row_slice_cases")
 
 
 def test_a_row_slice_of_a_packed_quantized_tensor_item_4():
@@ -274,10 +278,21 @@ def test_a_resized_storage_is_refused_not_read():
         piquant.quantize(x, "uint8", scale=1.0, zero_point=0)
     with raises_naming(ValueError, "x"):
         piquant.quantize(x, "uint8", scale=1.0, zero_point=0, out=torch.empty(4, dtype=torch.uint8))
-    out = torch.empty(1000, dtype=torch.uint8)
-    out.untyped_storage().resize_(16)
-    with raises_naming(ValueError, "out"):
-        piquant.quantize(torch.ones(1000), "uint8", scale=1.0, zero_point=0, out=out)
+    r = isolated(  # written past its storage, this would corrupt the heap
+        "import torch, piquant\n"
+        "for n in (1000, 10_000_000):\n"
+        "    out = torch.empty(n, dtype=torch.uint8)\n"
+        "    out.untyped_storage().resize_(16)\n"
+        "    for fast in (True, False):\n"
+        "        try:\n"
+        "            piquant.quantize(torch.ones(n), 'uint8', scale=1.0 if fast else 1, zero_point=0, out=out)\n"
+        "        except ValueError as e:\n"
+        "            assert str(e).startswith('out: '), e\n"
+        "        else:\n"
+        "            raise AssertionError('accepted')\n"
+        "print('refused')"
+    )
+    assert r.returncode == 0 and r.stdout.strip() == "refused", r.stdout + r.stderr
 
 
 # ------------------------------------------------------------ item 5: negative and conjugate bits
