@@ -722,3 +722,77 @@ def test_odd_scale_and_zero_point_objects(scale, zero_point, fdt, qtype, lib, op
         return
     got = call(scale, zero_point)
     assert as_bytes(got) == as_bytes(want(*rule))
+
+
+# ------------------------------------------------------------ generated: the two call paths agree
+
+
+def _outcome(call):
+    """The result's bytes, or the exception and the argument it names (the
+    rest of a message may quote the argument's repr, which differs)."""
+    try:
+        return "ok", as_bytes(call())
+    except (TypeError, ValueError) as e:
+        return type(e).__name__, str(e).split(":")[0]
+
+
+@PROFILE
+@given(
+    lib=st.sampled_from(["numpy", "torch"]),
+    ftype=st.sampled_from(["float32", "float64", "float16"]),
+    qtype=st.sampled_from(QTYPES),
+    n=st.integers(0, 40),
+    op=st.sampled_from(["quantize", "fake_quantize", "dequantize_raw", "dequantize_quantized"]),
+    scale=st.sampled_from([0.25, 1.0, 1e-30, -1.0, 0.0, float("inf"), float("nan"), 3e38]),
+    zero_point=st.integers(-300, 300),
+    hostile=st.sampled_from([None, "scale_true", "extra_data", "string_dtype", "short_out", "wrong_out_dtype", "neg_out", "readonly_out"]),
+)
+def test_the_fast_and_the_general_path_agree(lib, ftype, qtype, n, op, scale, zero_point, hostile):
+    """Every call with out= gives the same result or the same error whether it
+    takes the fast path (a float scale) or the general one (np.float64, a
+    float subclass the fast path hands on); out= is untouched when it raises."""
+    rng = np.random.default_rng(n * 31 + zero_point + 300)
+    x = (rng.standard_normal(n) * 4).astype(ftype)
+    xs = torch.from_numpy(x) if lib == "torch" else x
+    bits = ref.bits(qtype)
+    storage = ref.storage_dtype(qtype)
+    n_q = -(-n * bits // 8) if bits < 8 else n
+    if lib == "torch" and op != "fake_quantize" and storage == np.uint64:
+        lib, xs = "numpy", x  # keep the pair of one kind
+    wrap = torch.from_numpy if lib == "torch" else (lambda a: a)
+
+    def fresh_out():
+        if op == "quantize":
+            o = np.full(n_q + (hostile == "short_out"), 7, storage if hostile != "wrong_out_dtype" else np.int32 if storage != np.int32 else np.int16)
+        else:
+            o = np.full(n + (hostile == "short_out"), 7.0, ftype if hostile != "wrong_out_dtype" else np.float32 if ftype != "float32" else np.float64)
+        if hostile == "readonly_out" and lib == "numpy":
+            o.flags.writeable = False
+        out = wrap(o)
+        return torch._neg_view(out) if hostile == "neg_out" and lib == "torch" and out.is_floating_point() else out
+
+    q = ref.quantize(x, qtype, 0.5, 0)
+    data = wrap(q.copy()) if not (hostile == "extra_data") else wrap(np.concatenate([q, q[:1]]) if q.size else np.zeros(1, q.dtype))
+
+    def call(s, out):
+        z = zero_point
+        if hostile == "scale_true":
+            s = True
+        if op == "quantize":
+            return piquant.quantize(xs, qtype, scale=s, zero_point=z, out=out).data
+        if op == "fake_quantize":
+            return piquant.fake_quantize(xs, qtype, scale=s, zero_point=z, out=out)
+        if op == "dequantize_raw":
+            kw = dict(qdtype=qtype, shape=(n,)) if bits < 8 else {}
+            return piquant.dequantize(data, scale=s, zero_point=z, out=out, **kw)
+        dt = qtype if hostile == "string_dtype" else DataType[qtype.upper()]
+        return piquant.dequantize(piquant.Quantized(data, dt, (n,), s, z), out=out)
+
+    results = []
+    for s in (scale, np.float64(scale)):
+        out = fresh_out()
+        before = as_bytes(out.resolve_neg() if isinstance(out, torch.Tensor) else out)
+        results.append(_outcome(lambda: call(s, out)))
+        if results[-1][0] != "ok":
+            assert as_bytes(out.resolve_neg() if isinstance(out, torch.Tensor) else out) == before, results[-1]
+    assert results[0] == results[1]
