@@ -486,6 +486,11 @@ def test_bfloat16_and_float16_per_channel_scale_tensors_are_read():
         got = piquant.quantize(x, "int8", scale=s, zero_point=torch.zeros(3, dtype=torch.int64), axis=0)
         want = piquant.quantize(x, "int8", scale=s.float(), zero_point=torch.zeros(3, dtype=torch.int64), axis=0)
         assert torch.equal(got.data, want.data)
+    import ml_dtypes
+
+    s = np.array([0.5, 0.25, 0.125], ml_dtypes.bfloat16)
+    got = piquant.quantize(x.numpy(), "int8", scale=s, zero_point=np.zeros(3, np.int64), axis=0)
+    assert np.array_equal(got.data, piquant.quantize(x.numpy(), "int8", scale=s.astype(np.float32), zero_point=np.zeros(3, np.int64), axis=0).data)
 
 
 def test_uint64_zero_points_near_2_64_in_a_list_are_exact():
