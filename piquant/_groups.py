@@ -97,10 +97,16 @@ def _from_list(a: Any, arg: str, integral: bool, qdt: DataType | None) -> np.nda
         with np.errstate(over="ignore"):
             return np.array([_float(v) for v in flat], np.float64).reshape(obj.shape)
     assert qdt is not None
+    want = np.uint64 if qdt is DataType.UINT64 else np.int64
+    info = np.iinfo(want)
     for k, v in enumerate(flat):
-        if not qdt.qmin <= v <= qdt.qmax:
-            raise ValueError(f"{arg}[{k}]: expected an integer in [{qdt.qmin}, {qdt.qmax}] for {qdt.short_name}, got {v}")
-    return np.array([int(v) for v in flat], np.uint64 if qdt is DataType.UINT64 else np.int64).reshape(obj.shape)
+        if not info.min <= v <= info.max:  # the type's range is checked with the arrays'
+            raise _zero_point_error(k, v, qdt)
+    return np.array([int(v) for v in flat], want).reshape(obj.shape)
+
+
+def _zero_point_error(k: int, value: Any, qdt: DataType) -> ValueError:
+    return ValueError(f"zero_point[{k}]: expected an integer in [{qdt.qmin}, {qdt.qmax}] for {qdt.short_name}, got {value}")
 
 
 def _float(v: Any) -> float:
@@ -135,7 +141,7 @@ def _zero_points(zero_point: Any, qdt: DataType, lay: Layout) -> np.ndarray:
         bad = (a < 0) if want is np.uint64 else (a > np.iinfo(np.int64).max if a.dtype == np.uint64 else np.zeros(a.shape, bool))
         if bad.any():
             k = int(np.argmax(bad))
-            raise ValueError(f"zero_point[{k}]: expected an integer in [{qdt.qmin}, {qdt.qmax}] for {qdt.short_name}, got {a[k]}")
+            raise _zero_point_error(k, a[k], qdt)
     return np.ascontiguousarray(a, dtype=want)
 
 
@@ -153,7 +159,7 @@ def check_values(sets: Sets, fdt: DataType, qdt: DataType) -> None:
     bad = (z < qdt.qmin) | (z > qdt.qmax) if qdt is not DataType.UINT64 else np.zeros(z.shape, bool)
     if bad.any():
         k = int(np.argmax(bad))
-        raise ValueError(f"zero_point[{k}]: expected an integer in [{qdt.qmin}, {qdt.qmax}] for {qdt.short_name}, got {z[k]}")
+        raise _zero_point_error(k, z[k], qdt)
 
 
 def checked(scale: Any, zero_point: Any, fdt: DataType, qdt: DataType, lay: Layout) -> Sets:
