@@ -120,8 +120,9 @@ def _scale(scale: Any, f64: bool) -> float | None:
 def run(op: int, x: Any, qdtype: Any, scale: Any, zero_point: Any, mode: Any, reduce: Any, seed: Any, out: Any, ctx: Any,
         numel: int | None = None) -> tuple[DataType, float, int] | None:
     """Runs ``op`` from x into out if the fast path applies; returns (the
-    quantized type, the scale used, the zero point) or None. ``numel``: the
-    element count of packed input to DEQUANTIZE (a Quantized's)."""
+    quantized type, the scale used, the zero point) or None. ``numel``: a
+    Quantized's element count, whose storage its data must be exactly
+    (DEQUANTIZE)."""
     if out is None or type(zero_point) is not int or type(scale) is not float or type(x) is not type(out):
         return None  # the cheap tests first: a general call pays them twice
     src = _buffer(x, writable=False)
