@@ -10,8 +10,8 @@ import numpy as np
 
 from . import _arrays, _fast, _groups
 from ._context import Context, reduce_op_value, resolve_context, round_mode_value
-from ._dtypes import TORCH_QUANTIZED, DataType, resolve, torch_dtype_map
-from ._checks import check_scale, check_seed, check_zero_point
+from ._dtypes import TORCH_QUANTIZED, DataType, resolve
+from ._checks import check_scale, check_seed, check_shape, check_zero_point
 
 
 class QuantParams(NamedTuple):
@@ -181,9 +181,11 @@ def quantize(
         _arrays.check_no_overlap(src, dst)
     if lay is None:
         backend.quantize(src.ptr, src.dtype, dst.ptr, qdt, src.numel, s, zp, mode, check_seed(seed, mode))
-        return Quantized(dst.array, qdt, tuple(src.shape), s, zp)
+        return Quantized._make(dst.array, qdt, tuple(src.shape), s, zp)
     if src.numel:
         backend.quantize_sets(src.ptr, src.dtype, dst.ptr, qdt, src.numel, sets, mode, check_seed(seed, mode))
+    else:
+        _groups.check_values(sets, src.dtype, qdt)
     scales, zps = _groups.as_arrays(sets, src.dtype, lay, src.kind)
     return Quantized(dst.array, qdt, tuple(src.shape), scales, zps, lay.axis, lay.group_size)
 
@@ -232,6 +234,8 @@ def fake_quantize(
         backend.fake_quantize(src.ptr, src.dtype, dst.ptr, src.numel, qdt, s, zp, mode, check_seed(seed, mode), op)
     elif src.numel:
         backend.fake_quantize_sets(src.ptr, src.dtype, dst.ptr, src.numel, qdt, sets, mode, check_seed(seed, mode), op)
+    else:
+        _groups.check_values(sets, src.dtype, qdt)
     return dst.array
 
 
@@ -252,42 +256,39 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
         restated = (scale, zero_point, qdtype, shape, axis, group_size)
         if any(v is not None for v in restated):
             raise ValueError("q: a Quantized carries its own dtype, shape, scale, zero_point and grouping; do not restate them")
+        qdt = resolve(q.dtype, "q.dtype", quantized=True)
+        logical = check_shape(q.shape, "q.shape")
+        numel = math.prod(logical)
         buf = _arrays.read(q.data, "q.data", quantized=True)
-        # torch quantized tensors count logical elements even when packed.
-        logical_count = not q.dtype.is_packed or (buf.kind == _arrays.TORCH and buf.array.is_quantized)
-        want = q.numel if logical_count else q.dtype.nbytes(q.numel)
-        if buf.numel != want:
-            raise ValueError(f"q: its data has {buf.numel} elements, {q.numel} {q.dtype.short_name} values need {want}")
-        return _Source(buf._replace(dtype=q.dtype, numel=q.numel), q.dtype, q.scale, q.zero_point, q.shape, q.axis, q.group_size)
+        _arrays.check_data(buf, qdt, numel, "q.data")
+        return _Source(buf._replace(dtype=qdt, numel=numel), qdt, q.scale, q.zero_point, logical, q.axis, q.group_size)
     if _arrays.kind_of(q, "q") == _arrays.TORCH and q.is_quantized:
         import torch
 
         if any(v is not None for v in (scale, zero_point, axis, group_size)):
             raise ValueError("q: a torch quantized tensor carries its parameters; do not restate them")
-        qdt = torch_dtype_map().get(q.dtype)
-        if qdt is None:
-            raise TypeError(f"q: unsupported quantized dtype {q.dtype}")
+        buf = _arrays.read(q, "q", quantized=True)
         scheme = q.qscheme()
-        q = q.contiguous()
-        buf = _arrays.Buffer(q, _arrays.TORCH, q.data_ptr(), qdt, tuple(q.shape), q.numel())
         if scheme in (torch.per_tensor_affine, torch.per_tensor_symmetric):
-            return _Source(buf, qdt, float(q.q_scale()), int(q.q_zero_point()), tuple(q.shape))
+            return _Source(buf, buf.dtype, float(q.q_scale()), int(q.q_zero_point()), buf.shape)
         if scheme in (torch.per_channel_affine, torch.per_channel_symmetric):
-            return _Source(buf, qdt, q.q_per_channel_scales(), q.q_per_channel_zero_points(), tuple(q.shape), q.q_per_channel_axis())
+            return _Source(buf, buf.dtype, q.q_per_channel_scales(), q.q_per_channel_zero_points(), buf.shape, q.q_per_channel_axis())
         raise NotImplementedError(f"q: quantization scheme {scheme} is not supported (its zero points are floats)")
     buf = _arrays.read(q, "q", quantized=True)
     qdt = buf.dtype if qdtype is None else resolve(qdtype, "qdtype", quantized=True)
+    if shape is not None:
+        shape = check_shape(shape)
     if qdt.is_packed:
         if buf.dtype is not DataType.UINT8:
             raise TypeError(f"q: packed {qdt.short_name} data must be a uint8 array, got {buf.array.dtype}")
         numel = 8 // qdt.bit_size * buf.numel if shape is None else math.prod(shape)
         if qdt.nbytes(numel) != buf.numel:
             raise ValueError(f"shape: {numel} {qdt.short_name} elements need {qdt.nbytes(numel)} bytes, q has {buf.numel}")
-        logical = (numel,) if shape is None else tuple(shape)
+        logical = (numel,) if shape is None else shape
     else:
         if qdt is not buf.dtype:
             raise TypeError(f"qdtype: {qdt.short_name} does not match q's dtype {buf.array.dtype}")
-        logical = buf.shape if shape is None else tuple(shape)
+        logical = buf.shape if shape is None else shape
         if math.prod(logical) != buf.numel:
             raise ValueError(f"shape: {logical} has {math.prod(logical)} elements, q has {buf.numel}")
     if scale is None or zero_point is None:
@@ -323,7 +324,7 @@ def dequantize(
     if out is not None and dtype is None and shape is None and axis is None and group_size is None:
         if type(q) is Quantized:
             ungrouped = q.axis is None and q.group_size is None
-            if ungrouped and scale is None and zero_point is None and qdtype is None and len(q.shape) == getattr(out, "ndim", -1):
+            if ungrouped and scale is None and zero_point is None and qdtype is None and q.shape == getattr(out, "shape", None):
                 if _fast.run(_fast.DEQUANTIZE, q.data, q.dtype, q.scale, q.zero_point, "nearest", reduce, None, out, ctx, q.numel) is not None:
                     return out
         elif scale is not None:
@@ -348,6 +349,8 @@ def dequantize(
         sets = _groups.checked(scale, zero_point, dst.dtype, qdt, lay)
         if src.numel:
             backend.dequantize_sets(src.ptr, qdt, dst.ptr, dst.dtype, src.numel, sets, op)
+        else:
+            _groups.check_values(sets, dst.dtype, qdt)
         return dst.array
     s = check_scale(scale, dst.dtype)
     zp = check_zero_point(zero_point, qdt)

@@ -26,16 +26,27 @@ class Buffer(NamedTuple):
 def kind_of(x: Any, arg: str) -> str:
     if isinstance(x, np.ndarray):
         return NUMPY
-    if type(x).__module__.startswith("torch") and type(x).__name__ in ("Tensor", "Parameter"):
+    if type(x).__module__.startswith("torch") and type(x).__name__ in ("Tensor", "Parameter", "NestedTensor"):
         return TORCH
     raise TypeError(f"{arg}: expected a numpy array or a torch tensor, got {type(x).__name__}")
 
 
+def check_torch(x: Any, arg: str) -> None:
+    """A tensor whose elements lie in CPU memory as one strided block: not a
+    sparse, mkldnn or nested tensor, nor one on another device."""
+    if x.is_nested:
+        raise TypeError(f"{arg}: expected a dense tensor, got a nested tensor")
+    if x.layout is not _strided():
+        raise TypeError(f"{arg}: expected a dense (strided) tensor, got layout {x.layout}")
+    if not x.is_cpu:
+        raise ValueError(f"{arg}: expected a CPU tensor, got one on {x.device}")
+
+
 def dtype_of(x: Any, kind: str, arg: str, *, quantized: bool) -> DataType:
     """The DataType of an array's elements, checked against the side wanted."""
-    if kind == TORCH and x.device.type != "cpu":
-        raise ValueError(f"{arg}: expected a CPU tensor, got one on {x.device}")
-    dt = (_NUMPY_TYPES if kind == NUMPY else torch_dtype_map()).get(x.dtype)
+    if kind == TORCH:
+        check_torch(x, arg)
+    dt = (NUMPY_TYPES if kind == NUMPY else torch_dtype_map()).get(x.dtype)
     if dt is None:
         raise TypeError(f"{arg}: unsupported dtype {x.dtype}")
     if dt.is_quantized != quantized:
@@ -44,8 +55,47 @@ def dtype_of(x: Any, kind: str, arg: str, *, quantized: bool) -> DataType:
     return dt
 
 
+def torch_address(t: Any, arg: str) -> int:
+    """The address of a contiguous CPU tensor's first element, after checking
+    that its storage holds every byte from there to its last element (a
+    storage can be resized under its views). A packed torch quantized tensor
+    (quint4x2, quint2x4) counts its offset in elements, which its data_ptr()
+    takes for bytes."""
+    storage = t.untyped_storage()
+    if t.is_quantized and t.dtype in _packed_torch_bits():
+        return _packed_address(t, storage, _packed_torch_bits()[t.dtype], arg)
+    ptr = t.data_ptr()
+    end = ptr - storage.data_ptr() + t.nbytes
+    if end > storage.nbytes() and t.nbytes:
+        raise ValueError(f"{arg}: its storage holds {storage.nbytes()} bytes, fewer than the {end} its elements span (was the storage resized?)")
+    return ptr
+
+
+def _packed_address(t: Any, storage: Any, bits: int, arg: str) -> int:
+    n, offset = t.numel(), t.storage_offset()
+    if n and offset * bits % 8:
+        raise ValueError(f"{arg}: this view of {t.dtype} data starts inside a byte (element {offset}); slice at a multiple of {8 // bits} elements")
+    start = offset * bits // 8
+    end = start + (n * bits + 7) // 8
+    if n and end > storage.nbytes():
+        raise ValueError(f"{arg}: its storage holds {storage.nbytes()} bytes, fewer than the {end} its elements span (was the storage resized?)")
+    return storage.data_ptr() + start
+
+
+_packed_bits: dict[Any, int] | None = None
+
+
+def _packed_torch_bits() -> dict[Any, int]:
+    global _packed_bits
+    if _packed_bits is None:
+        _packed_bits = {k: v.bit_size for k, v in torch_dtype_map().items() if v.is_packed}
+    return _packed_bits
+
+
 def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
-    """A read-only buffer of ``x``; a non-contiguous input is copied."""
+    """A read-only buffer of ``x``; a non-contiguous input is copied, and so
+    is a tensor with the negative bit (torch's lazy negation), whose memory
+    holds the negated values."""
     kind = kind_of(x, arg)
     dt = dtype_of(x, kind, arg, quantized=quantized)
     if kind == NUMPY:
@@ -54,12 +104,61 @@ def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
         return Buffer(x, kind, x.ctypes.data, dt, x.shape, x.size)
     if x.requires_grad:
         x = x.detach()
+    if x.is_neg():  # complex dtypes are refused above, so no conjugate bit can be set
+        x = x.resolve_neg()
     if not x.is_contiguous():
+        if dt.is_packed:  # torch cannot copy these either
+            raise ValueError(f"{arg}: expected a contiguous {x.dtype} tensor (torch cannot copy packed quantized tensors)")
         x = x.contiguous()
-    return Buffer(x, kind, x.data_ptr(), dt, tuple(x.shape), x.numel())
+    return Buffer(x, kind, torch_address(x, arg), dt, tuple(x.shape), x.numel())
 
 
-_NUMPY_TYPES = {numpy_storage(dt): dt for dt in DataType if not dt.is_packed and (dt is not DataType.BF16 or has_numpy_bfloat16())}
+def packed_bytes(t: Any, arg: str) -> Any:
+    """The bytes of a packed torch quantized tensor (quint4x2, quint2x4) as a
+    flat uint8 tensor sharing its memory (``int_repr()`` of a view reads from
+    the wrong byte)."""
+    buf = read(t, arg, quantized=True)
+    start = buf.ptr - t.untyped_storage().data_ptr()
+    torch = _torch()
+    return torch.empty(0, dtype=torch.uint8).set_(t.untyped_storage(), start, (buf.dtype.nbytes(buf.numel),))
+
+
+def storage_of(qdt: DataType, numel: int, quantized_tensor: bool = False) -> tuple[DataType, int]:
+    """The element type and count of the array that holds ``numel`` values
+    of ``qdt``: the type itself, except packed 2/4-bit types, which are
+    uint8 bytes unless held by a torch quantized tensor (quint4x2, quint2x4)."""
+    if quantized_tensor or not qdt.is_packed:
+        return qdt, numel
+    return DataType.UINT8, qdt.nbytes(numel)
+
+
+def check_data(data: Buffer, qdt: DataType, numel: int, arg: str) -> None:
+    """That an array is exactly the storage of ``numel`` ``qdt`` values:
+    its element type and the byte length the call reads."""
+    want_dt, want = storage_of(qdt, numel, data.kind == TORCH and data.array.is_quantized)
+    if data.dtype is not want_dt:
+        raise TypeError(f"{arg}: expected {want_dt.short_name} data for {qdt.short_name} values, got dtype {data.array.dtype}")
+    if data.numel != want:
+        raise ValueError(f"{arg}: has {data.numel} elements, {numel} {qdt.short_name} values need {want}")
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+_strided_layout: Any = None
+
+
+def _strided() -> Any:
+    global _strided_layout
+    if _strided_layout is None:
+        _strided_layout = _torch().strided
+    return _strided_layout
+
+
+NUMPY_TYPES = {numpy_storage(dt): dt for dt in DataType if not dt.is_packed and (dt is not DataType.BF16 or has_numpy_bfloat16())}
 
 
 def empty(kind: str, shape: tuple[int, ...], dt: DataType, *, zeros: bool = False) -> Buffer:
@@ -78,9 +177,14 @@ def empty(kind: str, shape: tuple[int, ...], dt: DataType, *, zeros: bool = Fals
 
 def torch_storage(dt: DataType) -> Any:
     """The torch dtype a type's data is stored as (packed types: uint8)."""
-    import torch
+    global _torch_storage
+    if _torch_storage is None:
+        torch = _torch()
+        _torch_storage = {d: getattr(torch, "uint8" if d.is_packed else d.short_name) for d in DataType if hasattr(torch, d.short_name) or d.is_packed}
+    return _torch_storage[dt]
 
-    return getattr(torch, "uint8" if dt.is_packed else dt.short_name)
+
+_torch_storage: dict[DataType, Any] | None = None
 
 
 def write(out: Any, kind: str, dt: DataType, shape: tuple[int, ...], numel: int, arg: str = "out") -> Buffer:
@@ -100,21 +204,51 @@ def write(out: Any, kind: str, dt: DataType, shape: tuple[int, ...], numel: int,
             raise ValueError(f"{arg}: expected a C-contiguous array")
         if not out.flags.writeable:
             raise ValueError(f"{arg}: the array is read-only")
-        size, ptr = out.size, out.ctypes.data
+        if out.size != want_size:
+            raise ValueError(f"{arg}: expected {want_size} elements, got {out.size}")
+        ptr = out.ctypes.data
     else:
+        check_torch(out, arg)
         want = torch_storage(dt)
         if out.dtype != want:
             raise ValueError(f"{arg}: expected dtype {want}, got {out.dtype}")
-        if out.device.type != "cpu":
-            raise ValueError(f"{arg}: expected a CPU tensor, got one on {out.device}")
         if not out.is_contiguous():
             raise ValueError(f"{arg}: expected a contiguous tensor")
         if out.requires_grad:
             raise ValueError(f"{arg}: a tensor that requires grad cannot be written in place")
-        size, ptr = out.numel(), out.data_ptr()
-    if size != want_size:
-        raise ValueError(f"{arg}: expected {want_size} elements, got {size}")
+        check_writable_tensor(out, arg)
+        if out.numel() != want_size:
+            raise ValueError(f"{arg}: expected {want_size} elements, got {out.numel()}")
+        ptr = torch_address(out, arg)
+        mark_written(out)
     return Buffer(out, kind, ptr, dt, shape, numel)
+
+
+def check_writable_tensor(out: Any, arg: str) -> None:
+    """A tensor with the negative bit holds the negation of its values: the
+    results written there would read back negated."""
+    if out.is_neg():
+        raise ValueError(f"{arg}: the tensor has the negative bit set (a lazy negation), so results written into it would read back negated; "
+                         "pass a tensor without it")
+
+
+def mark_written(out: Any) -> None:
+    """Bumps a tensor's autograd version counter as torch's own in-place
+    writes do, so that a backward pass that saved it raises instead of
+    using the overwritten values (called as the tensor is handed to a
+    kernel; a call that fails after it costs a spurious bump at worst)."""
+    increment_version()((out,))
+
+
+_increment: Any = None
+
+
+def increment_version() -> Any:
+    """torch's function that bumps the version counters of a tuple of tensors."""
+    global _increment
+    if _increment is None:
+        _increment = _torch()._C._increment_version
+    return _increment
 
 
 def check_no_overlap(a: Buffer, b: Buffer, arg: str = "out") -> None:

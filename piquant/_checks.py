@@ -15,17 +15,25 @@ from ._dtypes import DataType
 def check_scale(scale: Any, fdt: DataType) -> float:
     """``scale`` in the compute precision of the float type (float64 for F64
     data, else float32), checked."""
-    if type(scale) is not float and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
-        raise TypeError(f"scale: expected a real number, got {type(scale).__name__}")
+    if type(scale) is float:
+        s = scale
+    elif isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        per_set = " (per-channel or per-group scales need axis= or group_size=)" if hasattr(scale, "__len__") else ""
+        raise TypeError(f"scale: expected a real number, got {type(scale).__name__}{per_set}")
+    else:
+        try:
+            s = float(scale)
+        except OverflowError:  # an int beyond float64
+            s = math.inf
     if fdt is DataType.F64:
-        s = float(scale)
         ok = s > 0 and math.isfinite(s) and math.isfinite(1 / s)
     else:
-        s = ctypes.c_float(scale).value  # overflow gives inf
+        s = ctypes.c_float(s).value  # overflow gives inf
         ok = s > 0 and math.isfinite(s) and math.isfinite(ctypes.c_float(1 / s).value)
     if not ok:
         precision = "float64" if fdt is DataType.F64 else "float32"
-        raise ValueError(f"scale: expected a finite number > 0 whose {precision} reciprocal is finite, got {scale!r}")
+        got = repr(scale) if len(repr(scale)) <= 40 else f"{repr(scale)[:20]}… ({type(scale).__name__})"
+        raise ValueError(f"scale: expected a finite number > 0 whose {precision} reciprocal is finite, got {got}")
     return s
 
 
@@ -47,3 +55,25 @@ def check_seed(seed: Any, mode: int) -> int:
     if not 0 <= int(seed) < 1 << 64:
         raise ValueError(f"seed: expected an integer in [0, 2**64), got {seed}")
     return int(seed)
+
+
+def check_shape(shape: Any, arg: str = "shape") -> tuple[int, ...]:
+    """A shape as numpy takes one: an integer or a sequence of them, none negative."""
+    if type(shape) is tuple:  # the common case, without numbers' slow isinstance
+        for d in shape:
+            if type(d) is not int or d < 0:
+                break
+        else:
+            return shape
+    try:
+        dims = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape) if not isinstance(shape, (str, bytes)) else None
+    except TypeError:
+        dims = None
+    if dims is None:
+        raise TypeError(f"{arg}: expected a tuple of integers, got {type(shape).__name__}")
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral):
+            raise TypeError(f"{arg}: expected a tuple of integers, got an element of type {type(d).__name__}")
+        if d < 0:
+            raise ValueError(f"{arg}: expected non-negative sizes, got {shape}")
+    return tuple(int(d) for d in dims)

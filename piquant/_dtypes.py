@@ -36,38 +36,40 @@ class DataType(Enum):
     UINT64 = 26
     INT64 = 27
 
+    # Each property reads an attribute set once below: an Enum member hashes
+    # slowly as a dict key, and these are read on every call.
     @property
     def bit_size(self) -> int:
-        return _BITS[self]
+        return self._bits  # type: ignore[attr-defined,no-any-return]
 
     @property
     def is_quantized(self) -> bool:
-        return self.value >= 16
+        return self._value_ >= 16
 
     @property
     def is_dequantized(self) -> bool:
-        return self.value < 16
+        return self._value_ < 16
 
     @property
     def is_signed(self) -> bool:
-        return self.is_quantized and self.value & 1 == 1
+        return self._value_ >= 16 and self._value_ & 1 == 1
 
     @property
     def stride(self) -> int:
         """Bytes per element, 0 for packed sub-byte types (pi-quant's meaning)."""
-        return self.bit_size >> 3
+        return self._bits >> 3  # type: ignore[attr-defined,no-any-return]
 
     @property
     def is_packed(self) -> bool:
-        return self.bit_size < 8
+        return self._bits < 8  # type: ignore[attr-defined,no-any-return]
 
     @property
     def qmin(self) -> int:
-        return -(1 << (self.bit_size - 1)) if self.is_signed else 0
+        return self._qmin  # type: ignore[attr-defined,no-any-return]
 
     @property
     def qmax(self) -> int:
-        return (1 << (self.bit_size - 1)) - 1 if self.is_signed else (1 << self.bit_size) - 1
+        return self._qmax  # type: ignore[attr-defined,no-any-return]
 
     @property
     def short_name(self) -> str:
@@ -75,7 +77,7 @@ class DataType(Enum):
         return _NAMES[self]
 
     def nbytes(self, numel: int) -> int:
-        return (numel * self.bit_size + 7) // 8
+        return (numel * self._bits + 7) // 8  # type: ignore[attr-defined,no-any-return]
 
     def raw_zero_point(self, zero_point: int) -> int:
         """The C ABI's int64 form of a zero point: uint64's travel as their bits."""
@@ -95,6 +97,12 @@ _NAMES = {
 _BITS = {DataType.F32: 32, DataType.BF16: 16, DataType.F16: 16, DataType.F64: 64} | {
     dt: int("".join(ch for ch in dt.name if ch.isdigit())) for dt in DataType if dt.value >= 16
 }
+for _dt in DataType:
+    _dt._bits = _BITS[_dt]  # type: ignore[attr-defined]
+    _signed = _dt.is_signed
+    _dt._qmin = -(1 << (_dt._bits - 1)) if _signed else 0  # type: ignore[attr-defined]
+    _dt._qmax = (1 << (_dt._bits - 1)) - 1 if _signed else (1 << _dt._bits) - 1  # type: ignore[attr-defined]
+del _dt, _signed
 _BY_NAME = {v: k for k, v in _NAMES.items()} | {
     "f32": DataType.F32,
     "bf16": DataType.BF16,

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from ._backend import NativeBackend
+from ._arrays import NUMPY_TYPES, check_torch, increment_version, storage_of, torch_address
 from ._checks import check_scale
 from ._context import Context
-from ._dtypes import DataType, numpy_storage
+from ._dtypes import DataType
 
 # piquant_call (zig/include/piquant.h): op, float_type, quant_type,
 # round_mode, reduce_op, reserved, in, out, numel, scale, zero_point, seed.
@@ -54,19 +55,7 @@ class _Type:
 _TYPES = {dt: _Type(dt) for dt in DataType}
 
 
-def _numpy_dtypes() -> dict[Any, _Type]:
-    out = {}
-    for dt in DataType:
-        try:
-            npd = numpy_storage(dt)
-        except TypeError:  # bfloat16 without ml_dtypes
-            continue
-        if not dt.is_packed:
-            out.setdefault(npd, _TYPES[dt])
-    return out
-
-
-_NP_TYPES = _numpy_dtypes()
+_NP_TYPES = {npd: _TYPES[dt] for npd, dt in NUMPY_TYPES.items()}
 _QTYPES: dict[Any, _Type] = {dt.short_name: _TYPES[dt] for dt in DataType if dt.is_quantized} | {dt: _TYPES[dt] for dt in DataType if dt.is_quantized}
 _UINT8 = _TYPES[DataType.UINT8]
 _MODES: dict[Any, int] = {"nearest": 0, "stochastic": 1}
@@ -74,6 +63,7 @@ _REDUCE: dict[Any, int] = {"set": 0, "add": 1}
 # Checked scales as used (float32-rounded unless float64), by precision.
 _SCALES: dict[bool, dict[float, float]] = {False: {}, True: {}}
 _torch_types: dict[Any, _Type] | None = None
+_bump: Any = None  # torch's version counter increment, once torch is seen
 
 
 def _buffer(a: Any, writable: bool) -> tuple[int, _Type, int] | None:
@@ -92,24 +82,31 @@ def _buffer(a: Any, writable: bool) -> tuple[int, _Type, int] | None:
         return None if writable else (a.ctypes.data, t, a.size)
     if type(a).__name__ != "Tensor" or type(a).__module__ != "torch":
         return None
-    global _torch_types
+    global _torch_types, _bump
     if _torch_types is None:
         from ._dtypes import torch_dtype_map
 
         _torch_types = {k: _TYPES[v] for k, v in torch_dtype_map().items() if not str(k).startswith("torch.q")}
+        _bump = increment_version()
     t = _torch_types.get(a.dtype)
-    if t is None or not a.is_contiguous() or a.device.type != "cpu" or (writable and a.requires_grad):
+    if t is None or (writable and a.requires_grad) or a.is_neg():
+        return None  # the general path resolves a negative view as input and refuses it as out
+    try:
+        check_torch(a, "")
+        if not a.is_contiguous():
+            return None
+        n = a.numel()
+        return (torch_address(a, ""), t, n) if n else None
+    except (TypeError, ValueError):
         return None
-    n = a.numel()
-    return (a.data_ptr(), t, n) if n else None
 
 
 def _scale(scale: Any, f64: bool) -> float | None:
+    if type(scale) is not float:  # True == 1.0 and lists are unhashable: only floats use the cache
+        return None
     cache = _SCALES[f64]
     s = cache.get(scale)
     if s is None:
-        if type(scale) is not float:
-            return None
         try:
             s = check_scale(scale, DataType.F64 if f64 else DataType.F32)
         except ValueError:
@@ -123,10 +120,11 @@ def _scale(scale: Any, f64: bool) -> float | None:
 def run(op: int, x: Any, qdtype: Any, scale: Any, zero_point: Any, mode: Any, reduce: Any, seed: Any, out: Any, ctx: Any,
         numel: int | None = None) -> tuple[DataType, float, int] | None:
     """Runs ``op`` from x into out if the fast path applies; returns (the
-    quantized type, the scale used, the zero point) or None. ``numel``: the
-    element count of packed input to DEQUANTIZE (a Quantized's)."""
-    if out is None or type(zero_point) is not int or type(x) is not type(out):
-        return None
+    quantized type, the scale used, the zero point) or None. ``numel``: a
+    Quantized's element count, whose storage its data must be exactly
+    (DEQUANTIZE)."""
+    if out is None or type(zero_point) is not int or type(scale) is not float or type(x) is not type(out):
+        return None  # the cheap tests first: a general call pays them twice
     src = _buffer(x, writable=False)
     dst = _buffer(out, writable=True)
     if src is None or dst is None:
@@ -137,8 +135,10 @@ def run(op: int, x: Any, qdtype: Any, scale: Any, zero_point: Any, mode: Any, re
     if q is None or m is None or r is None or not q.qmin <= zero_point <= q.qmax:
         return None
     if op == DEQUANTIZE:
-        if q.packed and st is _UINT8 and numel is not None and (numel * q.bits + 7) >> 3 == n:
-            n = numel  # packed bytes in, numel values out
+        if numel is not None:  # a Quantized's data: exactly the storage of its values
+            if (st.dt, n) != storage_of(q.dt, numel):
+                return None
+            n = numel  # packed: bytes in, numel values out
         elif st is not q:
             return None
         if not dt.is_float or dn != n:
@@ -169,6 +169,8 @@ def run(op: int, x: Any, qdtype: Any, scale: Any, zero_point: Any, mode: Any, re
         return None
     buf, addr = _call_buffer()
     _CALL.pack_into(buf, 0, op, f.value, q.value, m, r, 0, sp, dp, n, s, q.dt.raw_zero_point(zero_point), seed)
+    if type(out) is not np.ndarray:
+        _bump((out,))
     if backend._execute(backend._ctx, addr):
         return None  # let the general path raise the error
     return q.dt, s, zero_point

@@ -62,14 +62,58 @@ class Sets(NamedTuple):
     inner: int
 
 
-def _numpy(a: Any, arg: str) -> np.ndarray:
+def _numpy(a: Any, arg: str, integral: bool, qdt: DataType | None = None) -> np.ndarray:
     if isinstance(a, (list, tuple)):
-        return np.asarray(a)
+        return _from_list(a, arg, integral, qdt)
     try:
         kind = _arrays.kind_of(a, arg)
     except TypeError:
         raise TypeError(f"{arg}: with axis= or group_size=, expected an array of per-set values, got {type(a).__name__}") from None
-    return a if kind == _arrays.NUMPY else a.detach().cpu().numpy()
+    if kind == _arrays.NUMPY:
+        return a.astype(np.float32) if a.dtype.name == "bfloat16" else a  # ml_dtypes: exact in float32
+    _arrays.check_torch(a, arg)
+    a = a.detach().resolve_neg()
+    torch = _arrays._torch()
+    if a.dtype in (torch.bfloat16, torch.float16):  # exactly representable in float32, which numpy has
+        a = a.float()
+    if a.is_quantized or a.is_complex():
+        raise TypeError(f"{arg}: expected {'integers' if integral else 'real numbers'}, got dtype {a.dtype}")
+    return a.numpy()
+
+
+def _from_list(a: Any, arg: str, integral: bool, qdt: DataType | None) -> np.ndarray:
+    """A (nested) list of Python numbers, converted exactly: numpy would
+    turn integers beyond int64 into float64, and bools into numbers."""
+    try:
+        obj = np.asarray(a, dtype=object)
+    except ValueError:
+        raise ValueError(f"{arg}: expected a rectangular list of numbers") from None
+    flat = obj.reshape(-1)
+    want = numbers.Integral if integral else numbers.Real
+    for k, v in enumerate(flat):
+        if isinstance(v, bool) or not isinstance(v, want):
+            raise TypeError(f"{arg}[{k}]: expected {'an integer' if integral else 'a real number'}, got {type(v).__name__}")
+    if not integral:
+        with np.errstate(over="ignore"):
+            return np.array([_float(v) for v in flat], np.float64).reshape(obj.shape)
+    assert qdt is not None
+    want = np.uint64 if qdt is DataType.UINT64 else np.int64
+    info = np.iinfo(want)
+    for k, v in enumerate(flat):
+        if not info.min <= v <= info.max:  # the type's range is checked with the arrays'
+            raise _zero_point_error(k, v, qdt)
+    return np.array([int(v) for v in flat], want).reshape(obj.shape)
+
+
+def _zero_point_error(k: int, value: Any, qdt: DataType) -> ValueError:
+    return ValueError(f"zero_point[{k}]: expected an integer in [{qdt.qmin}, {qdt.qmax}] for {qdt.short_name}, got {value}")
+
+
+def _float(v: Any) -> float:
+    try:
+        return float(v)
+    except OverflowError:  # an int beyond float64: check_values names it
+        return math.inf
 
 
 def _shaped(a: np.ndarray, lay: Layout, arg: str) -> np.ndarray:
@@ -80,7 +124,7 @@ def _shaped(a: np.ndarray, lay: Layout, arg: str) -> np.ndarray:
 
 def _scales(scale: Any, lay: Layout) -> np.ndarray:
     """Scales as a contiguous float32 or float64 array (no copy if already one)."""
-    a = _shaped(_numpy(scale, "scale"), lay, "scale")
+    a = _shaped(_numpy(scale, "scale", False), lay, "scale")
     if a.dtype.kind not in "fiu":
         raise TypeError(f"scale: expected real numbers, got dtype {a.dtype}")
     return np.ascontiguousarray(a, dtype=a.dtype if a.dtype in (np.float32, np.float64) else np.float64)
@@ -89,7 +133,7 @@ def _scales(scale: Any, lay: Layout) -> np.ndarray:
 def _zero_points(zero_point: Any, qdt: DataType, lay: Layout) -> np.ndarray:
     """Zero points as contiguous int64 (uint64 for UINT64); an integer that
     int64 cannot hold is reported here, the range by check_values."""
-    a = _shaped(_numpy(zero_point, "zero_point"), lay, "zero_point")
+    a = _shaped(_numpy(zero_point, "zero_point", True, qdt), lay, "zero_point")
     if a.dtype.kind not in "iu":
         raise TypeError(f"zero_point: expected integers, got dtype {a.dtype}")
     want = np.uint64 if qdt is DataType.UINT64 else np.int64
@@ -97,7 +141,7 @@ def _zero_points(zero_point: Any, qdt: DataType, lay: Layout) -> np.ndarray:
         bad = (a < 0) if want is np.uint64 else (a > np.iinfo(np.int64).max if a.dtype == np.uint64 else np.zeros(a.shape, bool))
         if bad.any():
             k = int(np.argmax(bad))
-            raise ValueError(f"zero_point[{k}]: expected an integer in [{qdt.qmin}, {qdt.qmax}] for {qdt.short_name}, got {a[k]}")
+            raise _zero_point_error(k, a[k], qdt)
     return np.ascontiguousarray(a, dtype=want)
 
 
@@ -115,7 +159,7 @@ def check_values(sets: Sets, fdt: DataType, qdt: DataType) -> None:
     bad = (z < qdt.qmin) | (z > qdt.qmax) if qdt is not DataType.UINT64 else np.zeros(z.shape, bool)
     if bad.any():
         k = int(np.argmax(bad))
-        raise ValueError(f"zero_point[{k}]: expected an integer in [{qdt.qmin}, {qdt.qmax}] for {qdt.short_name}, got {z[k]}")
+        raise _zero_point_error(k, z[k], qdt)
 
 
 def checked(scale: Any, zero_point: Any, fdt: DataType, qdt: DataType, lay: Layout) -> Sets:

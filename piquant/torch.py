@@ -73,7 +73,7 @@ def dequantize(
         packed = tensor.dtype in (torch.quint4x2, torch.quint2x4)
         qdt = resolve(tensor.dtype, "tensor")
         shape = tuple(tensor.shape)
-        tensor = tensor.int_repr().reshape(-1) if packed else tensor.int_repr()
+        tensor = _arrays.packed_bytes(tensor, "tensor") if packed else tensor.int_repr()
     else:
         qdt, shape = resolve(tensor.dtype, "tensor", quantized=True), None
     if out is None and reduce_op == "add":
