@@ -326,7 +326,7 @@ fn rejected(e: Rejected) c_int {
     return switch (e) {
         error.Null => fail(.invalid_argument, "ctx: expected a context, got NULL", .{}),
         error.NotAHandle => fail(.invalid_argument, "ctx: not a context handle", .{}),
-        error.Closed => fail(.closed, "ctx: this context was destroyed", .{}),
+        error.Closed => fail(.closed, "ctx: this context was closed (destroyed)", .{}),
     };
 }
 
