@@ -97,8 +97,9 @@ typedef struct piquant_minmax_result {
  * fork: in the child, contexts made before the fork keep working, but their
  * pool threads do not exist there, so every call runs on the calling thread
  * alone (piquant_context_num_threads returns 1) and destroy joins no thread.
- * A context that was being created or destroyed by another thread at the
- * moment of the fork is never freed in the child (a small, deliberate leak).
+ * The child never frees what the parent's threads owned: a context another
+ * thread was creating or destroying at the moment of the fork, and each pool
+ * thread's start record (a few bytes; leak checkers report them in the child).
  * Contexts created in the child get a full pool. (Detected with
  * pthread_atfork: a raw clone/fork system call bypasses it.) */
 typedef struct piquant_context piquant_context;
