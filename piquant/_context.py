@@ -53,8 +53,10 @@ class Context:
     ``num_threads`` counts the calling thread (default: PIQUANT_NUM_THREADS,
     else the CPUs this process may use); ``isa`` forces a kernel variant
     (default: PIQUANT_ISA, else the best this CPU runs). Safe to share
-    between threads. ``close()`` (or ``with``) frees it now; otherwise it is
-    freed when garbage collected.
+    between threads. ``close()`` (or ``with``) frees it once the calls in
+    flight on it return, and later calls raise RuntimeError; otherwise it is
+    freed when garbage collected. After ``fork``, an inherited context runs
+    on the calling thread alone.
     """
 
     _default: Context | None = None

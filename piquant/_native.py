@@ -72,8 +72,8 @@ ABI_VERSION = 3
 
 def explicit_path() -> Path | None:
     """PIQUANT_LIBRARY, unless unset or blank (the rule of every PIQUANT_* variable)."""
-    value = os.environ.get("PIQUANT_LIBRARY", "")
-    return Path(value) if value.strip() else None
+    value = os.environ.get("PIQUANT_LIBRARY", "").strip()
+    return Path(value) if value else None
 
 
 def candidates() -> list[Path]:
