@@ -131,7 +131,7 @@ def test_stale_handle_is_refused_not_reused():
     x, q = XS[1], np.empty(XS[1].size, np.uint8)
     others = [piquant.Context(2) for _ in range(3)]   # reuse the slot (and the memory)
     for attempt in range(2):
-        status = lib.piquant_quantize(stale, x.ctypes.data, 0, q.ctypes.data, 16, x.size, 0.02, 128, 0, 0)
+        status = lib.piquant_quantize(stale, x.ctypes.data, 0, q.ctypes.data, 20, x.size, 0.02, 128, 0, 0)
         assert status == 7, status
         assert b"ctx" in lib.piquant_last_error() and b"closed" in lib.piquant_last_error()
         try:
@@ -143,7 +143,7 @@ def test_stale_handle_is_refused_not_reused():
         for o in others:
             check(o)
     garbage = ctypes.c_void_p(0x7777_0000_1234)             # never a handle
-    assert lib.piquant_quantize(garbage, x.ctypes.data, 0, q.ctypes.data, 16, x.size, 0.02, 128, 0, 0) == 1
+    assert lib.piquant_quantize(garbage, x.ctypes.data, 0, q.ctypes.data, 20, x.size, 0.02, 128, 0, 0) == 1
     lib.piquant_context_destroy(garbage)
     for o in others:
         o.close()
