@@ -29,8 +29,8 @@ def backend_choice() -> str:
     if choice == "reference":
         return "reference"
     if library() is None:
-        if choice == "native":
-            raise OSError(f"PIQUANT_BACKEND=native, but {_load_error}")
+        if choice == "native" or _native.explicit_path():
+            raise OSError(f"PIQUANT_BACKEND=native, but {_load_error}" if choice == "native" else _load_error)
         warnings.warn(f"piquant: using the slow numpy reference backend: {_load_error}", RuntimeWarning, stacklevel=3)
         return "reference"
     return "native"
@@ -70,18 +70,24 @@ class NativeBackend:
         status = lib.piquant_context_create(num_threads, isa.encode() if isa is not None else None, ctypes.byref(handle))
         if status:
             _native.raise_status(lib, status)
+        # The handle stays valid after close: the library then answers every
+        # call on it with PIQUANT_ERR_CLOSED, so a call that read it before
+        # close() raises instead of touching freed memory.
         self._ctx = handle.value
         self.isa = lib.piquant_isa_name(lib.piquant_context_isa(self._ctx)).decode()
-        self.num_threads = int(lib.piquant_context_num_threads(self._ctx))
         self._quantize = lib.piquant_quantize
         self._dequantize = lib.piquant_dequantize
         self._fake_quantize = lib.piquant_fake_quantize
         self._execute = lib.piquant_execute
 
+    @property
+    def num_threads(self) -> int:
+        """1 in a forked child for a context made before the fork."""
+        return int(self._lib.piquant_context_num_threads(self._ctx))
+
     def close(self) -> None:
-        if self._ctx:
-            self._lib.piquant_context_destroy(self._ctx)
-            self._ctx = None
+        """Waits for the calls in flight, then frees the pool; later calls raise."""
+        self._lib.piquant_context_destroy(self._ctx)
 
     def quantize(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, scale: float, zp: int, mode: int, seed: int) -> None:
         self._check(self._quantize(self._ctx, src, src_dt.value, dst, dst_dt.value, n, scale, dst_dt.raw_zero_point(zp), mode, seed))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import operator
+import os
 import threading
 import weakref
 from enum import Enum, unique
 from typing import Any
+
+import numpy as np
 
 from . import _backend
 from ._checks import check_scale, check_seed, check_zero_point
@@ -49,18 +53,22 @@ class Context:
     ``num_threads`` counts the calling thread (default: PIQUANT_NUM_THREADS,
     else the CPUs this process may use); ``isa`` forces a kernel variant
     (default: PIQUANT_ISA, else the best this CPU runs). Safe to share
-    between threads. ``close()`` (or ``with``) frees it now; otherwise it is
-    freed when garbage collected.
+    between threads. ``close()`` (or ``with``) frees it once the calls in
+    flight on it return, and later calls raise RuntimeError; otherwise it is
+    freed when garbage collected. After ``fork``, an inherited context runs
+    on the calling thread alone.
     """
 
     _default: Context | None = None
     _default_lock = threading.Lock()
 
     def __init__(self, num_threads: int | None = None, *, isa: str | None = None) -> None:
-        if num_threads is not None and (not isinstance(num_threads, int) or isinstance(num_threads, bool) or not 1 <= num_threads <= 1024):
-            raise ValueError(f"num_threads: expected an integer from 1 to 1024 or None, got {num_threads!r}")
+        if num_threads is not None:
+            num_threads = _thread_count(num_threads)
         if isa is not None and not isinstance(isa, str):
             raise TypeError(f"isa: expected a string such as 'avx2' or None, got {isa!r}")
+        if isa is not None and "\0" in isa:
+            raise ValueError(f"isa: expected a variant name, got {isa!r} (contains a NUL character)")
         kind = _backend.backend_choice()
         cls = _backend.NativeBackend if kind == "native" else _backend.ReferenceBackend
         self._backend: Any = cls(num_threads or 0, isa)
@@ -135,6 +143,32 @@ class Context:
     def compute_quant_params_ptr_bfloat16(self, ptr: int, target_quant_dtype: DataType, numel: int) -> tuple[float, int]:
         _check_ptrs(ptr, ptr, numel)
         return self.backend.compute_params(ptr, DataType.BF16, numel, resolve(target_quant_dtype, "target_quant_dtype", quantized=True), False)
+
+
+def _thread_count(n: Any) -> int:
+    """Any integer (Python, numpy) but a bool, from 1 to 1024."""
+    if isinstance(n, (bool, np.bool_)):
+        raise TypeError(f"num_threads: expected an integer from 1 to 1024 or None, got {n!r}")
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"num_threads: expected an integer from 1 to 1024 or None, got {n!r}") from None
+    if not 1 <= n <= 1024:
+        raise ValueError(f"num_threads: expected an integer from 1 to 1024 or None, got {n!r}")
+    return n
+
+
+def _after_fork_in_child() -> None:
+    """A forked child gets a default context of its own (with a full pool)
+    on first use; contexts it inherited run every call on the calling
+    thread (see zig/pool.zig, orphan). The lock may have been held by a
+    thread that does not exist in the child."""
+    Context._default_lock = threading.Lock()
+    Context._default = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _check_ptrs(ptr_in: int, ptr_out: int, numel: int) -> None:

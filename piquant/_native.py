@@ -109,20 +109,27 @@ _SIGNATURES = {
 ABI_VERSION = 3
 
 
+def explicit_path() -> Path | None:
+    """PIQUANT_LIBRARY, unless unset or blank (the rule of every PIQUANT_* variable)."""
+    value = os.environ.get("PIQUANT_LIBRARY", "").strip()
+    return Path(value) if value else None
+
+
 def candidates() -> list[Path]:
     """Where the library may be: PIQUANT_LIBRARY if set (then only there:
     e.g. a ReleaseSafe build for the tests), else inside the installed
     package, then the in-tree development build (``python -m ziglang build``)."""
-    explicit = os.environ.get("PIQUANT_LIBRARY")
+    explicit = explicit_path()
     if explicit:
-        return [Path(explicit)]
+        return [explicit]
     here = Path(__file__).resolve().parent
     build_dir = "bin" if sys.platform == "win32" else "lib"  # where zig build installs a DLL
     return [here / LIBRARY_NAME, here.parent / "zig-out" / build_dir / LIBRARY_NAME]
 
 
 def load() -> tuple[ctypes.CDLL, Path]:
-    """The loaded library and its path; OSError if none loads."""
+    """The loaded library and its path; OSError if none loads (naming
+    PIQUANT_LIBRARY when it chose the file)."""
     errors = []
     for path in candidates():
         if not path.exists():
@@ -131,6 +138,10 @@ def load() -> tuple[ctypes.CDLL, Path]:
             lib = ctypes.CDLL(os.fspath(path))
         except OSError as e:
             errors.append(f"{path}: {e}")
+            continue
+        missing = [name for name in _SIGNATURES if not hasattr(lib, name)]
+        if missing:
+            errors.append(f"{path}: not a piquant library (no {missing[0]})")
             continue
         for name, (res, args) in _SIGNATURES.items():
             fn = getattr(lib, name)
@@ -141,7 +152,8 @@ def load() -> tuple[ctypes.CDLL, Path]:
             continue
         return lib, path
     tried = "; ".join(errors) or "not found in " + ", ".join(map(str, candidates()))
-    raise OSError(f"libpiquant could not be loaded ({tried})")
+    source = "PIQUANT_LIBRARY" if explicit_path() else "libpiquant"
+    raise OSError(f"{source} could not be loaded ({tried})")
 
 
 # Status codes of zig/include/piquant.h → Python exceptions.
@@ -152,6 +164,7 @@ _EXCEPTIONS: dict[int, type[Exception]] = {
     4: ValueError,
     5: MemoryError,
     6: NotImplementedError,
+    7: RuntimeError,  # the context was closed
 }
 
 

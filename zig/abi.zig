@@ -6,6 +6,8 @@ const std = @import("std");
 const types = @import("types.zig");
 const dispatch = @import("dispatch.zig");
 const pool_mod = @import("pool.zig");
+const Atomic = std.atomic.Value;
+const Futex = std.Thread.Futex;
 const options = @import("build_options");
 
 const DType = types.DType;
@@ -21,6 +23,7 @@ pub const Status = enum(c_int) {
     isa_unavailable = 4,
     resource = 5,
     unsupported = 6,
+    closed = 7,
 };
 
 threadlocal var last_error: [512:0]u8 = @splat(0);
@@ -90,10 +93,17 @@ fn getenv(comptime name: []const u8, buf: []u8) ?[]const u8 {
     return std.posix.getenv(name);
 }
 
+/// The rule for every PIQUANT_* variable: surrounding white space is
+/// ignored, and unset, empty or blank means the default (null).
+fn envValue(comptime name: []const u8, buf: []u8) ?[]const u8 {
+    const s = std.mem.trim(u8, getenv(name, buf) orelse return null, " \t\r\n");
+    return if (s.len == 0) null else s;
+}
+
 fn envThreads() !?usize {
     var buf: [64]u8 = undefined;
-    const s = getenv("PIQUANT_NUM_THREADS", &buf) orelse return null;
-    const v = std.fmt.parseInt(usize, std.mem.trim(u8, s, " "), 10) catch return error.Invalid;
+    const s = envValue("PIQUANT_NUM_THREADS", &buf) orelse return null;
+    const v = std.fmt.parseInt(usize, s, 10) catch return error.Invalid;
     if (v == 0 or v > 1024) return error.Invalid;
     return v;
 }
@@ -134,18 +144,17 @@ export fn piquant_default_num_threads() usize {
     return (envThreads() catch null) orelse pool_mod.availableCpus();
 }
 
-export fn piquant_context_create(num_threads: usize, isa_name: ?[*:0]const u8, out: ?*?*Context) c_int {
+export fn piquant_context_create(num_threads: usize, isa_name: ?[*:0]const u8, out: ?*?*Handle) c_int {
     const result = out orelse return fail(.invalid_argument, "out: expected a non-NULL pointer", .{});
     result.* = null;
     var env_buf: [64]u8 = undefined;
-    const requested: ?[]const u8 = if (isa_name) |p| std.mem.span(p) else getenv("PIQUANT_ISA", &env_buf);
+    const arg = if (isa_name == null) "PIQUANT_ISA" else "isa";
+    const requested: ?[]const u8 = if (isa_name) |p| std.mem.span(p) else envValue("PIQUANT_ISA", &env_buf);
     var isa = dispatch.best();
     if (requested) |name| {
-        if (name.len != 0) {
-            isa = parseIsa(name) orelse return fail(.isa_unavailable, "PIQUANT_ISA/isa: unknown ISA '{s}'; expected one of generic, sse42, avx2, avx512f, neon", .{name});
-            if (!dispatch.isBuilt(isa)) return fail(.isa_unavailable, "isa: '{s}' is not built for this architecture", .{name});
-            if (!dispatch.supported(isa)) return fail(.isa_unavailable, "isa: this CPU cannot run '{s}'", .{name});
-        }
+        isa = parseIsa(name) orelse return fail(.isa_unavailable, "{s}: unknown ISA '{s}'; expected one of generic, sse42, avx2, avx512f, neon", .{ arg, name });
+        if (!dispatch.isBuilt(isa)) return fail(.isa_unavailable, "{s}: '{s}' is not built for this architecture", .{ arg, name });
+        if (!dispatch.supported(isa)) return fail(.isa_unavailable, "{s}: this CPU cannot run '{s}'", .{ arg, name });
     }
     var threads = num_threads;
     if (threads == 0) {
@@ -160,22 +169,165 @@ export fn piquant_context_create(num_threads: usize, isa_name: ?[*:0]const u8, o
         alloc.destroy(ctx);
         return fail(.resource, "could not start {d} threads: {s}", .{ threads, @errorName(e) });
     };
-    result.* = ctx;
+    result.* = contexts.open(ctx) orelse {
+        ctx.pool.deinit();
+        alloc.destroy(ctx);
+        return fail(.resource, "more than {d} contexts are open", .{Contexts.capacity});
+    };
     return 0;
 }
 
-export fn piquant_context_destroy(ctx: ?*Context) void {
-    const c = ctx orelse return;
-    c.pool.deinit();
-    std.heap.c_allocator.destroy(c);
+/// Waits for the calls in flight on `handle` to return, then stops the
+/// pool's threads and frees the context. Calls that arrive meanwhile, and
+/// any later use of the handle, fail with PIQUANT_ERR_CLOSED.
+export fn piquant_context_destroy(handle: ?*Handle) void {
+    const ctx = contexts.close(handle) orelse return;
+    ctx.pool.deinit();
+    std.heap.c_allocator.destroy(ctx);
 }
 
-export fn piquant_context_num_threads(ctx: ?*const Context) usize {
-    return if (ctx) |c| c.pool.threadCount() else 0;
+export fn piquant_context_num_threads(handle: ?*const Handle) usize {
+    const ctx = contexts.enter(handle) catch return 0;
+    defer contexts.leave(handle);
+    return ctx.pool.threadCount();
 }
 
-export fn piquant_context_isa(ctx: ?*const Context) c_int {
-    return if (ctx) |c| @intFromEnum(c.isa) else -1;
+export fn piquant_context_isa(handle: ?*const Handle) c_int {
+    const ctx = contexts.enter(handle) catch return -1;
+    defer contexts.leave(handle);
+    return @intFromEnum(ctx.isa);
+}
+
+/// What C holds for a context: a slot index and the slot's generation, not
+/// an address. A handle outlives its context, so a call racing destroy, a
+/// stale copy or a second destroy finds a closed slot (or a newer
+/// generation) and fails, instead of reaching freed memory or a context
+/// created later in the same slot. Garbage handles fail the same way.
+const Handle = opaque {};
+
+const Contexts = struct {
+    const capacity = 1 << index_bits;
+    const index_bits = 16;
+    const Generation = std.meta.Int(.unsigned, @min(32, @bitSizeOf(usize) - index_bits));
+    /// In `Slot.calls`: the slot holds an open context. The other bits count
+    /// calls inside it (and, for an instant, calls that found it closed).
+    const open_bit: u32 = 1 << 31;
+
+    const Slot = struct {
+        calls: Atomic(u32) = .init(0),
+        /// Of the slot's current or next context, written under `lock` while
+        /// closed. Handles carry it plus 1, so no handle is NULL.
+        generation: Atomic(Generation) = .init(0),
+        ctx: ?*Context = null,
+        next_free: u32 = 0,
+    };
+
+    /// Guards slot allocation and open/close; never held during a call.
+    lock: std.Thread.Mutex = .{},
+    slots: [capacity]Slot = @splat(.{}),
+    used: Atomic(u32) = .init(0),
+    /// 1 + the first free slot below `used`, 0 if none.
+    free: u32 = 0,
+
+    const Decoded = struct { slot: *Slot, index: u32, generation: usize };
+
+    fn decode(self: *Contexts, handle: ?*const Handle) ?Decoded {
+        const h = @intFromPtr(handle orelse return null);
+        const index: u32 = @intCast(h & (capacity - 1));
+        if (index >= self.used.load(.acquire)) return null;
+        return .{ .slot = &self.slots[index], .index = index, .generation = (h >> index_bits) -% 1 };
+    }
+
+    fn open(self: *Contexts, ctx: *Context) ?*Handle {
+        // Not under `lock`: fork holds libc's at-fork lock while it runs atForkPrepare.
+        at_fork.call();
+        self.lock.lock();
+        defer self.lock.unlock();
+        const index = if (self.free != 0) self.free - 1 else self.used.load(.monotonic);
+        if (index == capacity) return null;
+        const slot = &self.slots[index];
+        if (self.free != 0) self.free = slot.next_free else self.used.store(index + 1, .release);
+        slot.ctx = ctx;
+        _ = slot.calls.fetchOr(open_bit, .release);
+        return @ptrFromInt((@as(usize, slot.generation.load(.monotonic)) + 1) << index_bits | index);
+    }
+
+    /// The context of `handle`, held open until `leave(handle)`.
+    fn enter(self: *Contexts, handle: ?*const Handle) Rejected!*Context {
+        if (handle == null) return error.Null;
+        const h = self.decode(handle) orelse return error.NotAHandle;
+        if (h.slot.calls.fetchAdd(1, .acquire) & open_bit != 0 and h.slot.generation.load(.monotonic) == h.generation) return h.slot.ctx.?;
+        self.leave(handle);
+        return error.Closed;
+    }
+
+    fn leave(self: *Contexts, handle: ?*const Handle) void {
+        const slot = self.decode(handle).?.slot;
+        if (slot.calls.fetchSub(1, .release) == 1) Futex.wake(&slot.calls, std.math.maxInt(u32)); // a closed slot's last call
+    }
+
+    /// Closes `handle` and returns its context once no call is inside it;
+    /// null if it is not open (NULL, destroyed, never made).
+    fn close(self: *Contexts, handle: ?*Handle) ?*Context {
+        const h = self.decode(handle) orelse return null;
+        {
+            self.lock.lock();
+            defer self.lock.unlock();
+            if (h.slot.generation.load(.monotonic) != h.generation or h.slot.calls.load(.monotonic) & open_bit == 0) return null;
+            _ = h.slot.calls.fetchAnd(~open_bit, .acquire);
+        }
+        while (true) {
+            const calls = h.slot.calls.load(.acquire);
+            if (calls == 0) break;
+            Futex.wait(&h.slot.calls, calls);
+        }
+        self.lock.lock();
+        defer self.lock.unlock();
+        const ctx = h.slot.ctx.?;
+        h.slot.ctx = null;
+        const g = h.slot.generation.load(.monotonic);
+        h.slot.generation.store(if (g == std.math.maxInt(Generation) - 1) 0 else g + 1, .monotonic);
+        h.slot.next_free = self.free;
+        self.free = h.index + 1;
+        return ctx;
+    }
+
+    // fork: the prepare handler holds `lock`, so the child sees no slot half
+    // opened or closed. In the child only the forking thread exists: no call
+    // is inside any context, and every pool's workers were the parent's.
+    var at_fork = std.once(struct {
+        fn register() void {
+            if (@import("builtin").os.tag != .windows) _ = std.c.pthread_atfork(atForkPrepare, atForkParent, atForkChild);
+        }
+    }.register);
+
+    fn atForkPrepare() callconv(.c) void {
+        contexts.lock.lock();
+    }
+
+    fn atForkParent() callconv(.c) void {
+        contexts.lock.unlock();
+    }
+
+    fn atForkChild() callconv(.c) void {
+        contexts.lock = .{};
+        for (contexts.slots[0..contexts.used.raw]) |*slot| {
+            slot.calls.raw &= open_bit;
+            if (slot.ctx) |ctx| ctx.pool.orphan();
+        }
+    }
+};
+
+var contexts: Contexts = .{};
+
+const Rejected = error{ Null, NotAHandle, Closed };
+
+fn rejected(e: Rejected) c_int {
+    return switch (e) {
+        error.Null => fail(.invalid_argument, "ctx: expected a context, got NULL", .{}),
+        error.NotAHandle => fail(.invalid_argument, "ctx: not a context handle", .{}),
+        error.Closed => fail(.closed, "ctx: this context was closed (destroyed)", .{}),
+    };
 }
 
 fn checkBuffers(ctx: ?*Context, in: ?*const anyopaque, out: ?*anyopaque, numel: usize) c_int {
@@ -350,7 +502,9 @@ fn run(ctx: *Context, kernel: types.Kernel, args: types.Args, params: ParamArg, 
     return 0;
 }
 
-fn quantizeWith(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, params: ParamArg, round_mode: types.RoundMode, seed: u64) c_int {
+fn quantizeWith(handle: ?*Handle, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, params: ParamArg, round_mode: types.RoundMode, seed: u64) c_int {
+    const ctx: ?*Context = contexts.enter(handle) catch |e| return rejected(e);
+    defer contexts.leave(handle);
     const s = checkCall(ctx, in, out, numel, "dtype_in", dtype_in, "dtype_out", dtype_out, params, round_mode, null);
     if (s != 0) return s;
     return run(ctx.?, ctx.?.kernels.quantize, .{
@@ -367,7 +521,9 @@ fn quantizeWith(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*a
     }, params, numel, dtype_out);
 }
 
-fn dequantizeWith(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, params: ParamArg, reduce_op: types.ReduceOp) c_int {
+fn dequantizeWith(handle: ?*Handle, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, params: ParamArg, reduce_op: types.ReduceOp) c_int {
+    const ctx: ?*Context = contexts.enter(handle) catch |e| return rejected(e);
+    defer contexts.leave(handle);
     const s = checkCall(ctx, in, out, numel, "dtype_out", dtype_out, "dtype_in", dtype_in, params, null, reduce_op);
     if (s != 0) return s;
     return run(ctx.?, ctx.?.kernels.dequantize, .{
@@ -384,7 +540,9 @@ fn dequantizeWith(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?
     }, params, numel, dtype_out);
 }
 
-fn fakeQuantizeWith(ctx: ?*Context, in: ?*const anyopaque, dtype: DType, out: ?*anyopaque, numel: usize, dtype_q: DType, params: ParamArg, round_mode: types.RoundMode, seed: u64, reduce_op: types.ReduceOp) c_int {
+fn fakeQuantizeWith(handle: ?*Handle, in: ?*const anyopaque, dtype: DType, out: ?*anyopaque, numel: usize, dtype_q: DType, params: ParamArg, round_mode: types.RoundMode, seed: u64, reduce_op: types.ReduceOp) c_int {
+    const ctx: ?*Context = contexts.enter(handle) catch |e| return rejected(e);
+    defer contexts.leave(handle);
     const s = checkCall(ctx, in, out, numel, "dtype", dtype, "dtype_q", dtype_q, params, round_mode, reduce_op);
     if (s != 0) return s;
     return run(ctx.?, ctx.?.kernels.fake_quantize, .{
@@ -401,27 +559,27 @@ fn fakeQuantizeWith(ctx: ?*Context, in: ?*const anyopaque, dtype: DType, out: ?*
     }, params, numel, dtype);
 }
 
-export fn piquant_quantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, scale: f64, zero_point: i64, round_mode: types.RoundMode, seed: u64) c_int {
+export fn piquant_quantize(ctx: ?*Handle, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, scale: f64, zero_point: i64, round_mode: types.RoundMode, seed: u64) c_int {
     return quantizeWith(ctx, in, dtype_in, out, dtype_out, numel, .{ .tensor = .{ .scale = scale, .zero_point = zero_point } }, round_mode, seed);
 }
 
-export fn piquant_dequantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, scale: f64, zero_point: i64, reduce_op: types.ReduceOp) c_int {
+export fn piquant_dequantize(ctx: ?*Handle, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, scale: f64, zero_point: i64, reduce_op: types.ReduceOp) c_int {
     return dequantizeWith(ctx, in, dtype_in, out, dtype_out, numel, .{ .tensor = .{ .scale = scale, .zero_point = zero_point } }, reduce_op);
 }
 
-export fn piquant_fake_quantize(ctx: ?*Context, in: ?*const anyopaque, dtype: DType, out: ?*anyopaque, numel: usize, dtype_q: DType, scale: f64, zero_point: i64, round_mode: types.RoundMode, seed: u64, reduce_op: types.ReduceOp) c_int {
+export fn piquant_fake_quantize(ctx: ?*Handle, in: ?*const anyopaque, dtype: DType, out: ?*anyopaque, numel: usize, dtype_q: DType, scale: f64, zero_point: i64, round_mode: types.RoundMode, seed: u64, reduce_op: types.ReduceOp) c_int {
     return fakeQuantizeWith(ctx, in, dtype, out, numel, dtype_q, .{ .tensor = .{ .scale = scale, .zero_point = zero_point } }, round_mode, seed, reduce_op);
 }
 
-export fn piquant_quantize_grouped(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, params: ?*const GroupParams, round_mode: types.RoundMode, seed: u64) c_int {
+export fn piquant_quantize_grouped(ctx: ?*Handle, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, params: ?*const GroupParams, round_mode: types.RoundMode, seed: u64) c_int {
     return quantizeWith(ctx, in, dtype_in, out, dtype_out, numel, .{ .groups = params }, round_mode, seed);
 }
 
-export fn piquant_dequantize_grouped(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, params: ?*const GroupParams, reduce_op: types.ReduceOp) c_int {
+export fn piquant_dequantize_grouped(ctx: ?*Handle, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, params: ?*const GroupParams, reduce_op: types.ReduceOp) c_int {
     return dequantizeWith(ctx, in, dtype_in, out, dtype_out, numel, .{ .groups = params }, reduce_op);
 }
 
-export fn piquant_fake_quantize_grouped(ctx: ?*Context, in: ?*const anyopaque, dtype: DType, out: ?*anyopaque, numel: usize, dtype_q: DType, params: ?*const GroupParams, round_mode: types.RoundMode, seed: u64, reduce_op: types.ReduceOp) c_int {
+export fn piquant_fake_quantize_grouped(ctx: ?*Handle, in: ?*const anyopaque, dtype: DType, out: ?*anyopaque, numel: usize, dtype_q: DType, params: ?*const GroupParams, round_mode: types.RoundMode, seed: u64, reduce_op: types.ReduceOp) c_int {
     return fakeQuantizeWith(ctx, in, dtype, out, numel, dtype_q, .{ .groups = params }, round_mode, seed, reduce_op);
 }
 
@@ -436,7 +594,9 @@ export fn piquant_gguf_block_bytes(t: types.GgufType) usize {
     return t.blockBytes();
 }
 
-export fn piquant_gguf_quantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, gguf_type: types.GgufType, numel: usize) c_int {
+export fn piquant_gguf_quantize(handle: ?*Handle, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, gguf_type: types.GgufType, numel: usize) c_int {
+    const ctx: ?*Context = contexts.enter(handle) catch |e| return rejected(e);
+    defer contexts.leave(handle);
     var s = checkBuffers(ctx, in, out, numel);
     if (s == 0 and !dtype_in.isFloat()) s = fail(.unsupported_dtype, "dtype_in: expected a float type (F32, BF16, F16, F64), got {d}", .{@intFromEnum(dtype_in)});
     if (s == 0) s = checkGguf(gguf_type, numel);
@@ -446,7 +606,9 @@ export fn piquant_gguf_quantize(ctx: ?*Context, in: ?*const anyopaque, dtype_in:
     return 0;
 }
 
-export fn piquant_gguf_dequantize(ctx: ?*Context, in: ?*const anyopaque, gguf_type: types.GgufType, out: ?*anyopaque, dtype_out: DType, numel: usize) c_int {
+export fn piquant_gguf_dequantize(handle: ?*Handle, in: ?*const anyopaque, gguf_type: types.GgufType, out: ?*anyopaque, dtype_out: DType, numel: usize) c_int {
+    const ctx: ?*Context = contexts.enter(handle) catch |e| return rejected(e);
+    defer contexts.leave(handle);
     var s = checkBuffers(ctx, in, out, numel);
     if (s == 0) s = checkGguf(gguf_type, numel);
     if (s == 0 and !dtype_out.isFloat()) s = fail(.unsupported_dtype, "dtype_out: expected a float type (F32, BF16, F16, F64), got {d}", .{@intFromEnum(dtype_out)});
@@ -492,7 +654,7 @@ pub const Call = extern struct {
     pub const Op = enum(c_int) { quantize = 0, dequantize = 1, fake_quantize = 2, _ };
 };
 
-export fn piquant_execute(ctx: ?*Context, call: ?*const Call) c_int {
+export fn piquant_execute(ctx: ?*Handle, call: ?*const Call) c_int {
     const c = call orelse return fail(.invalid_argument, "call: expected a pointer, got NULL", .{});
     return switch (c.op) {
         .quantize => piquant_quantize(ctx, c.in, c.float_type, c.out, c.quant_type, c.numel, c.scale, c.zero_point, c.round_mode, c.seed),
@@ -507,7 +669,9 @@ const no_elements: [1]u8 = .{0};
 var no_output: [1]u8 = .{0};
 
 /// Smallest and largest non-NaN values (+inf/-inf when there are none).
-export fn piquant_minmax(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, numel: usize, out: ?*types.MinMax) c_int {
+export fn piquant_minmax(handle: ?*Handle, in: ?*const anyopaque, dtype_in: DType, numel: usize, out: ?*types.MinMax) c_int {
+    const ctx: ?*Context = contexts.enter(handle) catch |e| return rejected(e);
+    defer contexts.leave(handle);
     if (checkBuffers(ctx, in, out, numel) != 0) return @intFromEnum(Status.invalid_argument);
     if (out == null) return fail(.invalid_argument, "out: expected a pointer, got NULL", .{});
     if (!dtype_in.isFloat()) return fail(.unsupported_dtype, "dtype_in: expected a float type (F32, BF16, F16, F64), got {d}", .{@intFromEnum(dtype_in)});
@@ -565,7 +729,9 @@ fn streamCopy(dst: []u8, src: []const u8) void {
 /// The memory roofline the benchmarks compare against: a copy of `nbytes`
 /// (dst non-NULL, with non-temporal stores) or a read of them (dst NULL),
 /// split over the context's pool the way the kernels are.
-export fn piquant_stream(ctx: ?*Context, src: ?*const anyopaque, dst: ?*anyopaque, nbytes: usize) c_int {
+export fn piquant_stream(handle: ?*Handle, src: ?*const anyopaque, dst: ?*anyopaque, nbytes: usize) c_int {
+    const ctx: ?*Context = contexts.enter(handle) catch |e| return rejected(e);
+    defer contexts.leave(handle);
     if (checkBuffers(ctx, src, if (dst) |d| d else @constCast(src), nbytes) != 0) return @intFromEnum(Status.invalid_argument);
     const Stream = struct {
         src: [*]const u8,
@@ -618,7 +784,9 @@ pub fn paramsFromRange(comptime C: type, mm: types.MinMax, q: DType, symmetric: 
     return .{ .scale = scale, .zero_point = zp };
 }
 
-export fn piquant_compute_params(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, numel: usize, dtype_q: DType, symmetric: c_int, out_scale: ?*f64, out_zero_point: ?*i64) c_int {
+export fn piquant_compute_params(handle: ?*Handle, in: ?*const anyopaque, dtype_in: DType, numel: usize, dtype_q: DType, symmetric: c_int, out_scale: ?*f64, out_zero_point: ?*i64) c_int {
+    const ctx: ?*Context = contexts.enter(handle) catch |e| return rejected(e);
+    defer contexts.leave(handle);
     if (checkBuffers(ctx, in, out_scale, numel) != 0) return @intFromEnum(Status.invalid_argument);
     if (out_scale == null or out_zero_point == null) return fail(.invalid_argument, "out_scale/out_zero_point: expected pointers, got NULL", .{});
     const s = checkTypes("dtype_in", dtype_in, "dtype_q", dtype_q);
@@ -702,7 +870,9 @@ const GroupMinMax = struct {
 
 /// compute_params for each of `count` sets (element i belongs to set
 /// (i / inner) % count), into scales[count] and zero_points[count].
-export fn piquant_compute_params_grouped(ctx: ?*Context, in: ?*const anyopaque, dtype_in: DType, numel: usize, dtype_q: DType, symmetric: c_int, count: usize, inner: usize, out_scales: ?[*]f64, out_zero_points: ?[*]i64) c_int {
+export fn piquant_compute_params_grouped(handle: ?*Handle, in: ?*const anyopaque, dtype_in: DType, numel: usize, dtype_q: DType, symmetric: c_int, count: usize, inner: usize, out_scales: ?[*]f64, out_zero_points: ?[*]i64) c_int {
+    const ctx: ?*Context = contexts.enter(handle) catch |e| return rejected(e);
+    defer contexts.leave(handle);
     if (checkBuffers(ctx, in, @ptrCast(out_scales), numel) != 0) return @intFromEnum(Status.invalid_argument);
     if (out_scales == null or out_zero_points == null) return fail(.invalid_argument, "out_scales/out_zero_points: expected arrays of count values, got NULL", .{});
     var s = checkTypes("dtype_in", dtype_in, "dtype_q", dtype_q);

@@ -50,6 +50,8 @@ pub const Pool = struct {
     /// is made only when someone sleeps.
     sleepers: Atomic(u32) = .init(0),
     caller_sleeps: Atomic(bool) = .init(false),
+    /// Set in a forked child (see `orphan`): the workers are the parent's.
+    orphaned: bool = false,
 
     /// `num_threads` counts the calling thread, so it spawns one fewer worker.
     pub fn init(self: *Pool, allocator: std.mem.Allocator, num_threads: usize) !void {
@@ -70,21 +72,31 @@ pub const Pool = struct {
     }
 
     pub fn deinit(self: *Pool) void {
-        self.stopping.store(true, .release);
-        _ = self.epoch.fetchAdd(1, .release);
-        Futex.wake(&self.epoch, std.math.maxInt(u32));
-        for (self.workers) |t| t.join();
+        if (!self.orphaned) {
+            self.stopping.store(true, .release);
+            _ = self.epoch.fetchAdd(1, .release);
+            Futex.wake(&self.epoch, std.math.maxInt(u32));
+            for (self.workers) |t| t.join();
+        }
         self.allocator.free(self.workers);
     }
 
+    /// For a forked child, where only the forking thread exists (call it
+    /// there, before any other thread starts): the workers and whatever job
+    /// or lock they held were the parent's. From now on every job runs on its
+    /// caller alone, and deinit joins nothing.
+    pub fn orphan(self: *Pool) void {
+        self.orphaned = true;
+    }
+
     pub fn threadCount(self: *const Pool) usize {
-        return self.workers.len + 1;
+        return if (self.orphaned) 1 else self.workers.len + 1;
     }
 
     /// Runs every chunk of `job` and returns when all are done. If another
     /// caller holds the pool, this caller runs its job alone rather than wait.
     pub fn run(self: *Pool, job: Job) void {
-        if (self.workers.len == 0 or job.chunks <= 1 or !self.busy.tryLock()) {
+        if (self.threadCount() == 1 or job.chunks <= 1 or !self.busy.tryLock()) {
             for (0..job.chunks) |c| job.run(job.ctx, c);
             return;
         }
@@ -172,6 +184,31 @@ fn cgroupQuota() ?usize {
     const period = std.fmt.parseInt(u64, it.next() orelse return null, 10) catch return null;
     if (period == 0) return null;
     return @intCast(@max(1, (quota + period - 1) / period));
+}
+
+test "an orphaned pool runs jobs on the caller and deinit joins nothing" {
+    var pool: Pool = undefined;
+    try pool.init(std.testing.allocator, 2);
+    // As in a forked child: a job was in flight and its lock held when the workers vanished.
+    pool.busy.lock();
+    pool.orphan();
+    var hits: [64]u32 = @splat(0);
+    const Ctx = struct {
+        fn run(ctx: *const anyopaque, chunk: usize) void {
+            const h: *[64]u32 = @ptrCast(@alignCast(@constCast(ctx)));
+            h[chunk] += 1;
+        }
+    };
+    pool.run(.{ .ctx = &hits, .run = Ctx.run, .chunks = hits.len });
+    for (hits) |h| try std.testing.expectEqual(@as(u32, 1), h);
+    try std.testing.expectEqual(@as(usize, 1), pool.threadCount());
+    // Here the worker does exist: stop it as the parent would, then deinit must not wait for it.
+    pool.stopping.store(true, .release);
+    _ = pool.epoch.fetchAdd(1, .release);
+    Futex.wake(&pool.epoch, 1);
+    const worker = pool.workers[0];
+    pool.deinit();
+    worker.join();
 }
 
 test "pool runs every chunk exactly once" {

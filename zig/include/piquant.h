@@ -27,7 +27,8 @@ typedef enum piquant_status {
     PIQUANT_ERR_INVALID_VALUE = 3,     /* scale or zero_point out of range; non-finite data */
     PIQUANT_ERR_ISA_UNAVAILABLE = 4,   /* requested ISA unknown or not runnable here */
     PIQUANT_ERR_RESOURCE = 5,          /* out of memory, could not start threads */
-    PIQUANT_ERR_UNSUPPORTED = 6        /* a valid request this version does not implement */
+    PIQUANT_ERR_UNSUPPORTED = 6,       /* a valid request this version does not implement */
+    PIQUANT_ERR_CLOSED = 7             /* the context was destroyed (see piquant_context) */
 } piquant_status;
 
 /* Element types. Floats are below 16, quantized types from 16 on.
@@ -82,7 +83,25 @@ typedef struct piquant_minmax_result {
 
 /* An opaque context: a kernel table and a thread pool. A context may be used
  * by several threads at once (calls that find its pool busy run on the
- * calling thread alone). Destroy it once, after its last call. */
+ * calling thread alone).
+ *
+ * Lifetime: piquant_context_destroy may be called while other threads are
+ * inside calls on the context. It closes the context at once, waits for the
+ * calls in flight to return (they finish normally), then stops the threads
+ * and frees it. Calls that arrive once destroy has begun return
+ * PIQUANT_ERR_CLOSED. A handle is an index with a generation, not an
+ * address: after destroy it never refers to another context, and every call
+ * with it (destroy included) keeps failing with PIQUANT_ERR_CLOSED (destroy:
+ * does nothing) — no use after free. At most 65536 contexts are open at once.
+ *
+ * fork: in the child, contexts made before the fork keep working, but their
+ * pool threads do not exist there, so every call runs on the calling thread
+ * alone (piquant_context_num_threads returns 1) and destroy joins no thread.
+ * The child never frees what the parent's threads owned: a context another
+ * thread was creating or destroying at the moment of the fork, and each pool
+ * thread's start record (a few bytes; leak checkers report them in the child).
+ * Contexts created in the child get a full pool. (Detected with
+ * pthread_atfork: a raw clone/fork system call bypasses it.) */
 typedef struct piquant_context piquant_context;
 
 /* The library's ABI version (PIQUANT_ABI_VERSION when header and library match). */
@@ -103,15 +122,18 @@ size_t piquant_default_num_threads(void);
 
 /* Creates a context.
  *   num_threads: threads including the caller; 0 = piquant_default_num_threads().
- *   isa: variant name ("generic", "sse42", "avx2", "avx512f", "neon"); NULL uses
- *        the PIQUANT_ISA environment variable if set and non-empty, else the best.
+ *   isa: variant name, exactly ("generic", "sse42", "avx2", "avx512f", "neon";
+ *        "" is not one); NULL uses PIQUANT_ISA, else the best. Environment
+ *        variables (PIQUANT_ISA, PIQUANT_NUM_THREADS) ignore surrounding
+ *        white space; unset, empty or blank means the default.
  *   out: receives the context (NULL on failure). */
 int piquant_context_create(size_t num_threads, const char *isa, piquant_context **out);
-/* Stops the pool's threads and frees the context; NULL is ignored. */
+/* Waits for the calls in flight, stops the pool's threads and frees the
+ * context (see piquant_context); NULL or a destroyed handle is ignored. */
 void piquant_context_destroy(piquant_context *ctx);
-/* Threads of a context (including the caller), 0 for NULL. */
+/* Threads of a context (including the caller), 0 for NULL or a destroyed one. */
 size_t piquant_context_num_threads(const piquant_context *ctx);
-/* The piquant_isa a context runs, -1 for NULL. */
+/* The piquant_isa a context runs, -1 for NULL or a destroyed one. */
 int piquant_context_isa(const piquant_context *ctx);
 
 /* Parameters shared by the functions below.
