@@ -1,33 +1,16 @@
-//! Builds libpiquant: zig/kernels.zig is compiled once per ISA variant into
-//! an object for that CPU model; the C ABI (zig/abi.zig) is compiled for the
-//! baseline CPU of the target and links them all into one shared library.
+//! Builds libpiquant: the kernel tree (root zig/kernels.zig) is compiled
+//! once per ISA variant of zig/isa.zig into an object for that CPU model;
+//! the C ABI (zig/abi.zig) is compiled for the baseline CPU of the target and
+//! links them all into one shared library.
 //!
 //!   python -m ziglang build                     # ReleaseFast into zig-out/
 //!   python -m ziglang build -Doptimize=ReleaseSafe
 //!   python -m ziglang build test                # unit tests
 
 const std = @import("std");
+const isa = @import("zig/isa.zig");
 
 const version = "0.1.0";
-
-const Variant = struct {
-    name: []const u8,
-    model: *const std.Target.Cpu.Model,
-    add: []const std.Target.x86.Feature = &.{},
-    /// The feature whose absence on the build host skips this variant's unit tests.
-    key: ?std.Target.x86.Feature = null,
-};
-
-fn x86Variants() []const Variant {
-    const cpu = std.Target.x86.cpu;
-    return &.{
-        .{ .name = "generic", .model = &cpu.x86_64 },
-        .{ .name = "sse42", .model = &cpu.x86_64_v2, .key = .sse4_2 },
-        .{ .name = "avx2", .model = &cpu.x86_64_v3, .key = .avx2 },
-        // AVX-512F alone on top of v3, so CPUs without BW/DQ/VL qualify.
-        .{ .name = "avx512f", .model = &cpu.x86_64_v3, .add = &.{ .avx512f, .evex512 }, .key = .avx512f },
-    };
-}
 
 pub fn build(b: *std.Build) void {
     // Release by default: the differential tests compare this build's results.
@@ -51,14 +34,8 @@ pub fn build(b: *std.Build) void {
 
     const lib = b.addLibrary(.{ .name = "piquant", .linkage = .dynamic, .root_module = abi_module });
 
-    const variants: []const Variant = switch (arch) {
-        .x86_64 => x86Variants(),
-        .aarch64 => &.{
-            .{ .name = "generic", .model = std.Target.Cpu.Model.generic(.aarch64) },
-            .{ .name = "neon", .model = std.Target.Cpu.Model.generic(.aarch64) },
-        },
-        else => &.{.{ .name = "generic", .model = std.Target.Cpu.Model.generic(arch) }},
-    };
+    const listed = isa.forArch(arch);
+    const variants: []const isa.Variant = if (listed.len != 0) listed else &.{.{ .isa = .generic, .arch = arch, .model = std.Target.Cpu.Model.generic(arch) }};
 
     const test_step = b.step("test", "Run the Zig unit tests");
     for (variants) |v| {
@@ -66,7 +43,7 @@ pub fn build(b: *std.Build) void {
         q.cpu_model = .{ .explicit = v.model };
         q.cpu_features_add = std.Target.x86.featureSet(v.add);
         const kernel_options = b.addOptions();
-        kernel_options.addOption([]const u8, "isa", v.name);
+        kernel_options.addOption([]const u8, "isa", @tagName(v.isa));
         const module = b.createModule(.{
             .root_source_file = b.path("zig/kernels.zig"),
             .target = b.resolveTargetQuery(q),
@@ -74,11 +51,11 @@ pub fn build(b: *std.Build) void {
             .pic = true,
         });
         module.addOptions("build_options", kernel_options);
-        lib.root_module.addObject(b.addObject(.{ .name = b.fmt("kernels_{s}", .{v.name}), .root_module = module }));
+        lib.root_module.addObject(b.addObject(.{ .name = b.fmt("kernels_{s}", .{@tagName(v.isa)}), .root_module = module }));
 
         // Unit tests of a variant run only where this machine can execute it.
         const host = b.graph.host.result;
-        const runnable = if (v.key) |k| host.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(host.cpu.features, k) else true;
+        const runnable = if (v.requires) |k| host.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(host.cpu.features, k) else true;
         if (runnable) {
             test_step.dependOn(&b.addRunArtifact(b.addTest(.{ .root_module = module })).step);
         }

@@ -1,35 +1,6 @@
-"""llama.cpp / GGUF block formats Q8_0, Q4_0 and Q4_1, as specified by
-ggml-quants.c and mirrored by the `gguf` package's numpy code — the spec of
-piquant's native kernels of these formats.
-
-Blocks of 32 float32 values (float16/bfloat16 inputs are widened exactly,
-float64 rounded to nearest); `d` and `m` are stored as IEEE float16 (round
-to nearest even), but the quantization itself uses the unrounded float32 `d`.
-All arithmetic is float32, one operation at a time; ``inv(d)`` is 0 if d = 0,
-else 1/d.
-
-- Q8_0 (34 bytes): amax = max |x|; d = amax / 127; v = x · inv(d);
-  q = round_half_away_from_zero(v); bytes: f16(d), 32 × int8 q.
-- Q4_0 (18 bytes): v = the element of largest magnitude (the first on ties);
-  d = v / -8; w = x · inv(d) + 8.5; q = clip(trunc(w), 0, 15);
-  bytes: f16(d), then 16 bytes: byte j = q[j] | q[j + 16] << 4.
-- Q4_1 (20 bytes): d = (max - min) / 15; w = (x - min) · inv(d) + 0.5;
-  q = clip(trunc(w), 0, 15); bytes: f16(d), f16(min), then the nibbles as Q4_0.
-
-Beyond what ggml defines (blocks with NaN, ±inf, or mixed-sign zeros):
-- a code whose v or w is not finite is 0 — what the gguf package's numpy cast
-  gives on x86-64;
-- a block with a NaN takes its first NaN as amax (its magnitude), as the
-  largest-magnitude element, and as both max and min of Q4_1 — as numpy's
-  NaN-propagating max/argmax do for the quiet NaN `np.nan`;
-- a Q4_1 min that is zero is -0 if the block holds a -0, else +0; a max that
-  is zero is +0 if the block holds a +0, else -0 (IEEE 754-2019
-  minimum/maximum). numpy's reductions pick either sign depending on where
-  the zeros sit, so the gguf package may store the other sign in such blocks.
-
-Dequantization: Q8_0 x = f32(q) · f32(d); Q4_0 x = f32(d) · (q - 8);
-Q4_1 x = f32(d) · q + f32(m) (if both f32(d) · q and m are NaN, the former).
-"""
+"""docs/semantics.md, *GGUF block formats (llama.cpp)*: Q8_0, Q4_0 and Q4_1,
+which the section specifies (ggml-quants.c's formulas, and what they leave
+open: NaN, infinities, signed zeros)."""
 
 from __future__ import annotations
 
@@ -73,7 +44,7 @@ def _first_nan(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _signed_zero(v: np.ndarray, b: np.ndarray, negative: bool) -> np.ndarray:
-    """A zero max/min given its sign by the rule of the module docstring."""
+    """A zero max/min given its sign by the rule of the spec (IEEE 754-2019 maximum/minimum)."""
     holds = (np.signbit(b) == negative) & (b == 0)
     zero = np.where(holds.any(axis=1, keepdims=True), np.float32(-0.0 if negative else 0.0), np.float32(0.0 if negative else -0.0))
     return np.where(v == 0, zero, v).astype(np.float32)

@@ -1,6 +1,7 @@
-//! The C ABI (zig/include/piquant.h): argument checking, status codes and
-//! messages, and splitting calls over the context's thread pool. Nothing
-//! here aborts: every failure is a status and a thread-local message.
+//! The C ABI (zig/include/piquant.h), the thin edge: argument checks,
+//! status codes and messages, contexts, and calls into the kernel table
+//! split over the context's pool (parallel.zig). Nothing here aborts: every
+//! failure is a status and a thread-local message.
 
 const std = @import("std");
 const types = @import("types.zig");
@@ -8,10 +9,12 @@ const dispatch = @import("dispatch.zig");
 const pool_mod = @import("pool.zig");
 const Atomic = std.atomic.Value;
 const Futex = std.Thread.Futex;
+const parallel = @import("parallel.zig");
+const params_mod = @import("params.zig");
 const options = @import("build_options");
 
 const DType = types.DType;
-const Isa = types.Isa;
+const Isa = @import("isa.zig").Isa;
 
 pub const abi_version: u32 = 3;
 
@@ -39,39 +42,6 @@ const Context = struct {
     isa: Isa,
     kernels: *const types.KernelTable,
 };
-
-/// Calls at or above this many elements are split over the pool; below it
-/// the calling thread does the work alone and no worker is woken.
-const parallel_min_elements = 1 << 15;
-const min_chunk_elements = 1 << 14;
-
-/// Below this many elements a call is split into one chunk per thread: the
-/// caller nearly always takes the first, so repeated calls on the same
-/// arrays find each part in the cache of the core that did it last time.
-/// Larger calls stream from memory, where more chunks balance the load.
-const affinity_max_elements = 1 << 22;
-
-fn chunkSize(ctx: *const Context, n: usize) usize {
-    const per = if (n < affinity_max_elements) n / ctx.pool.threadCount() else n / (ctx.pool.threadCount() * 4);
-    return std.mem.alignForward(usize, @max(per, min_chunk_elements), types.chunk_granule);
-}
-
-fn parallel(ctx: *Context, kernel: types.Kernel, args: *const types.Args, n: usize) void {
-    if (n < parallel_min_elements or ctx.pool.threadCount() == 1) return kernel(args, 0, n);
-    const Wrap = struct {
-        k: types.Kernel,
-        args: *const types.Args,
-        n: usize,
-        chunk: usize,
-        fn run(p: *const anyopaque, c: usize) void {
-            const self: *const @This() = @ptrCast(@alignCast(p));
-            const begin = c * self.chunk;
-            self.k(self.args, begin, @min(self.n, begin + self.chunk));
-        }
-    };
-    const w = Wrap{ .k = kernel, .args = args, .n = n, .chunk = chunkSize(ctx, n) };
-    ctx.pool.run(.{ .ctx = &w, .run = Wrap.run, .chunks = std.math.divCeil(usize, n, w.chunk) catch unreachable });
-}
 
 fn parseIsa(name: []const u8) ?Isa {
     return std.meta.stringToEnum(Isa, name);
@@ -131,7 +101,7 @@ export fn piquant_isa_name(isa: c_int) ?[*:0]const u8 {
 export fn piquant_isa_mask() u32 {
     var mask: u32 = 0;
     for (dispatch.variants) |v| {
-        if (dispatch.supported(v)) mask |= @as(u32, 1) << @intCast(@intFromEnum(v));
+        if (dispatch.supported(v.isa)) mask |= @as(u32, 1) << @intCast(@intFromEnum(v.isa));
     }
     return mask;
 }
@@ -152,7 +122,7 @@ export fn piquant_context_create(num_threads: usize, isa_name: ?[*:0]const u8, o
     const requested: ?[]const u8 = if (isa_name) |p| std.mem.span(p) else envValue("PIQUANT_ISA", &env_buf);
     var isa = dispatch.best();
     if (requested) |name| {
-        isa = parseIsa(name) orelse return fail(.isa_unavailable, "{s}: unknown ISA '{s}'; expected one of generic, sse42, avx2, avx512f, neon", .{ arg, name });
+        isa = parseIsa(name) orelse return fail(.isa_unavailable, "{s}: unknown ISA '{s}'; expected one of " ++ @import("isa.zig").names, .{ arg, name });
         if (!dispatch.isBuilt(isa)) return fail(.isa_unavailable, "{s}: '{s}' is not built for this architecture", .{ arg, name });
         if (!dispatch.supported(isa)) return fail(.isa_unavailable, "{s}: this CPU cannot run '{s}'", .{ arg, name });
     }
@@ -386,35 +356,6 @@ fn checkLayout(numel: usize, count: usize, inner: usize) c_int {
     return 0;
 }
 
-/// Whether every set passes checkParams, checked by the ISA's vector code
-/// in one pass (split over the pool when there are many): the common case.
-/// Only when one does not are they checked one by one, to name it.
-fn allSetsValid(ctx: *Context, f: DType, q: DType, scales: [*]const u8, scale_type: DType, zero_points: [*]const i64, count: usize) bool {
-    const threads = ctx.pool.threadCount();
-    const rangeValid = ctx.kernels.valid_sets;
-    if (count < parallel_min_elements or threads == 1) return rangeValid(f, q, scales, scale_type, zero_points, 0, count);
-    const Job = struct {
-        rangeValid: @TypeOf(rangeValid),
-        f: DType,
-        q: DType,
-        scales: [*]const u8,
-        scale_type: DType,
-        zero_points: [*]const i64,
-        count: usize,
-        chunk: usize,
-        bad: std.atomic.Value(bool) = .init(false),
-        fn run(p: *const anyopaque, c: usize) void {
-            const self: *@This() = @ptrCast(@alignCast(@constCast(p)));
-            const begin = c * self.chunk;
-            if (!self.rangeValid(self.f, self.q, self.scales, self.scale_type, self.zero_points, begin, @min(self.count, begin + self.chunk)))
-                self.bad.store(true, .monotonic);
-        }
-    };
-    var job = Job{ .rangeValid = rangeValid, .f = f, .q = q, .scales = scales, .scale_type = scale_type, .zero_points = zero_points, .count = count, .chunk = std.math.divCeil(usize, count, threads) catch unreachable };
-    ctx.pool.run(.{ .ctx = &job, .run = Job.run, .chunks = threads });
-    return !job.bad.load(.monotonic);
-}
-
 fn checkGroups(ctx: *Context, f: DType, q: DType, numel: usize, params: ?*const GroupParams) c_int {
     const g = params orelse return fail(.invalid_argument, "params: expected a pointer, got NULL", .{});
     const s = checkLayout(numel, g.count, g.inner);
@@ -423,7 +364,10 @@ fn checkGroups(ctx: *Context, f: DType, q: DType, numel: usize, params: ?*const 
     const zero_points = g.zero_points orelse return fail(.invalid_argument, "params.zero_points: expected an array of count values, got NULL", .{});
     if (g.scale_type != .f32 and g.scale_type != .f64)
         return fail(.unsupported_dtype, "params.scale_type: expected F32 or F64, got {d}", .{@intFromEnum(g.scale_type)});
-    if (allSetsValid(ctx, f, q, scales, g.scale_type, zero_points, g.count)) return 0;
+    // Every set checked by the ISA's vector code in one pass (split over the
+    // pool when there are many): the common case. Only when one fails are
+    // they checked one by one, to name it.
+    if (parallel.setsValid(&ctx.pool, ctx.kernels.valid_sets, f, q, scales, g.scale_type, zero_points, g.count)) return 0;
     for (0..g.count) |k| {
         const bad = checkParams(f, q, types.scaleAt(scales, g.scale_type, k), zero_points[k], k);
         if (bad != 0) return bad;
@@ -498,7 +442,7 @@ fn run(ctx: *Context, kernel: types.Kernel, args: types.Args, params: ParamArg, 
     // but slows 16-bit ones and does not help 8-bit ones, whose destination
     // reads are a small part of the traffic.
     a.stream = @intFromBool(out_type.bits() >= 32 and out_type.byteCount(numel) >= stream_min_bytes);
-    if (numel != 0) parallel(ctx, kernel, &a, numel);
+    if (numel != 0) parallel.elements(&ctx.pool, kernel, &a, numel);
     return 0;
 }
 
@@ -602,7 +546,7 @@ export fn piquant_gguf_quantize(handle: ?*Handle, in: ?*const anyopaque, dtype_i
     if (s == 0) s = checkGguf(gguf_type, numel);
     if (s != 0 or numel == 0) return s;
     var a = ggufArgs(in.?, out.?, dtype_in, gguf_type);
-    parallel(ctx.?, ctx.?.kernels.gguf_quantize, &a, numel);
+    parallel.elements(&ctx.?.pool, ctx.?.kernels.gguf_quantize, &a, numel);
     return 0;
 }
 
@@ -615,7 +559,7 @@ export fn piquant_gguf_dequantize(handle: ?*Handle, in: ?*const anyopaque, gguf_
     if (s != 0 or numel == 0) return s;
     var a = ggufArgs(in.?, out.?, dtype_out, gguf_type);
     a.stream = @intFromBool(dtype_out.bits() >= 32 and dtype_out.byteCount(numel) >= stream_min_bytes); // as run() decides
-    parallel(ctx.?, ctx.?.kernels.gguf_dequantize, &a, numel);
+    parallel.elements(&ctx.?.pool, ctx.?.kernels.gguf_dequantize, &a, numel);
     return 0;
 }
 
@@ -664,7 +608,6 @@ export fn piquant_execute(ctx: ?*Handle, call: ?*const Call) c_int {
     };
 }
 
-const max_chunks = 4096;
 const no_elements: [1]u8 = .{0};
 var no_output: [1]u8 = .{0};
 
@@ -675,55 +618,8 @@ export fn piquant_minmax(handle: ?*Handle, in: ?*const anyopaque, dtype_in: DTyp
     if (checkBuffers(ctx, in, out, numel) != 0) return @intFromEnum(Status.invalid_argument);
     if (out == null) return fail(.invalid_argument, "out: expected a pointer, got NULL", .{});
     if (!dtype_in.isFloat()) return fail(.unsupported_dtype, "dtype_in: expected a float type (F32, BF16, F16, F64), got {d}", .{@intFromEnum(dtype_in)});
-    out.?.* = minmaxAll(ctx.?, @ptrCast(in orelse @as(*const anyopaque, &no_elements)), dtype_in, numel);
+    out.?.* = parallel.minmax(&ctx.?.pool, ctx.?.kernels.minmax, @ptrCast(in orelse @as(*const anyopaque, &no_elements)), dtype_in, numel);
     return 0;
-}
-
-fn minmaxAll(ctx: *Context, src: [*]const u8, t: DType, n: usize) types.MinMax {
-    const k = ctx.kernels.minmax;
-    if (n < parallel_min_elements or ctx.pool.threadCount() == 1) return k(src, t, 0, n);
-    const Job = struct {
-        k: @TypeOf(k),
-        src: [*]const u8,
-        t: DType,
-        n: usize,
-        chunk: usize,
-        parts: [max_chunks]types.MinMax = undefined,
-        fn run(p: *const anyopaque, c: usize) void {
-            const self: *@This() = @ptrCast(@alignCast(@constCast(p)));
-            const begin = c * self.chunk;
-            self.parts[c] = self.k(self.src, self.t, begin, @min(self.n, begin + self.chunk));
-        }
-    };
-    var job = Job{ .k = k, .src = src, .t = t, .n = n, .chunk = @max(chunkSize(ctx, n), std.math.divCeil(usize, n, max_chunks) catch unreachable) };
-    const chunks = std.math.divCeil(usize, n, job.chunk) catch unreachable;
-    ctx.pool.run(.{ .ctx = &job, .run = Job.run, .chunks = chunks });
-    var m = job.parts[0];
-    for (job.parts[1..chunks]) |p| {
-        m.min = @min(m.min, p.min);
-        m.max = @max(m.max, p.max);
-    }
-    return m;
-}
-
-/// A copy that writes around the cache (16-byte non-temporal stores on
-/// x86-64, which every x86-64 has): the fastest way to stream bytes, so the
-/// benchmarks' roofline is not a libc memcpy that may not be.
-fn streamCopy(dst: []u8, src: []const u8) void {
-    if (@import("builtin").cpu.arch != .x86_64) return @memcpy(dst, src);
-    const head = @min(dst.len, (16 - @intFromPtr(dst.ptr) % 16) % 16);
-    @memcpy(dst[0..head], src[0..head]);
-    var i = head;
-    while (i + 16 <= dst.len) : (i += 16) {
-        const v: @Vector(16, u8) = src[i..][0..16].*;
-        asm volatile ("movntdq %[v], (%[p])"
-            :
-            : [v] "x" (v),
-              [p] "r" (dst.ptr + i),
-            : .{ .memory = true });
-    }
-    @memcpy(dst[i..], src[i..]);
-    asm volatile ("sfence" ::: .{ .memory = true });
 }
 
 /// The memory roofline the benchmarks compare against: a copy of `nbytes`
@@ -733,55 +629,9 @@ export fn piquant_stream(handle: ?*Handle, src: ?*const anyopaque, dst: ?*anyopa
     const ctx: ?*Context = contexts.enter(handle) catch |e| return rejected(e);
     defer contexts.leave(handle);
     if (checkBuffers(ctx, src, if (dst) |d| d else @constCast(src), nbytes) != 0) return @intFromEnum(Status.invalid_argument);
-    const Stream = struct {
-        src: [*]const u8,
-        dst: ?[*]u8,
-        n: usize,
-        chunk: usize,
-        fn run(p: *const anyopaque, c: usize) void {
-            const self: *const @This() = @ptrCast(@alignCast(p));
-            const begin = c * self.chunk;
-            const len = @min(self.n, begin + self.chunk) - begin;
-            if (self.dst) |d| return streamCopy(d[begin..][0..len], self.src[begin..][0..len]);
-            const V = @Vector(64, u8);
-            var acc: V = @splat(0);
-            var i: usize = 0;
-            while (i + 64 <= len) : (i += 64) acc ^= self.src[begin + i ..][0..64].*;
-            std.mem.doNotOptimizeAway(acc);
-        }
-    };
     if (nbytes == 0) return 0;
-    const chunk = std.mem.alignForward(usize, @max(nbytes / (ctx.?.pool.threadCount() * 4), 1 << 16), 64);
-    const job = Stream{ .src = @ptrCast(src.?), .dst = if (dst) |d| @ptrCast(d) else null, .n = nbytes, .chunk = chunk };
-    ctx.?.pool.run(.{ .ctx = &job, .run = Stream.run, .chunks = std.math.divCeil(usize, nbytes, chunk) catch unreachable });
+    parallel.roofline(&ctx.?.pool, @ptrCast(src.?), if (dst) |d| @ptrCast(d) else null, nbytes);
     return 0;
-}
-
-fn Params(comptime C: type) type {
-    return struct { scale: C, zero_point: i128 };
-}
-
-/// Parameters as MinMaxObserver computes them, in C (float32, or float64
-/// for float64 input); see docs/semantics.md.
-pub fn paramsFromRange(comptime C: type, mm: types.MinMax, q: DType, symmetric: bool) !Params(C) {
-    const inf = std.math.inf(f64);
-    if (mm.min == -inf or mm.max == inf) return error.Infinite;
-    // An input with no non-NaN value has the range (+inf, -inf): treat it as {0}.
-    const lo: C = if (mm.min > mm.max) 0 else @floatCast(@min(mm.min, 0));
-    const hi: C = if (mm.min > mm.max) 0 else @floatCast(@max(mm.max, 0));
-    const width: C = @floatFromInt(q.qmax() - q.qmin());
-    const eps = std.math.floatEps(C);
-    if (symmetric) {
-        const scale = @max(@max(-lo, hi) / (width / 2), eps);
-        if (!std.math.isFinite(scale)) return error.Overflow;
-        const zp: i128 = if (q.isSigned()) 0 else @divFloor(q.qmin() + q.qmax() + 1, 2);
-        return .{ .scale = scale, .zero_point = zp };
-    }
-    const scale = @max((hi - lo) / width, eps);
-    if (!std.math.isFinite(scale)) return error.Overflow;
-    const r = types.roundHalfEven(1, C, @splat(lo / scale))[0];
-    const zp = std.math.clamp(q.qmin() - @as(i128, @intFromFloat(r)), q.qmin(), q.qmax());
-    return .{ .scale = scale, .zero_point = zp };
 }
 
 export fn piquant_compute_params(handle: ?*Handle, in: ?*const anyopaque, dtype_in: DType, numel: usize, dtype_q: DType, symmetric: c_int, out_scale: ?*f64, out_zero_point: ?*i64) c_int {
@@ -791,13 +641,8 @@ export fn piquant_compute_params(handle: ?*Handle, in: ?*const anyopaque, dtype_
     if (out_scale == null or out_zero_point == null) return fail(.invalid_argument, "out_scale/out_zero_point: expected pointers, got NULL", .{});
     const s = checkTypes("dtype_in", dtype_in, "dtype_q", dtype_q);
     if (s != 0) return s;
-    const mm = minmaxAll(ctx.?, @ptrCast(in orelse @as(*const anyopaque, &no_elements)), dtype_in, numel);
-    const params: anyerror!Params(f64) = blk: {
-        if (dtype_in == .f64) break :blk paramsFromRange(f64, mm, dtype_q, symmetric != 0);
-        const p32 = paramsFromRange(f32, mm, dtype_q, symmetric != 0) catch |e| break :blk e;
-        break :blk .{ .scale = p32.scale, .zero_point = p32.zero_point };
-    };
-    const p = params catch |e| return switch (e) {
+    const mm = parallel.minmax(&ctx.?.pool, ctx.?.kernels.minmax, @ptrCast(in orelse @as(*const anyopaque, &no_elements)), dtype_in, numel);
+    const p = params_mod.forInput(dtype_in, mm, dtype_q, symmetric != 0) catch |e| return switch (e) {
         error.Infinite => fail(.invalid_value, "x: contains an infinite value; parameters need a finite range", .{}),
         else => fail(.invalid_value, "x: its range (max - min) overflows float32", .{}),
     };
@@ -805,68 +650,6 @@ export fn piquant_compute_params(handle: ?*Handle, in: ?*const anyopaque, dtype_
     out_zero_point.?.* = dtype_q.rawZeroPoint(p.zero_point);
     return 0;
 }
-
-/// One float element widened (exactly) to f64, for the scalar path of
-/// grouped min/max.
-fn loadScalar(t: DType, src: [*]const u8, i: usize) f64 {
-    return switch (t) {
-        .f32 => @as([*]align(1) const f32, @ptrCast(src))[i],
-        .f64 => @as([*]align(1) const f64, @ptrCast(src))[i],
-        .bf16 => @as(f32, @bitCast(@as(u32, @as([*]align(1) const u16, @ptrCast(src))[i]) << 16)),
-        .f16 => @as([*]align(1) const f16, @ptrCast(src))[i],
-        else => unreachable,
-    };
-}
-
-/// Runs of fewer elements than this go through the scalar loop: the vector
-/// kernel's per-call setup and padded tail would cost more than they save.
-const vector_run_min = 64;
-
-/// Smallest and largest non-NaN value of each set s of an (outer, count,
-/// inner) layout: set s is the runs [(o·count + s)·inner, +inner) for every o.
-const GroupMinMax = struct {
-    kernel: *const fn (src: [*]const u8, src_type: DType, begin: usize, end: usize) callconv(.c) types.MinMax,
-    src: [*]const u8,
-    t: DType,
-    outer: usize,
-    count: usize,
-    inner: usize,
-    sets_per_chunk: usize,
-    /// The caller's output arrays hold each set's range until it is turned
-    /// into parameters: no allocation, and each set's two slots are its own.
-    mins: [*]f64,
-    maxs: [*]f64,
-
-    fn run(p: *const anyopaque, c: usize) void {
-        const self: *const @This() = @ptrCast(@alignCast(p));
-        const first = c * self.sets_per_chunk;
-        const last = @min(self.count, first + self.sets_per_chunk);
-        for (first..last) |s| {
-            self.mins[s] = std.math.inf(f64);
-            self.maxs[s] = -std.math.inf(f64);
-        }
-        for (0..self.outer) |o| {
-            for (first..last) |s| {
-                const begin = (o * self.count + s) * self.inner;
-                var lo = self.mins[s];
-                var hi = self.maxs[s];
-                if (self.inner >= vector_run_min) {
-                    const r = self.kernel(self.src, self.t, begin, begin + self.inner);
-                    lo = @min(lo, r.min);
-                    hi = @max(hi, r.max);
-                } else {
-                    for (begin..begin + self.inner) |i| {
-                        const x = loadScalar(self.t, self.src, i);
-                        if (x < lo) lo = x; // false for NaN: ignored
-                        if (x > hi) hi = x;
-                    }
-                }
-                self.mins[s] = lo;
-                self.maxs[s] = hi;
-            }
-        }
-    }
-};
 
 /// compute_params for each of `count` sets (element i belongs to set
 /// (i / inner) % count), into scales[count] and zero_points[count].
@@ -878,35 +661,21 @@ export fn piquant_compute_params_grouped(handle: ?*Handle, in: ?*const anyopaque
     var s = checkTypes("dtype_in", dtype_in, "dtype_q", dtype_q);
     if (s == 0) s = checkLayout(numel, count, inner);
     if (s != 0) return s;
-    const c = ctx.?;
-    const outer = if (count == 0) 0 else numel / (count * inner);
-    const threads = if (numel < parallel_min_elements) 1 else c.pool.threadCount();
-    const chunks = @min(count, threads * 4);
-    const job = GroupMinMax{
-        .kernel = c.kernels.minmax,
+    const sets = types.SetRanges{
         .src = @ptrCast(in orelse @as(*const anyopaque, &no_elements)),
-        .t = dtype_in,
-        .outer = outer,
+        .src_type = dtype_in,
+        .outer = numel / (count * inner),
         .count = count,
         .inner = inner,
-        .sets_per_chunk = std.math.divCeil(usize, count, chunks) catch unreachable,
+        // The output arrays hold each set's range until it is turned into
+        // parameters: no allocation, and each set's two slots are its own.
         .mins = out_scales.?,
         .maxs = @ptrCast(out_zero_points.?),
     };
-    if (threads == 1) {
-        GroupMinMax.run(&job, 0);
-        for (1..std.math.divCeil(usize, count, job.sets_per_chunk) catch unreachable) |k| GroupMinMax.run(&job, k);
-    } else {
-        c.pool.run(.{ .ctx = &job, .run = GroupMinMax.run, .chunks = std.math.divCeil(usize, count, job.sets_per_chunk) catch unreachable });
-    }
+    parallel.setRanges(&ctx.?.pool, ctx.?.kernels.minmax_sets, &sets, numel);
     for (0..count) |k| {
-        const mm = types.MinMax{ .min = job.mins[k], .max = job.maxs[k] };
-        const params: anyerror!Params(f64) = blk: {
-            if (dtype_in == .f64) break :blk paramsFromRange(f64, mm, dtype_q, symmetric != 0);
-            const p32 = paramsFromRange(f32, mm, dtype_q, symmetric != 0) catch |e| break :blk e;
-            break :blk .{ .scale = p32.scale, .zero_point = p32.zero_point };
-        };
-        const p = params catch |e| return switch (e) {
+        const mm = types.MinMax{ .min = sets.mins[k], .max = sets.maxs[k] };
+        const p = params_mod.forInput(dtype_in, mm, dtype_q, symmetric != 0) catch |e| return switch (e) {
             error.Infinite => fail(.invalid_value, "x: set {d} contains an infinite value; parameters need a finite range", .{k}),
             else => fail(.invalid_value, "x: the range (max - min) of set {d} overflows float32", .{k}),
         };
@@ -916,18 +685,10 @@ export fn piquant_compute_params_grouped(handle: ?*Handle, in: ?*const anyopaque
     return 0;
 }
 
-test "params of a known range" {
-    const p = try paramsFromRange(f32, .{ .min = -1, .max = 3 }, .uint8, false);
-    try std.testing.expectEqual(@as(f32, 4.0 / 255.0), p.scale);
-    try std.testing.expectEqual(@as(i128, 64), p.zero_point);
-    const s = try paramsFromRange(f32, .{ .min = -1, .max = 3 }, .int8, true);
-    try std.testing.expectEqual(@as(i128, 0), s.zero_point);
-    const u = try paramsFromRange(f64, .{ .min = -1, .max = 3 }, .uint64, true);
-    try std.testing.expectEqual(@as(i128, 1 << 63), u.zero_point);
-    try std.testing.expectError(error.Infinite, paramsFromRange(f32, .{ .min = -std.math.inf(f64), .max = 0 }, .uint8, false));
-}
-
 test {
     _ = dispatch;
     _ = pool_mod;
+    _ = parallel;
+    _ = params_mod;
+    _ = @import("isa.zig");
 }

@@ -4,58 +4,50 @@
 
 const std = @import("std");
 const builtin = @import("builtin");
+const isa_list = @import("isa.zig");
 const types = @import("types.zig");
 
-const Isa = types.Isa;
+const Isa = isa_list.Isa;
 const KernelTable = types.KernelTable;
 
-/// The variants built for this architecture, best last.
-pub const variants: []const Isa = switch (builtin.cpu.arch) {
-    .x86_64 => &.{ .generic, .sse42, .avx2, .avx512f },
-    .aarch64 => &.{ .generic, .neon },
-    else => &.{.generic},
-};
-
-extern const piquant_kernels_generic: KernelTable;
-extern const piquant_kernels_sse42: KernelTable;
-extern const piquant_kernels_avx2: KernelTable;
-extern const piquant_kernels_avx512f: KernelTable;
-extern const piquant_kernels_neon: KernelTable;
+/// The variants built for this architecture, best first (isa.zig).
+pub const variants: []const isa_list.Variant = if (isa_list.forArch(builtin.cpu.arch).len != 0)
+    isa_list.forArch(builtin.cpu.arch)
+else
+    &.{.{ .isa = .generic, .arch = builtin.cpu.arch, .model = std.Target.Cpu.Model.generic(builtin.cpu.arch) }};
 
 pub fn table(isa: Isa) *const KernelTable {
-    return switch (builtin.cpu.arch) {
-        .x86_64 => switch (isa) {
-            .sse42 => &piquant_kernels_sse42,
-            .avx2 => &piquant_kernels_avx2,
-            .avx512f => &piquant_kernels_avx512f,
-            else => &piquant_kernels_generic,
-        },
-        .aarch64 => if (isa == .neon) &piquant_kernels_neon else &piquant_kernels_generic,
-        else => &piquant_kernels_generic,
-    };
+    inline for (variants) |v| {
+        if (v.isa == isa) return @extern(*const KernelTable, .{ .name = "piquant_kernels_" ++ @tagName(v.isa) });
+    }
+    return table(.generic);
 }
 
 pub fn isBuilt(isa: Isa) bool {
-    return std.mem.indexOfScalar(Isa, variants, isa) != null;
+    for (variants) |v| {
+        if (v.isa == isa) return true;
+    }
+    return false;
 }
 
 pub fn supported(isa: Isa) bool {
-    if (!isBuilt(isa)) return false;
-    return switch (builtin.cpu.arch) {
-        .x86_64 => x86Supports(isa),
-        // Neon is part of the AArch64 baseline.
-        else => true,
-    };
+    for (variants) |v| {
+        if (v.isa == isa) return runs(v);
+    }
+    return false;
 }
 
 /// The best variant this CPU runs.
 pub fn best() Isa {
-    var i = variants.len;
-    while (i > 0) {
-        i -= 1;
-        if (supported(variants[i])) return variants[i];
+    for (variants) |v| {
+        if (runs(v)) return v.isa;
     }
     return .generic;
+}
+
+fn runs(v: isa_list.Variant) bool {
+    const feature = v.requires orelse return true;
+    return builtin.cpu.arch == .x86_64 and x86Has(feature);
 }
 
 const Regs = struct { eax: u32, ebx: u32, ecx: u32, edx: u32 };
@@ -89,15 +81,14 @@ fn bit(v: u32, n: u5) bool {
     return (v >> n) & 1 == 1;
 }
 
-fn x86Supports(isa: Isa) bool {
-    if (builtin.cpu.arch != .x86_64) return false;
-    if (isa == .generic) return true;
+/// Whether the CPU has the x86-64 level `feature` stands for (isa.zig).
+fn x86Has(feature: std.Target.x86.Feature) bool {
     const max_leaf = cpuid(0, 0).eax;
     const l1 = cpuid(1, 0);
     // x86-64-v2: SSE3, SSSE3, SSE4.1, SSE4.2, POPCNT, CMPXCHG16B, LAHF/SAHF.
     const v2 = bit(l1.ecx, 0) and bit(l1.ecx, 9) and bit(l1.ecx, 19) and bit(l1.ecx, 20) and
         bit(l1.ecx, 23) and bit(l1.ecx, 13) and bit(cpuid(0x8000_0001, 0).ecx, 0);
-    if (isa == .sse42) return v2;
+    if (feature == .sse4_2) return v2;
     if (!v2 or max_leaf < 7 or !bit(l1.ecx, 27)) return false; // OSXSAVE
     const xcr = xcr0();
     const l7 = cpuid(7, 0);
@@ -105,12 +96,14 @@ fn x86Supports(isa: Isa) bool {
     const v3 = bit(l1.ecx, 28) and bit(l7.ebx, 5) and bit(l7.ebx, 3) and bit(l7.ebx, 8) and
         bit(l1.ecx, 29) and bit(l1.ecx, 12) and bit(cpuid(0x8000_0001, 0).ecx, 5) and
         bit(l1.ecx, 22) and (xcr & 0x6) == 0x6;
-    if (isa == .avx2) return v3;
+    if (feature == .avx2) return v3;
     // AVX-512F on top of v3, with opmask, ZMM_Hi256 and Hi16_ZMM state enabled.
+    std.debug.assert(feature == .avx512f);
     return v3 and bit(l7.ebx, 16) and (xcr & 0xE6) == 0xE6;
 }
 
 test "the best variant is supported and generic always is" {
     try std.testing.expect(supported(.generic));
     try std.testing.expect(supported(best()));
+    try std.testing.expect(isBuilt(.generic));
 }

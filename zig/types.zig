@@ -1,4 +1,5 @@
-//! Types shared by the per-ISA kernel objects and the C ABI layer. Everything
+//! The vocabulary shared by the per-ISA kernel objects and the C ABI layer:
+//! element types, modes, a call's arguments and the kernel table. Everything
 //! that crosses an object boundary is `extern` so that objects compiled for
 //! different CPU models agree on layout.
 
@@ -182,61 +183,26 @@ pub const KernelTable = extern struct {
     /// all valid for a call with these float and quantized types.
     valid_sets: *const fn (float_type: DType, quant_type: DType, scales: [*]const u8, scale_type: DType, zero_points: [*]const i64, begin: usize, end: usize) callconv(.c) bool,
     minmax: *const fn (src: [*]const u8, src_type: DType, begin: usize, end: usize) callconv(.c) MinMax,
+    /// Sets [first, last) of a per-channel/per-group layout's ranges.
+    minmax_sets: *const fn (job: *const SetRanges, first: usize, last: usize) callconv(.c) void,
 };
 
-pub const Isa = enum(c_int) {
-    generic = 0,
-    sse42 = 1,
-    avx2 = 2,
-    avx512f = 3,
-    neon = 4,
+/// The smallest and largest non-NaN value of each set s of an (outer,
+/// count, inner) layout of `src`: set s is the runs [(o·count + s)·inner,
+/// +inner) for every o. Results go to mins[s] and maxs[s].
+pub const SetRanges = extern struct {
+    src: [*]const u8,
+    src_type: DType,
+    outer: usize,
+    count: usize,
+    inner: usize,
+    mins: [*]f64,
+    maxs: [*]f64,
 };
 
 /// Elements per parallel work unit are a multiple of this, so no byte of a
 /// packed output is shared by two threads and chunk starts stay aligned.
 pub const chunk_granule = 64;
-
-/// Round half to even. Adding and subtracting 2^m (m = mantissa bits) leaves
-/// the nearest integer under the default rounding mode; magnitudes of 2^m and
-/// up are integers already. The float mode is strict, so this is not folded away.
-pub fn roundHalfEven(comptime n: comptime_int, comptime C: type, y: @Vector(n, C)) @Vector(n, C) {
-    const V = @Vector(n, C);
-    const U = @Vector(n, std.meta.Int(.unsigned, @bitSizeOf(C)));
-    const magic: V = @splat(@as(C, @floatFromInt(@as(u64, 1) << std.math.floatMantissaBits(C))));
-    const a = @abs(y);
-    const r: U = @bitCast((a + magic) - magic);
-    const sign_bit: U = @splat(@as(std.meta.Int(.unsigned, @bitSizeOf(C)), 1) << (@bitSizeOf(C) - 1));
-    const sign = @as(U, @bitCast(y)) & sign_bit;
-    return @select(C, a < magic, @as(V, @bitCast(r | sign)), y);
-}
-
-/// The largest C not above v (`up` false) or the smallest not below it.
-pub fn floatBound(comptime C: type, v: i128, up: bool) C {
-    const f: C = @floatFromInt(v);
-    const back: i128 = @intFromFloat(f); // |f| ≤ 2^64: fits
-    if (up and back < v) return std.math.nextAfter(C, f, std.math.inf(C));
-    if (!up and back > v) return std.math.nextAfter(C, f, -std.math.inf(C));
-    return f;
-}
-
-/// SplitMix64's output function: spreads a seed over all 64 bits.
-pub fn splitmix64(seed: u64) u64 {
-    var z = seed +% 0x9E37_79B9_7F4A_7C15;
-    z = (z ^ (z >> 30)) *% 0xBF58_476D_1CE4_E5B9;
-    z = (z ^ (z >> 27)) *% 0x94D0_49BB_1331_11EB;
-    return z ^ (z >> 31);
-}
-
-/// lowbias32 (Chris Wellons' hash-prospector): a bijective 32-bit mix.
-pub fn lowbias32(comptime n: comptime_int, v: @Vector(n, u32)) @Vector(n, u32) {
-    var x = v;
-    x ^= x >> @splat(16);
-    x *%= @splat(0x7feb352d);
-    x ^= x >> @splat(15);
-    x *%= @splat(0x846ca68b);
-    x ^= x >> @splat(16);
-    return x;
-}
 
 test "quantized ranges" {
     try std.testing.expectEqual(@as(i128, -2), DType.int2.qmin());
@@ -245,21 +211,4 @@ test "quantized ranges" {
     try std.testing.expectEqual(@as(i128, std.math.minInt(i64)), DType.int64.qmin());
     try std.testing.expectEqual(@as(usize, 3), DType.uint2.byteCount(9));
     try std.testing.expect(DType.int32.Storage() == i32);
-}
-
-test "float bounds of integers" {
-    const m: i128 = std.math.maxInt(u64);
-    try std.testing.expectEqual(@as(f32, 0x1p64), @as(f32, @floatFromInt(m)));
-    try std.testing.expect(floatBound(f32, m, false) < 0x1p64);
-    try std.testing.expectEqual(@as(f32, 0x1p64 - 0x1p40), floatBound(f32, m, false));
-    try std.testing.expectEqual(@as(f64, -0x1p63), floatBound(f64, std.math.minInt(i64), true));
-    try std.testing.expectEqual(@as(f32, 255), floatBound(f32, 255, false));
-}
-
-test "lowbias32 known value" {
-    // From the hash-prospector reference implementation.
-    const v: @Vector(1, u32) = .{0};
-    try std.testing.expectEqual(@as(u32, 0), lowbias32(1, v)[0]);
-    const w: @Vector(1, u32) = .{1};
-    try std.testing.expect(lowbias32(1, w)[0] != 1);
 }

@@ -1,20 +1,25 @@
 //! llama.cpp / GGUF block formats Q8_0, Q4_0 and Q4_1, byte for byte as
-//! `reference/gguf.py` specifies them (docs/semantics.md). Compiled into
-//! each ISA's kernel object with kernels.zig. The arithmetic is IEEE float32,
-//! one operation at a time, and rounds with additions instead of per-ISA
-//! instructions, so every variant writes the same bytes.
+//! docs/semantics.md (GGUF block formats) specifies them. The arithmetic is
+//! IEEE float32, one operation at a time, and rounds with additions instead
+//! of per-ISA instructions, so every variant writes the same bytes. Exports
+//! its kernel table entries (`entries`).
 
 const std = @import("std");
-const types = @import("types.zig");
-const kernels = @import("kernels.zig");
+const types = @import("../types.zig");
+const simd = @import("../simd.zig");
+const floats = @import("../floats.zig");
+const stream = @import("../stream.zig");
+const entry = @import("../entry.zig");
 
 const DType = types.DType;
 const Args = types.Args;
 const GgufType = types.GgufType;
+const Case = entry.Case;
+const block = simd.block;
 
 const n = types.gguf_block;
 const F = @Vector(n, f32);
-const parts = n / kernels.block;
+const parts = n / block;
 
 fn splat(v: f32) F {
     return @splat(v);
@@ -24,9 +29,9 @@ fn splat(v: f32) F {
 fn load(comptime S: DType, src: [*]const u8, i: usize) F {
     var a: [n]f32 = undefined;
     inline for (0..parts) |k| {
-        const v = kernels.loadFloats(S, src, i + k * kernels.block);
-        const w: @Vector(kernels.block, f32) = if (comptime S == .f64) @floatCast(v) else v;
-        a[k * kernels.block ..][0..kernels.block].* = w;
+        const v = floats.loadFloats(S, src, i + k * block);
+        const w: @Vector(block, f32) = if (comptime S == .f64) @floatCast(v) else v;
+        a[k * block ..][0..block].* = w;
     }
     return a;
 }
@@ -34,9 +39,9 @@ fn load(comptime S: DType, src: [*]const u8, i: usize) F {
 fn store(comptime D: DType, dst: [*]u8, i: usize, x: F) void {
     const a: [n]f32 = x;
     inline for (0..parts) |k| {
-        const v: @Vector(kernels.block, f32) = a[k * kernels.block ..][0..kernels.block].*;
-        const w: @Vector(kernels.block, D.Compute()) = if (comptime D == .f64) @floatCast(v) else v;
-        kernels.storeFloats(D, dst, i + k * kernels.block, w);
+        const v: @Vector(block, f32) = a[k * block ..][0..block].*;
+        const w: @Vector(block, D.Compute()) = if (comptime D == .f64) @floatCast(v) else v;
+        floats.storeFloats(D, dst, i + k * block, w);
     }
 }
 
@@ -173,7 +178,9 @@ fn dequantizeBlock(comptime t: GgufType, src: [*]const u8) F {
 /// then their codes. A multiple of every ISA's kernel block.
 const batch = 32;
 
-fn quantizeRange(comptime S: DType, comptime t: GgufType, a: *const Args, begin: usize, end: usize) void {
+fn quantizeRange(comptime c: Case, a: *const Args, begin: usize, end: usize) void {
+    const S = c.float_type;
+    const t = c.gguf;
     const B = @Vector(batch, f32);
     var i = begin;
     while (i < end) {
@@ -182,7 +189,7 @@ fn quantizeRange(comptime S: DType, comptime t: GgufType, a: *const Args, begin:
         var sa: [batch]f32 = @splat(1);
         var sb: [batch]f32 = @splat(0);
         for (0..blocks) |b| {
-            kernels.prefetchAhead(a.src, S.byteCount(i + b * n));
+            stream.prefetchAhead(a.src, S.byteCount(i + b * n));
             xs[b] = load(S, a.src, i + b * n);
             const st = blockStats(t, xs[b]);
             sa[b] = st.a;
@@ -212,50 +219,42 @@ fn quantizeRange(comptime S: DType, comptime t: GgufType, a: *const Args, begin:
 /// float16 bits of a batch of values, converted by the ISA's vector code.
 fn storeHalves(dst: *[batch]u16, v: @Vector(batch, f32)) void {
     const a: [batch]f32 = v;
-    inline for (0..batch / kernels.block) |k| {
-        const part: @Vector(kernels.block, f32) = a[k * kernels.block ..][0..kernels.block].*;
-        kernels.storeFloats(.f16, @ptrCast(dst), k * kernels.block, part);
+    inline for (0..batch / block) |k| {
+        const part: @Vector(block, f32) = a[k * block ..][0..block].*;
+        floats.storeFloats(.f16, @ptrCast(dst), k * block, part);
     }
 }
 
-fn dequantizeRange(comptime D: DType, comptime t: GgufType, a: *const Args, begin: usize, end: usize) void {
+fn dequantizeRange(comptime c: Case, a: *const Args, begin: usize, end: usize) void {
+    const D = c.float_type;
+    const t = c.gguf;
     // Written a kernel block at a time (part of a GGUF block), the unit of
     // the streaming stores that large outputs use.
     const Emit = struct {
         src: [*]const u8,
         pub fn emit(e: @This(), dst: [*]u8, k: usize) void {
             const x: [n]f32 = dequantizeBlock(t, e.src + k / n * t.blockBytes());
-            const part: @Vector(kernels.block, f32) = x[k % n ..][0..kernels.block].*;
-            const w: @Vector(kernels.block, D.Compute()) = if (comptime D == .f64) @floatCast(part) else part;
-            kernels.storeFloats(D, dst, k, w);
+            const part: @Vector(block, f32) = x[k % n ..][0..block].*;
+            const w: @Vector(block, D.Compute()) = if (comptime D == .f64) @floatCast(part) else part;
+            floats.storeFloats(D, dst, k, w);
         }
         pub fn prefetch(e: @This(), k: usize) void {
-            kernels.prefetchAhead(e.src, k / n * t.blockBytes());
+            stream.prefetchAhead(e.src, k / n * t.blockBytes());
         }
     };
     const e = Emit{ .src = a.src };
     var i = begin;
-    if (a.stream != 0) i = kernels.streamGroups(D.bits(), a.dst, begin, end, e);
-    while (i < end) : (i += kernels.block) {
+    if (a.stream != 0) i = stream.streamGroups(D.bits(), a.dst, begin, end, e);
+    while (i < end) : (i += block) {
         e.prefetch(i);
         e.emit(a.dst, i);
     }
 }
 
-/// Elements [begin, end) of a call, whole blocks: float_type → blocks of `gguf`.
-pub fn quantize(a: *const Args, begin: usize, end: usize) callconv(.c) void {
-    inline for (DType.floats) |S| {
-        inline for (GgufType.all) |t| {
-            if (a.float_type == S and a.gguf == t) return quantizeRange(S, t, a, begin, end);
-        }
-    }
-}
-
-/// Blocks of `gguf` → float_type (float32 values, rounded or widened), for elements [begin, end).
-pub fn dequantize(a: *const Args, begin: usize, end: usize) callconv(.c) void {
-    inline for (DType.floats) |D| {
-        inline for (GgufType.all) |t| {
-            if (a.float_type == D and a.gguf == t) return dequantizeRange(D, t, a, begin, end);
-        }
-    }
-}
+/// This family's slots of the kernel table. Element ranges are whole
+/// blocks: float_type → blocks of `gguf`, and back (float32 values,
+/// rounded or widened).
+pub const entries = .{
+    .gguf_quantize = entry.kernel(.{ .float_type = DType.floats, .gguf = GgufType.all }, quantizeRange),
+    .gguf_dequantize = entry.kernel(.{ .float_type = DType.floats, .gguf = GgufType.all }, dequantizeRange),
+};

@@ -1,0 +1,66 @@
+//! The vector shape of the ISA variant this kernel object is compiled for,
+//! and its instruction helpers behind one interface. The helpers come from
+//! simd/x86.zig, simd/neon.zig or simd/soft.zig, picked at comptime from the
+//! target the way std.crypto.aes picks aesni/armcrypto/soft; kernels call
+//! them and never test the ISA themselves.
+
+const std = @import("std");
+const builtin = @import("builtin");
+const options = @import("build_options");
+const Isa = @import("isa.zig").Isa;
+
+/// This object's variant (build.zig's `isa` option).
+pub const isa: Isa = std.meta.stringToEnum(Isa, options.isa) orelse @compileError("unknown isa " ++ options.isa);
+
+/// LLVM intrinsics and inline assembly need the LLVM backend (Debug
+/// builds use another).
+const llvm = builtin.zig_backend == .stage2_llvm;
+
+const impl = switch (builtin.cpu.arch) {
+    .x86_64 => if (llvm) @import("simd/x86.zig") else @import("simd/soft.zig"),
+    // aarch64's generic variant has the same CPU model as neon (Neon is
+    // baseline there) and stands for the portable code: told apart by name.
+    .aarch64 => if (llvm and isa != .generic) @import("simd/neon.zig") else @import("simd/soft.zig"),
+    else => @import("simd/soft.zig"),
+};
+
+/// f32 lanes of one native register; a block, the unit of every kernel
+/// loop, is two registers.
+pub const lanes = impl.register_bytes / 4;
+pub const block = 2 * lanes;
+
+pub fn Vec(comptime T: type) type {
+    return @Vector(block, T);
+}
+
+/// Round half to even, independent of the floating-point environment.
+pub fn roundEven(comptime C: type, y: Vec(C)) Vec(C) {
+    return impl.roundEven(block, C, y);
+}
+
+/// floor(y), exactly.
+pub fn floor(comptime C: type, y: Vec(C)) Vec(C) {
+    return impl.floor(block, C, y);
+}
+
+/// float16 bits to float32, exactly.
+pub fn f16ToF32(h: Vec(u16)) Vec(f32) {
+    return impl.f16ToF32(block, h);
+}
+
+/// float32 to float16 bits: round to nearest, ties to even, overflow to
+/// ±inf; NaN becomes a quiet NaN with the top payload bits.
+pub fn f32ToF16(x: Vec(f32)) Vec(u16) {
+    return impl.f32ToF16(block, x);
+}
+
+/// Non-temporal stores depend on the architecture alone (movntdq is
+/// baseline x86-64), so the C ABI's roofline copy uses them too.
+const nontemporal = if (llvm and builtin.cpu.arch == .x86_64) @import("simd/x86.zig") else @import("simd/soft.zig");
+
+/// Stores 16 bytes at `dst` bypassing the cache where the target can.
+pub const storeNonTemporal = nontemporal.storeNonTemporal;
+
+/// Non-temporal stores are weakly ordered: fence them before another
+/// thread may read what they wrote.
+pub const fenceNonTemporal = nontemporal.fenceNonTemporal;
