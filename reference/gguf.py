@@ -1,5 +1,5 @@
-"""docs/semantics.md, *GGUF block formats (llama.cpp)*: Q8_0, Q4_0 and Q4_1,
-which the section specifies (ggml-quants.c's formulas, and what they leave
+"""docs/semantics.md, *GGUF block formats (llama.cpp)*: Q8_0, Q4_0, Q4_1,
+Q5_0 and Q5_1 (blocks of 32; the K-quants are ``gguf_kquants``), which the section specifies (ggml-quants.c's formulas, and what they leave
 open: NaN, infinities, signed zeros)."""
 
 from __future__ import annotations
@@ -7,18 +7,18 @@ from __future__ import annotations
 import numpy as np
 
 BLOCK = 32
-FORMATS = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20}  # bytes per block
+FORMATS = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20, "Q5_0": 22, "Q5_1": 24}  # bytes per block
 
 
-def _blocks(x: np.ndarray) -> np.ndarray:
+def _blocks(x: np.ndarray, block: int = BLOCK) -> np.ndarray:
     x = np.asarray(x)
     if x.dtype.name == "bfloat16":
         x = (x.view(np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
     with np.errstate(over="ignore"):
         x = x.astype(np.float32).reshape(-1)  # float64: rounded to nearest
-    if x.size % BLOCK:
-        raise ValueError(f"x: {x.size} elements is not a multiple of the block size {BLOCK}")
-    return x.reshape(-1, BLOCK)
+    if x.size % block:
+        raise ValueError(f"x: {x.size} elements is not a multiple of the block size {block}")
+    return x.reshape(-1, block)
 
 
 def _inverse(d: np.ndarray) -> np.ndarray:
@@ -30,10 +30,16 @@ def _nibbles(q: np.ndarray) -> np.ndarray:
     return (q[:, :16] | (q[:, 16:] << np.uint8(4))).astype(np.uint8)
 
 
-def _codes(w: np.ndarray) -> np.ndarray:
-    """clip(trunc(w), 0, 15) for finite w, 0 otherwise."""
+def _fifth_bits(q: np.ndarray) -> np.ndarray:
+    """Bit 4 of code i as bit i of a little-endian uint32."""
+    bits = (q >> np.uint8(4)).astype(np.uint32) << np.arange(BLOCK, dtype=np.uint32)
+    return np.bitwise_or.reduce(bits, axis=1, keepdims=True).astype("<u4").view(np.uint8)
+
+
+def _codes(w: np.ndarray, top: int = 15) -> np.ndarray:
+    """clip(trunc(w), 0, top) for finite w, 0 otherwise."""
     with np.errstate(invalid="ignore"):
-        c = np.clip(np.trunc(np.maximum(w, np.float32(0))), 0, 15)
+        c = np.clip(np.trunc(np.maximum(w, np.float32(0))), 0, top)
     return np.where(np.isfinite(w), c, 0).astype(np.uint8)
 
 
@@ -64,17 +70,22 @@ def quantize(x: np.ndarray, fmt: str) -> np.ndarray:
             q = np.sign(v) * (np.floor(a) + np.floor(np.float32(2) * (a - np.floor(a))))
             q = np.where(np.isfinite(v), q, 0)
             return np.concatenate([d.astype(np.float16).view(np.uint8), q.astype(np.int8).view(np.uint8)], axis=1)
-        if fmt == "Q4_0":
+        if fmt in ("Q4_0", "Q5_0"):
+            half = 8 if fmt == "Q4_0" else 16
             i = np.abs(b).argmax(axis=1)[:, None]  # the first NaN, if any
-            d = (np.take_along_axis(b, i, axis=1) / np.float32(-8)).astype(np.float32)
-            q = _codes(b * _inverse(d) + np.float32(8.5))
-            return np.concatenate([d.astype(np.float16).view(np.uint8), _nibbles(q)], axis=1)
-        if fmt == "Q4_1":
+            d = (np.take_along_axis(b, i, axis=1) / np.float32(-half)).astype(np.float32)
+            q = _codes(b * _inverse(d) + np.float32(half + 0.5), 2 * half - 1)
+            high = [_fifth_bits(q)] if fmt == "Q5_0" else []
+            return np.concatenate([d.astype(np.float16).view(np.uint8), *high, _nibbles(q & np.uint8(15))], axis=1)
+        if fmt in ("Q4_1", "Q5_1"):
+            top = 15 if fmt == "Q4_1" else 31
             mx = np.where(has_nan, first_nan, _signed_zero(b.max(axis=1, keepdims=True), b, negative=False))
             mn = np.where(has_nan, first_nan, _signed_zero(b.min(axis=1, keepdims=True), b, negative=True))
-            d = ((mx - mn) / np.float32(15)).astype(np.float32)
-            q = _codes((b - mn) * _inverse(d) + np.float32(0.5))
-            return np.concatenate([d.astype(np.float16).view(np.uint8), mn.astype(np.float16).view(np.uint8), _nibbles(q)], axis=1)
+            d = ((mx - mn) / np.float32(top)).astype(np.float32)
+            q = _codes((b - mn) * _inverse(d) + np.float32(0.5), top)
+            high = [_fifth_bits(q)] if fmt == "Q5_1" else []
+            return np.concatenate([d.astype(np.float16).view(np.uint8), mn.astype(np.float16).view(np.uint8), *high,
+                                   _nibbles(q & np.uint8(15))], axis=1)
     raise ValueError(f"fmt: expected one of {tuple(FORMATS)}, got {fmt!r}")
 
 
@@ -86,10 +97,14 @@ def dequantize(blocks: np.ndarray, fmt: str) -> np.ndarray:
     d = b[:, :2].copy().view(np.float16).astype(np.float32)
     if fmt == "Q8_0":
         return (d * b[:, 2:].view(np.int8).astype(np.float32)).reshape(-1)
-    nib = b[:, 2:] if fmt == "Q4_0" else b[:, 4:]
+    nib = b[:, -16:]
     q = np.concatenate([nib & np.uint8(0x0F), nib >> np.uint8(4)], axis=1)
-    if fmt == "Q4_0":
-        return (d * (q.astype(np.int8) - np.int8(8)).astype(np.float32)).reshape(-1)
-    m = b[:, 2:4].copy().view(np.float16).astype(np.float32)
-    p = d * q.astype(np.float32)
-    return np.where(np.isnan(p), p, p + m).reshape(-1)  # both NaN: d·q's NaN
+    if fmt in ("Q5_0", "Q5_1"):
+        qh = b[:, -20:-16].copy().view("<u4")
+        q |= (((qh >> np.arange(BLOCK, dtype=np.uint32)) & np.uint32(1)) << np.uint32(4)).astype(np.uint8)
+    with np.errstate(invalid="ignore"):  # inf · 0
+        if fmt in ("Q4_0", "Q5_0"):
+            return (d * (q.astype(np.int8) - np.int8(8 if fmt == "Q4_0" else 16)).astype(np.float32)).reshape(-1)
+        m = b[:, 2:4].copy().view(np.float16).astype(np.float32)
+        p = d * q.astype(np.float32)
+        return np.where(np.isnan(p), p, p + m).reshape(-1)  # both NaN: d·q's NaN

@@ -1,0 +1,148 @@
+"""The reference's Q5_0, Q5_1 (piquant_reference.gguf) and K-quants
+(piquant_reference.gguf_kquants) against llama.cpp's own C code, byte for
+byte: ggml-python's ``ggml_quantize_chunk`` built without FMA contraction
+(see .ci/run), on random and adversarial rows; dequantize bit for bit with
+the `gguf` package and with ggml's ``to_float``.
+
+ggml-python is skipped where it is missing unless PIQUANT_REQUIRE_TOOLS=1
+(as in .ci/run), which makes its absence a failure."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import numpy as np
+import pytest
+
+gguf = pytest.importorskip("gguf")
+from gguf import GGMLQuantizationType as T  # noqa: E402
+from gguf import quants  # noqa: E402
+
+from piquant_reference import gguf as ref_gguf  # noqa: E402
+from piquant_reference import gguf_kquants  # noqa: E402
+
+LEGACY = ("Q5_0", "Q5_1")
+KQUANTS = ("Q4_K", "Q5_K", "Q6_K")
+
+
+def module(fmt: str):
+    return ref_gguf if fmt in LEGACY else gguf_kquants
+
+
+def block(fmt: str) -> int:
+    return 32 if fmt in LEGACY else 256
+
+
+@pytest.fixture(scope="module")
+def ggml():
+    try:
+        import ggml
+    except ImportError:
+        if os.environ.get("PIQUANT_REQUIRE_TOOLS"):
+            pytest.fail("ggml-python is required (PIQUANT_REQUIRE_TOOLS is set) but not installed")
+        pytest.skip("ggml-python is not installed")
+    return ggml
+
+
+def ggml_quantize(ggml, x: np.ndarray, fmt: str) -> np.ndarray:
+    x = np.ascontiguousarray(x, np.float32)
+    rows, n = x.shape
+    size = module(fmt).FORMATS[fmt]
+    out = np.zeros(rows * n // block(fmt) * size, np.uint8)
+    src = x.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+    written = ggml.ggml_quantize_chunk(int(getattr(T, fmt)), src, out.ctypes.data_as(ctypes.c_void_p), 0, rows, n, None)
+    assert written == out.size
+    return out.reshape(-1, size)
+
+
+def ggml_dequantize(ggml, blocks: np.ndarray, fmt: str) -> np.ndarray:
+    n = blocks.size // module(fmt).FORMATS[fmt] * block(fmt)
+    out = np.zeros(n, np.float32)
+    to_float = ggml.ggml_get_type_traits(int(getattr(T, fmt))).contents.to_float
+    to_float(np.ascontiguousarray(blocks).ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), n)
+    return out
+
+
+def adversarial(rng, rows: int, n: int, sub: int) -> np.ndarray:
+    """Rows of n elements; each sub-block of `sub` elements (the format's
+    smallest scale group) gets one of the hard cases."""
+    x = (rng.standard_normal((rows, n)) * rng.choice([1e-3, 1.0, 1e3], (rows, 1))).astype(np.float32)
+    blocks = x.reshape(-1, sub)
+    for i, b in enumerate(blocks):
+        case = i % 13
+        if case == 0:
+            b[:] = 0                                       # all-zero
+        elif case == 1:
+            b[:] = 1.5                                     # constant
+        elif case == 2:
+            b[:] = -0.25
+        elif case == 3:
+            b[:] *= np.float32(1e-40) / np.abs(b).max()    # denormal-scaled
+        elif case == 4:
+            b[:] = np.float32(65504) * rng.choice([-1, 1], sub)  # float16's largest
+        elif case == 5:
+            b[rng.integers(sub)] = np.float32(1e6) * rng.choice([-1, 1])  # one huge outlier
+        elif case == 6:
+            b[:] = np.abs(b)                               # all positive: the min is clamped to 0
+        elif case == 7:
+            b[:] = -np.abs(b)
+        elif case == 8:
+            b[:] = np.arange(sub, dtype=np.float32) - (sub - 1) / 2  # halves: ties
+        elif case == 9:
+            b[:] *= np.float32(1e-7)                       # scales below float16's normal range
+        elif case == 10:
+            b[:] = np.where(rng.random(sub) < 0.5, np.float32(-2.0), np.float32(7.0))  # two values, mixed signs
+        elif case == 11:
+            b[rng.integers(sub)] = np.float32(3e38)         # its square and the sums overflow
+        # case 12: plain random
+    return x
+
+
+CASES = [(fmt, n) for fmt in LEGACY for n in (32, 96, 1024)] + [(fmt, n) for fmt in KQUANTS for n in (256, 768, 2048)]
+
+
+@pytest.mark.parametrize("fmt,n", CASES)
+def test_bytes_match_llama_cpp(ggml, rng, fmt, n):
+    sub = 32 if fmt in ("Q4_K", "Q5_K") else 16 if fmt == "Q6_K" else 32
+    rows = max(1, 4096 // n)
+    for x in ((rng.standard_normal((rows, n)) * 3).astype(np.float32), adversarial(rng, rows, n, sub)):
+        ours = module(fmt).quantize(x, fmt)
+        theirs = ggml_quantize(ggml, x, fmt)
+        bad = np.argwhere(ours != theirs)
+        assert not bad.size, (fmt, n, bad[:4])
+
+
+@pytest.mark.parametrize("fmt", LEGACY + KQUANTS)
+def test_dequantize_matches_gguf_and_ggml_bit_for_bit(ggml, rng, fmt):
+    ref = module(fmt)
+    x = adversarial(rng, 4, 1024, 16 if fmt == "Q6_K" else 32)
+    blocks = ggml_quantize(ggml, x, fmt)
+    ours = ref.dequantize(blocks, fmt).view(np.uint32)
+    assert np.array_equal(ours, quants.dequantize(blocks, getattr(T, fmt)).reshape(-1).view(np.uint32))
+    assert np.array_equal(ours, ggml_dequantize(ggml, blocks, fmt).view(np.uint32))
+    # Every bit pattern, with d and dmin finite (NaN payloads are not specified).
+    noise = rng.integers(0, 256, (64, ref.FORMATS[fmt]), dtype=np.uint16).astype(np.uint8)
+    halves = slice(208, 210) if fmt == "Q6_K" else slice(0, 4 if fmt != "Q5_0" else 2)
+    h = noise[:, halves].copy().view(np.uint16)
+    noise[:, halves] = (h & np.uint16(0xBFFF)).view(np.uint8)  # exponent below all-ones
+    ours = ref.dequantize(noise, fmt).view(np.uint32)
+    assert np.array_equal(ours, quants.dequantize(noise, getattr(T, fmt)).reshape(-1).view(np.uint32))
+    assert np.array_equal(ours, ggml_dequantize(ggml, noise, fmt).view(np.uint32))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the gguf package's, on the adversarial blocks
+@pytest.mark.parametrize("fmt", LEGACY)
+def test_q5_matches_the_gguf_package(rng, fmt):
+    x = adversarial(rng, 8, 256, 32)
+    ours = ref_gguf.quantize(x, fmt)
+    assert np.array_equal(ours, quants.quantize(x, getattr(T, fmt)).reshape(ours.shape))
+
+
+def test_row_lengths_and_names_are_checked():
+    with pytest.raises(ValueError, match="multiple of the block size 256"):
+        gguf_kquants.quantize(np.ones(288, np.float32), "Q4_K")
+    with pytest.raises(ValueError, match="fmt"):
+        gguf_kquants.quantize(np.ones(256, np.float32), "Q8_0")
+    with pytest.raises(ValueError, match="fmt"):
+        gguf_kquants.dequantize(np.zeros(144, np.uint8), "Q4_0")
