@@ -64,13 +64,15 @@ def ggml_dequantize(ggml, blocks: np.ndarray, fmt: str) -> np.ndarray:
     return out
 
 
-def adversarial(rng, rows: int, n: int, sub: int) -> np.ndarray:
+def adversarial(rng, rows: int, n: int, sub: int, nonfinite: bool = False) -> np.ndarray:
     """Rows of n elements; each sub-block of `sub` elements (the format's
-    smallest scale group) gets one of the hard cases."""
+    smallest scale group) gets one of the hard cases (NaN and ±inf too if
+    `nonfinite`: the K-quants follow llama.cpp's C there, Q5_0/Q5_1 the
+    rules of Q4_0/Q4_1)."""
     x = (rng.standard_normal((rows, n)) * rng.choice([1e-3, 1.0, 1e3], (rows, 1))).astype(np.float32)
     blocks = x.reshape(-1, sub)
     for i, b in enumerate(blocks):
-        case = i % 13
+        case = i % (15 if nonfinite else 13)
         if case == 0:
             b[:] = 0                                       # all-zero
         elif case == 1:
@@ -95,6 +97,10 @@ def adversarial(rng, rows: int, n: int, sub: int) -> np.ndarray:
             b[:] = np.where(rng.random(sub) < 0.5, np.float32(-2.0), np.float32(7.0))  # two values, mixed signs
         elif case == 11:
             b[rng.integers(sub)] = np.float32(3e38)         # its square and the sums overflow
+        elif case == 13:
+            b[rng.integers(sub)] = np.nan
+        elif case == 14:
+            b[rng.integers(sub, size=2)] = np.float32(np.inf) * rng.choice([-1, 1], 2)
         # case 12: plain random
     return x
 
@@ -106,13 +112,14 @@ CASES = [(fmt, n) for fmt in LEGACY for n in (32, 96, 1024)] + [(fmt, n) for fmt
 def test_bytes_match_llama_cpp(ggml, rng, fmt, n):
     sub = 32 if fmt in ("Q4_K", "Q5_K") else 16 if fmt == "Q6_K" else 32
     rows = max(1, 4096 // n)
-    for x in ((rng.standard_normal((rows, n)) * 3).astype(np.float32), adversarial(rng, rows, n, sub)):
+    for x in ((rng.standard_normal((rows, n)) * 3).astype(np.float32), adversarial(rng, rows, n, sub, fmt in KQUANTS)):
         ours = module(fmt).quantize(x, fmt)
         theirs = ggml_quantize(ggml, x, fmt)
         bad = np.argwhere(ours != theirs)
         assert not bad.size, (fmt, n, bad[:4])
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the gguf package's inf · 0
 @pytest.mark.parametrize("fmt", LEGACY + KQUANTS)
 def test_dequantize_matches_gguf_and_ggml_bit_for_bit(ggml, rng, fmt):
     ref = module(fmt)
