@@ -1,5 +1,5 @@
 """docs/semantics.md, *GGUF block formats (llama.cpp)*: Q8_0, Q4_0, Q4_1,
-Q5_0 and Q5_1 (blocks of 32; the K-quants are ``gguf_kquants``), which the section specifies (ggml-quants.c's formulas, and what they leave
+Q5_0, Q5_1 and MXFP4 (blocks of 32; the K-quants are ``gguf_kquants``), which the section specifies (ggml-quants.c's formulas, and what they leave
 open: NaN, infinities, signed zeros)."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 BLOCK = 32
-FORMATS = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20, "Q5_0": 22, "Q5_1": 24}  # bytes per block
+FORMATS = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20, "Q5_0": 22, "Q5_1": 24, "MXFP4": 17}  # bytes per block
+FP4 = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.float32)  # E2M1 values, doubled
 
 
 def _blocks(x: np.ndarray, block: int = BLOCK) -> np.ndarray:
@@ -56,6 +57,21 @@ def _signed_zero(v: np.ndarray, b: np.ndarray, negative: bool) -> np.ndarray:
     return np.where(v == 0, zero, v).astype(np.float32)
 
 
+def _e8m0_half(e: np.ndarray) -> np.ndarray:
+    """2^(e - 128) as float32, the two smallest subnormal."""
+    e = e.astype(np.uint32)
+    return np.where(e < 2, np.uint32(0x00200000) << e, (e - np.uint32(1)) << np.uint32(23)).view(np.float32)
+
+
+def _mxfp4_exponent(amax: np.ndarray) -> np.ndarray:
+    """uint8(floor(log2(amax)) - 2 + 127) for amax > 0, else 0: log2 rounded
+    to float32, the cast the low byte of an int32 truncation (0 beyond int32)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.floor(np.log2(amax.astype(np.float64)).astype(np.float32)) - np.float32(2) + np.float32(127)
+        t = np.where((amax > 0) & (np.abs(t) < 2.0**31), t, 0)
+    return (t.astype(np.int64) & 0xFF).astype(np.uint8)
+
+
 def quantize(x: np.ndarray, fmt: str) -> np.ndarray:
     """The GGUF bytes of x (a multiple of 32 elements), shape (blocks, bytes per block)."""
     b = _blocks(x)
@@ -70,6 +86,11 @@ def quantize(x: np.ndarray, fmt: str) -> np.ndarray:
             q = np.sign(v) * (np.floor(a) + np.floor(np.float32(2) * (a - np.floor(a))))
             q = np.where(np.isfinite(v), q, 0)
             return np.concatenate([d.astype(np.float16).view(np.uint8), q.astype(np.int8).view(np.uint8)], axis=1)
+        if fmt == "MXFP4":
+            amax = np.where(has_nan, np.abs(first_nan), np.abs(b).max(axis=1, keepdims=True))
+            e = _mxfp4_exponent(amax)
+            q = np.abs(_e8m0_half(e)[:, :, None] * FP4 - b[:, :, None]).argmin(axis=2).astype(np.uint8)  # the first nearest
+            return np.concatenate([e, _nibbles(q)], axis=1)
         if fmt in ("Q4_0", "Q5_0"):
             half = 8 if fmt == "Q4_0" else 16
             i = np.abs(b).argmax(axis=1)[:, None]  # the first NaN, if any
@@ -94,6 +115,9 @@ def dequantize(blocks: np.ndarray, fmt: str) -> np.ndarray:
     if fmt not in FORMATS:
         raise ValueError(f"fmt: expected one of {tuple(FORMATS)}, got {fmt!r}")
     b = np.asarray(blocks, np.uint8).reshape(-1, FORMATS[fmt])
+    if fmt == "MXFP4":
+        q = np.concatenate([b[:, 1:] & np.uint8(0x0F), b[:, 1:] >> np.uint8(4)], axis=1)
+        return (_e8m0_half(b[:, :1]) * FP4[q]).reshape(-1)
     d = b[:, :2].copy().view(np.float16).astype(np.float32)
     if fmt == "Q8_0":
         return (d * b[:, 2:].view(np.int8).astype(np.float32)).reshape(-1)

@@ -1,4 +1,4 @@
-"""The reference's Q5_0, Q5_1 (piquant_reference.gguf) and K-quants
+"""The reference's Q5_0, Q5_1, MXFP4 (piquant_reference.gguf) and K-quants
 (piquant_reference.gguf_kquants) against llama.cpp's own C code, byte for
 byte: ggml-python's ``ggml_quantize_chunk`` built without FMA contraction
 (see .ci/run), on random and adversarial rows; dequantize bit for bit with
@@ -22,7 +22,7 @@ from gguf import quants  # noqa: E402
 from piquant_reference import gguf as ref_gguf  # noqa: E402
 from piquant_reference import gguf_kquants  # noqa: E402
 
-LEGACY = ("Q5_0", "Q5_1")
+LEGACY = ("Q5_0", "Q5_1", "MXFP4")  # blocks of 32
 KQUANTS = ("Q4_K", "Q5_K", "Q6_K")
 
 
@@ -128,9 +128,9 @@ def test_dequantize_matches_gguf_and_ggml_bit_for_bit(ggml, rng, fmt):
     ours = ref.dequantize(blocks, fmt).view(np.uint32)
     assert np.array_equal(ours, quants.dequantize(blocks, getattr(T, fmt)).reshape(-1).view(np.uint32))
     assert np.array_equal(ours, ggml_dequantize(ggml, blocks, fmt).view(np.uint32))
-    # Every bit pattern, with d and dmin finite (NaN payloads are not specified).
+    # Every bit pattern, with d and dmin finite (NaN payloads are not specified; E8M0 has no NaN here).
     noise = rng.integers(0, 256, (64, ref.FORMATS[fmt]), dtype=np.uint16).astype(np.uint8)
-    halves = slice(208, 210) if fmt == "Q6_K" else slice(0, 4 if fmt != "Q5_0" else 2)
+    halves = {"Q6_K": slice(208, 210), "Q5_0": slice(0, 2), "MXFP4": slice(0, 0)}.get(fmt, slice(0, 4))
     h = noise[:, halves].copy().view(np.uint16)
     noise[:, halves] = (h & np.uint16(0xBFFF)).view(np.uint8)  # exponent below all-ones
     ours = ref.dequantize(noise, fmt).view(np.uint32)
@@ -140,10 +140,25 @@ def test_dequantize_matches_gguf_and_ggml_bit_for_bit(ggml, rng, fmt):
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the gguf package's, on the adversarial blocks
 @pytest.mark.parametrize("fmt", LEGACY)
-def test_q5_matches_the_gguf_package(rng, fmt):
+def test_blocks_of_32_match_the_gguf_package(rng, fmt):
     x = adversarial(rng, 8, 256, 32)
     ours = ref_gguf.quantize(x, fmt)
     assert np.array_equal(ours, quants.quantize(x, getattr(T, fmt)).reshape(ours.shape))
+
+
+def test_mxfp4_exponent_next_to_every_power_of_two(ggml):
+    """floor(log2f(amax)) decides the exponent: amax just below 2^k can
+    round up to k. The 128 floats on either side of every power of two."""
+    k = np.arange(-149, 128)
+    bits = np.ldexp(np.float32(1), k).astype(np.float32).view(np.int32)
+    amax = (bits[:, None] + np.arange(-128, 129)).astype(np.int32).view(np.float32).reshape(-1)
+    amax = amax[(amax > 0) & np.isfinite(amax)]
+    x = np.zeros((len(amax), 32), np.float32)
+    x[:, 0] = amax
+    x[:, 9] = amax * np.float32(-0.3)
+    ours = ref_gguf.quantize(x, "MXFP4")
+    assert np.array_equal(ours, ggml_quantize(ggml, x, "MXFP4"))
+    assert len(np.unique(ours[:, 0])) == 256  # every exponent byte, the wrapped ones of subnormals too
 
 
 def test_row_lengths_and_names_are_checked():
