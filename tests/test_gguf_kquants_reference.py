@@ -34,6 +34,11 @@ def block(fmt: str) -> int:
     return 32 if fmt in LEGACY else 256
 
 
+def block_bytes(fmt: str) -> int:
+    """Bytes per block."""
+    return ref_gguf.PENDING[fmt] if fmt in LEGACY else gguf_kquants.FORMATS[fmt]
+
+
 @pytest.fixture(scope="module")
 def ggml():
     try:
@@ -48,7 +53,7 @@ def ggml():
 def ggml_quantize(ggml, x: np.ndarray, fmt: str) -> np.ndarray:
     x = np.ascontiguousarray(x, np.float32)
     rows, n = x.shape
-    size = module(fmt).FORMATS[fmt]
+    size = block_bytes(fmt)
     out = np.zeros(rows * n // block(fmt) * size, np.uint8)
     src = x.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
     written = ggml.ggml_quantize_chunk(int(getattr(T, fmt)), src, out.ctypes.data_as(ctypes.c_void_p), 0, rows, n, None)
@@ -57,7 +62,7 @@ def ggml_quantize(ggml, x: np.ndarray, fmt: str) -> np.ndarray:
 
 
 def ggml_dequantize(ggml, blocks: np.ndarray, fmt: str) -> np.ndarray:
-    n = blocks.size // module(fmt).FORMATS[fmt] * block(fmt)
+    n = blocks.size // block_bytes(fmt) * block(fmt)
     out = np.zeros(n, np.float32)
     to_float = ggml.ggml_get_type_traits(int(getattr(T, fmt))).contents.to_float
     to_float(np.ascontiguousarray(blocks).ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), n)
@@ -129,7 +134,7 @@ def test_dequantize_matches_gguf_and_ggml_bit_for_bit(ggml, rng, fmt):
     assert np.array_equal(ours, quants.dequantize(blocks, getattr(T, fmt)).reshape(-1).view(np.uint32))
     assert np.array_equal(ours, ggml_dequantize(ggml, blocks, fmt).view(np.uint32))
     # Every bit pattern, with d and dmin finite (NaN payloads are not specified; E8M0 has no NaN here).
-    noise = rng.integers(0, 256, (64, ref.FORMATS[fmt]), dtype=np.uint16).astype(np.uint8)
+    noise = rng.integers(0, 256, (64, block_bytes(fmt)), dtype=np.uint16).astype(np.uint8)
     halves = {"Q6_K": slice(208, 210), "Q5_0": slice(0, 2), "MXFP4": slice(0, 0)}.get(fmt, slice(0, 4))
     h = noise[:, halves].copy().view(np.uint16)
     noise[:, halves] = (h & np.uint16(0xBFFF)).view(np.uint8)  # exponent below all-ones
