@@ -1,6 +1,6 @@
-"""docs/semantics.md, *GGUF K-quants (llama.cpp)*: Q4_K, Q5_K and Q6_K,
-super-blocks of 256 elements. Vectorized across sub-blocks; every sum is
-taken in element order (``_sum``), as the C loops take it."""
+"""docs/semantics.md, *GGUF block formats (llama.cpp)*, *K-quants*: Q4_K,
+Q5_K and Q6_K in super-blocks of 256 elements. Vectorized across
+sub-blocks; sums and scans run in element order, as llama.cpp's loops do."""
 
 from __future__ import annotations
 
@@ -21,19 +21,24 @@ def _nearest_int(v: np.ndarray) -> np.ndarray:
     return (bits & np.int32(0x7FFFFF)) - np.int32(0x400000)
 
 
-def _sum(a: np.ndarray) -> np.ndarray:
-    """0 + a[..., 0] + a[..., 1] + … in float32, in that order (not pairwise)."""
-    zero = np.zeros_like(a[..., :1])
+def _sum(a: np.ndarray, from_zero: bool = True) -> np.ndarray:
+    """0 + a[..., 0] + a[..., 1] + … (or from a[..., 0]) in float32, in that order (not pairwise)."""
+    if from_zero:
+        a = np.concatenate([np.zeros_like(a[..., :1]), a], axis=-1)
     with np.errstate(over="ignore", invalid="ignore"):
-        return np.add.accumulate(np.concatenate([zero, a], axis=-1), axis=-1)[..., -1]
+        return np.add.accumulate(a, axis=-1)[..., -1]
 
 
-def _first(better, a: np.ndarray, start: np.ndarray) -> np.ndarray:
-    """The C scan `if (better(a[i], r)) r = a[i]` over the last axis from `start`."""
-    r = start
+def _scan(a: np.ndarray, start: np.ndarray, better=np.greater, carry: np.ndarray | None = None):
+    """The scan `if (better(a[i], r)) r = a[i]` over the last axis from
+    `start`; and `carry[i]` of the last replacement (0 if none)."""
+    r, c = start, np.zeros_like(start)
     for i in range(a.shape[-1]):
-        r = np.where(better(a[..., i], r), a[..., i], r)
-    return r
+        take = better(a[..., i], r)
+        r = np.where(take, a[..., i], r)
+        if carry is not None:
+            c = np.where(take, carry[..., i], c)
+    return r, c
 
 
 def _half(v: np.ndarray) -> np.ndarray:
@@ -43,13 +48,13 @@ def _half(v: np.ndarray) -> np.ndarray:
 
 def _qkx2(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int):
     """make_qkx2_quants for each row of x: (scale, -min, codes)."""
-    mn = _first(np.less, x[:, 1:], x[:, 0])
-    mx = _first(np.greater, x[:, 1:], x[:, 0])
+    mn, _ = _scan(x[:, 1:], x[:, 0], np.less)
+    mx, _ = _scan(x[:, 1:], x[:, 0])
     mn = np.where(mn > 0, F(0), mn)
     flat = mx == mn
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        sum_w = np.add.accumulate(w, axis=1)[:, -1]  # from w[0], not 0 + w[0]
-        sum_x = np.add.accumulate(w * x, axis=1)[:, -1]
+        sum_w = _sum(w, from_zero=False)
+        sum_x = _sum(w * x, from_zero=False)
         iscale = F(nmax) / (mx - mn)
         scale = F(1) / iscale
         L = np.clip(_nearest_int(iscale[:, None] * (x - mn[:, None])), 0, nmax).astype(F)
@@ -79,17 +84,10 @@ def _qkx2(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float, n
 
 def _qx(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
     """make_qx_quants with rmse_type 1 and no weights for each row of x: (scale, codes + nmax)."""
-    ax = np.abs(x)
-    amax = np.zeros(len(x), F)
-    mx = np.zeros(len(x), F)
-    for i in range(x.shape[1]):
-        bigger = ax[:, i] > amax
-        amax = np.where(bigger, ax[:, i], amax)
-        mx = np.where(bigger, x[:, i], mx)
+    amax, mx = _scan(np.abs(x), np.zeros(len(x), F), carry=x)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        steps = np.array([0, *range(-9, 0), *range(1, 10)], dtype=F)
-        iscales = -(F(nmax) + F(0.1) * steps)[None, :] / mx[:, None]
-        iscales[:, 0] = F(-nmax) / mx
+        steps = np.array([*range(-9, 0), *range(1, 10)], dtype=F)
+        iscales = np.concatenate([(F(-nmax) / mx)[:, None], -(F(nmax) + F(0.1) * steps)[None, :] / mx[:, None]], axis=1)
         l = np.clip(_nearest_int(iscales[:, :, None] * x[:, None, :]), -nmax, nmax - 1).astype(F)
         w = x * x
         sumlx = _sum((w * x)[:, None, :] * l)
@@ -98,7 +96,7 @@ def _qx(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
         scale = np.where(suml2[:, 0] != 0, scales[:, 0], F(0))
         best = scale * sumlx[:, 0]
         L = l[:, 0]
-        for s in range(1, len(steps)):
+        for s in range(1, iscales.shape[1]):
             take = (suml2[:, s] > 0) & (sumlx[:, s] * sumlx[:, s] > best * suml2[:, s])
             L = np.where(take[:, None], l[:, s], L)
             scale = np.where(take, scales[:, s], scale)
@@ -118,6 +116,7 @@ def _k_scales(ls: np.ndarray, lm: np.ndarray) -> np.ndarray:
 
 
 def _scale_min(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The six-bit scales and mins back from _k_scales' bytes."""
     ls = np.concatenate([s[:, 0:4] & 63, (s[:, 8:12] & 15) | ((s[:, 0:4] >> 6) << 4)], axis=1)
     lm = np.concatenate([s[:, 4:8] & 63, (s[:, 8:12] >> 4) | ((s[:, 4:8] >> 6) << 4)], axis=1)
     return ls, lm
@@ -136,8 +135,8 @@ def _quantize_qk(b: np.ndarray, nmax: int, rmin: float, nstep: int):
         w = av_x[:, None] + np.abs(x)
     scales, mins, L = _qkx2(x, w, nmax, rmin, 0.1, nstep)
     scales, mins, L = scales.reshape(-1, 8), mins.reshape(-1, 8), L.reshape(-1, BLOCK)
-    max_scale = _first(np.greater, scales, np.zeros(len(b), F))
-    max_min = _first(np.greater, mins, np.zeros(len(b), F))
+    max_scale, _ = _scan(scales, np.zeros(len(b), F))
+    max_min, _ = _scan(mins, np.zeros(len(b), F))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         inv_scale = np.where(max_scale > 0, F(63) / max_scale, F(0))
         inv_min = np.where(max_min > 0, F(63) / max_min, F(0))
@@ -162,13 +161,7 @@ def _low_nibbles(L: np.ndarray) -> np.ndarray:
 def _quantize_q6(b: np.ndarray) -> np.ndarray:
     scales, L = _qx(b.reshape(-1, 16), 32)
     scales, L = scales.reshape(-1, 16), L.reshape(-1, BLOCK)
-    big = np.abs(scales)
-    max_abs = np.zeros(len(b), F)
-    max_scale = np.zeros(len(b), F)
-    for i in range(16):
-        bigger = big[:, i] > max_abs
-        max_abs = np.where(bigger, big[:, i], max_abs)
-        max_scale = np.where(bigger, scales[:, i], max_scale)
+    max_abs, max_scale = _scan(np.abs(scales), np.zeros(len(b), F), carry=scales)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         iscale = F(-128) / max_scale
         d = _half(F(1) / iscale)
