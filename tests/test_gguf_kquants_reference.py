@@ -121,7 +121,8 @@ def test_bytes_match_llama_cpp(ggml, rng, fmt, n):
         ours = module(fmt).quantize(x, fmt)
         theirs = ggml_quantize(ggml, x, fmt)
         bad = np.argwhere(ours != theirs)
-        assert not bad.size, (fmt, n, bad[:4])
+        # ggml-python built with FMA contraction (a default build) differs from the spec: see .ci/run.
+        assert not bad.size, (fmt, n, bad[:4], "is ggml-python built with -ffp-contract=off?")
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the gguf package's inf · 0
