@@ -117,7 +117,10 @@ CASES = [(fmt, n) for fmt in LEGACY for n in (32, 96, 1024)] + [(fmt, n) for fmt
 def test_bytes_match_llama_cpp(ggml, rng, fmt, n):
     sub = 32 if fmt in ("Q4_K", "Q5_K") else 16 if fmt == "Q6_K" else 32
     rows = max(1, 4096 // n)
-    for x in ((rng.standard_normal((rows, n)) * 3).astype(np.float32), adversarial(rng, rows, n, sub, fmt in KQUANTS)):
+    rows_of = [(rng.standard_normal((rows, n)) * 3).astype(np.float32), adversarial(rng, rows, n, sub, fmt in KQUANTS)]
+    if fmt in KQUANTS:  # sparse, ±0 mixed: the K-quants follow llama.cpp's C there too
+        rows_of.append((rng.standard_normal((rows, n)) * (rng.random((rows, n)) < 0.05)).astype(np.float32))
+    for x in rows_of:
         ours = module(fmt).quantize(x, fmt)
         theirs = ggml_quantize(ggml, x, fmt)
         bad = np.argwhere(ours != theirs)
@@ -150,6 +153,27 @@ def test_blocks_of_32_match_the_gguf_package(rng, fmt):
     x = adversarial(rng, 8, 256, 32)
     ours = ref_gguf.quantize(x, fmt)
     assert np.array_equal(ours, quants.quantize(x, getattr(T, fmt)).reshape(ours.shape))
+
+
+@pytest.mark.parametrize("fmt", ("Q5_0", "Q5_1"))
+def test_signed_zeros_differ_from_llama_cpp_only_as_the_spec_says(ggml, rng, fmt):
+    """Sparse rows (x · 0 keeps the sign: ±0 mixed). llama.cpp's C starts
+    Q5_0's largest magnitude from +0 and keeps Q5_1's first zero min; the
+    spec (as for Q4_0/Q4_1) differs only in those sign bits of d and m."""
+    x = (rng.standard_normal((64, 1024)) * (rng.random((64, 1024)) < 0.05)).astype(np.float32)
+    b = x.reshape(-1, 32)
+    ours, theirs = ref_gguf.quantize(x, fmt), ggml_quantize(ggml, x, fmt)
+    zero = b == 0
+    if fmt == "Q5_0":
+        sign_byte, may_differ = 1, zero.all(axis=1) & np.signbit(b[:, 0])
+    else:
+        both = (zero & np.signbit(b)).any(axis=1) & (zero & ~np.signbit(b)).any(axis=1)
+        sign_byte, may_differ = 3, both & (b.min(axis=1) == 0)
+    differ = (ours != theirs).any(axis=1)
+    assert differ.any() and not (differ & ~may_differ).any()
+    ours[:, sign_byte] &= 0x7F
+    theirs[:, sign_byte] &= 0x7F
+    assert np.array_equal(ours, theirs)
 
 
 def test_mxfp4_exponent_next_to_every_power_of_two(ggml):
