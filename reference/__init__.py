@@ -14,6 +14,7 @@ dequantize                                         ``dequantize``
 fake_quantize                                      ``fake_quantize``
 compute_params                                     ``compute_params``
 GGUF block formats                                 ``gguf``
+GGUF K-quants                                      ``gguf_kquants``
 =================================================  ======================
 
 It is also piquant's fallback backend when the native library cannot be
