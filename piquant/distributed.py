@@ -53,9 +53,10 @@ import secrets
 import struct
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -143,13 +144,13 @@ class _Codec:
         data = self._data(buf, m)
         if self.g is None:
             p = _api.compute_params(lo_hi, qdt)  # they depend on min and max only
-            _PARAMS.pack_into(buf.numpy(), 0, flags, p.scale, qdt.raw_zero_point(p.zero_point))
+            _PARAMS.pack_into(buf.numpy().data, 0, flags, p.scale, qdt.raw_zero_point(p.zero_point))
             kw: dict[str, Any] = {"scale": p.scale, "zero_point": p.zero_point}
         else:
             rows = piece.view(m // self.g, self.g)
             p = _api.compute_params(rows, qdt, group_size=self.g)
             groups = m // self.g
-            _FLAGS.pack_into(buf.numpy(), 0, flags)
+            _FLAGS.pack_into(buf.numpy().data, 0, flags)
             buf[8 : 8 + 4 * groups].view(torch.float32).copy_(p.scale.reshape(-1))
             buf[8 + 4 * groups : 8 + 8 * groups].view(torch.int32).copy_(p.zero_point.reshape(-1))
             kw = {"scale": p.scale, "zero_point": p.zero_point, "group_size": self.g}
@@ -166,12 +167,12 @@ class _Codec:
         ring's folds); returns the message's flags."""
         m = out.numel()
         if self.g is None:
-            flags, scale, raw = _PARAMS.unpack_from(buf.numpy(), 0)
+            flags, scale, raw = _PARAMS.unpack_from(buf.numpy().data, 0)
             shape = (m,) if self.qdt.is_packed else None
             _api.dequantize(self._data(buf, m), scale=scale, zero_point=self.qdt.zero_point_from_raw(raw),
                             qdtype=self.qdt, shape=shape, reduce=reduce, out=out)
             return flags
-        (flags,) = _FLAGS.unpack_from(buf.numpy(), 0)
+        (flags,) = _FLAGS.unpack_from(buf.numpy().data, 0)
         groups = m // self.g
         scales = buf[8 : 8 + 4 * groups].view(torch.float32).reshape(groups, 1)
         zero_points = buf[8 + 4 * groups : 8 + 8 * groups].view(torch.int32).reshape(groups, 1)
@@ -276,7 +277,7 @@ class _Ring:
                 in_flight[i % sends] = dist.isend(out, group_dst=nxt, group=self.group, tag=i)
             else:  # forward the owner's bytes unchanged, with the flags known here
                 out = message(i - P, b, e)
-                _FLAGS.pack_into(out.numpy(), 0, flags)
+                _FLAGS.pack_into(out.numpy().data, 0, flags)
                 forwards.append(dist.isend(out, group_dst=nxt, group=self.group, tag=i))
         for k in range(P):
             i = count - P + k
@@ -314,15 +315,20 @@ def _nonfinite_all_reduce(codec: _Codec, acc: torch.Tensor, group: Any, timeout:
     acc[torch.isnan(acc)] = float("nan")  # one NaN bit pattern on every rank
 
 
-def _check(tensors: Sequence[Any]) -> None:
-    for i, t in enumerate(tensors):
-        arg = "tensor" if len(tensors) == 1 else f"tensor[{i}]"
+def _tensors(tensor: object) -> list[torch.Tensor]:
+    """``tensor`` (one tensor, or a list or tuple of them) as a checked list."""
+    items: list[object] = list(tensor) if isinstance(tensor, (list, tuple)) else [tensor]
+    tensors = []
+    for i, t in enumerate(items):
+        arg = "tensor" if len(items) == 1 else f"tensor[{i}]"
         if not isinstance(t, torch.Tensor) or t.device.type != "cpu":
             raise TypeError(f"{arg}: expected a CPU torch tensor")
         if t.dtype not in (torch.float32, torch.bfloat16):
             raise TypeError(f"{arg}: expected float32 or bfloat16, got {t.dtype}")
         if not t.is_contiguous():
             raise ValueError(f"{arg}: expected a contiguous tensor (it is reduced in place)")
+        tensors.append(t)
+    return tensors
 
 
 def all_reduce(
@@ -349,8 +355,7 @@ def all_reduce(
     exits or stops answering makes the call raise RuntimeError within
     ``timeout`` seconds. ``profile``, a dict, receives the ring's seconds
     (total, waiting for transfers, computing) and bytes sent."""
-    tensors = list(tensor) if isinstance(tensor, (list, tuple)) else [tensor]
-    _check(tensors)
+    tensors = _tensors(tensor)
     if op not in ("sum", "avg"):
         raise ValueError(f"op: expected 'sum' or 'avg', got {op!r}")
     if rounding not in ("stochastic", "nearest"):
@@ -439,7 +444,7 @@ def ddp_comm_hook(state: CommHookState, bucket: dist.GradBucket) -> torch.future
         try:
             all_reduce(buf, state.group, dtype=state.dtype, op="avg", rounding=state.rounding, group_size=state.group_size,
                        error_feedback=state.feedback, key=index, timeout=state.timeout)
-        except BaseException as e:  # noqa: BLE001 - handed to DDP, which raises it from backward()
+        except BaseException as e:  # handed to DDP, which raises it from backward()
             fut.set_exception(e)
         else:
             fut.set_result(buf)

@@ -50,23 +50,23 @@ from .types import (
 )
 
 __all__ = [
-    "QUANTIZED_DTYPES",
     "FLOAT_DTYPES",
-    "qrange",
+    "QUANTIZED_DTYPES",
+    "bf16_bits_to_f32",
     "bits",
-    "storage_dtype",
     "compute_dtype",
-    "quantize",
-    "dequantize",
-    "fake_quantize",
     "compute_params",
+    "dequantize",
+    "f32_to_bf16_bits",
+    "fake_quantize",
     "layout",
     "minmax",
-    "uniforms",
     "pack_bits",
+    "qrange",
+    "quantize",
+    "storage_dtype",
+    "uniforms",
     "unpack_bits",
-    "bf16_bits_to_f32",
-    "f32_to_bf16_bits",
 ]
 
 # Not in __all__: the reference's own tests check these building blocks.

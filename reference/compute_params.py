@@ -13,8 +13,9 @@ from .types import _float_kind, _nearest_float, _to_compute, compute_dtype, qran
 
 
 class Params(NamedTuple):
-    scale: np.floating  # float32, or float64 for float64 input
-    zero_point: int
+    # float32 (float64 for float64 input) and an int; arrays of the params shape per set.
+    scale: np.floating | np.ndarray
+    zero_point: int | np.ndarray
 
 
 def minmax(x: np.ndarray, *, float_dtype: str | None = None) -> tuple[np.floating, np.floating]:

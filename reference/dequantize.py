@@ -4,6 +4,7 @@ rounded once to the compute type, scaled, then stored or added."""
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from .parameters import _expand, _sets, layout
 from .types import _M64, FLOAT_DTYPES, _from_compute, _to_compute, bits, compute_dtype, storage_dtype, unpack_bits
@@ -21,7 +22,7 @@ def _exact_difference(v: np.ndarray, zero_points: list[int], inner: int, c: type
     u = v.view(np.uint64)
     ge = u >= z if v.dtype == np.uint64 else v >= z.view(np.int64)
     mag = np.where(ge, u - z, z - u)  # mod 2^64: the exact |v - zp|
-    f = mag.astype(c)
+    f: np.ndarray = mag.astype(c)
     return np.where(ge, f, -f)
 
 
@@ -38,8 +39,8 @@ def _values(q: np.ndarray, dtype: str, numel: int | None) -> np.ndarray:
 def dequantize(
     q: np.ndarray,
     dtype: str,
-    scale,
-    zero_point,
+    scale: npt.ArrayLike,
+    zero_point: npt.ArrayLike,
     *,
     numel: int | None = None,
     out_dtype: str = "float32",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from .dequantize import dequantize
 from .quantize import quantize
@@ -12,8 +13,8 @@ from .types import _float_kind
 def fake_quantize(
     x: np.ndarray,
     dtype: str,
-    scale,
-    zero_point,
+    scale: npt.ArrayLike,
+    zero_point: npt.ArrayLike,
     *,
     round_mode: str = "nearest",
     seed: int | None = None,

@@ -29,7 +29,7 @@ def _sum(a: np.ndarray, from_zero: bool = True) -> np.ndarray:
         return np.add.accumulate(a, axis=-1)[..., -1]
 
 
-def _scan(a: np.ndarray, start: np.ndarray, better=np.greater, carry: np.ndarray | None = None):
+def _scan(a: np.ndarray, start: np.ndarray, better: np.ufunc = np.greater, carry: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The scan `if (better(a[i], r)) r = a[i]` over the last axis from
     `start`; and `carry[i]` of the last replacement (0 if none)."""
     r, c = start, np.zeros_like(start)
@@ -46,7 +46,7 @@ def _half(v: np.ndarray) -> np.ndarray:
         return v.astype(np.float16)
 
 
-def _qkx2(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int):
+def _qkx2(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """make_qkx2_quants for each row of x: (scale, -min, codes)."""
     mn, _ = _scan(x[:, 1:], x[:, 0], np.less)
     mx, _ = _scan(x[:, 1:], x[:, 0])
@@ -62,18 +62,18 @@ def _qkx2(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float, n
         for step in range(nstep + 1):
             # An accepted step's min moves the grid of every later step.
             iscale = (F(rmin) + F(rdelta) * F(step) + F(nmax)) / (mx - mn)
-            l = np.clip(_nearest_int(iscale[:, None] * (x - mn[:, None])), 0, nmax).astype(F)
-            wl = w * l
-            sum_l, sum_l2, sum_xl = _sum(wl), _sum(wl * l), _sum(wl * x)
+            trial = np.clip(_nearest_int(iscale[:, None] * (x - mn[:, None])), 0, nmax).astype(F)
+            wl = w * trial
+            sum_l, sum_l2, sum_xl = _sum(wl), _sum(wl * trial), _sum(wl * x)
             D = sum_w * sum_l2 - sum_l * sum_l
             this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
             this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
             positive = this_min > 0
             this_scale = np.where(positive, sum_xl / sum_l2, this_scale)
             this_min = np.where(positive, F(0), this_min)
-            cur = _sum(w * np.square(this_scale[:, None] * l + this_min[:, None] - x))
+            cur = _sum(w * np.square(this_scale[:, None] * trial + this_min[:, None] - x))
             take = (D > 0) & (cur < best)
-            L = np.where(take[:, None], l, L)
+            L = np.where(take[:, None], trial, L)
             best = np.where(take, cur, best)
             scale = np.where(take, this_scale, scale)
             mn = np.where(take, this_min, mn)
@@ -88,17 +88,17 @@ def _qx(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         steps = np.array([*range(-9, 0), *range(1, 10)], dtype=F)
         iscales = np.concatenate([(F(-nmax) / mx)[:, None], -(F(nmax) + F(0.1) * steps)[None, :] / mx[:, None]], axis=1)
-        l = np.clip(_nearest_int(iscales[:, :, None] * x[:, None, :]), -nmax, nmax - 1).astype(F)
+        trial = np.clip(_nearest_int(iscales[:, :, None] * x[:, None, :]), -nmax, nmax - 1).astype(F)
         w = x * x
-        sumlx = _sum((w * x)[:, None, :] * l)
-        suml2 = _sum(w[:, None, :] * l * l)
+        sumlx = _sum((w * x)[:, None, :] * trial)
+        suml2 = _sum(w[:, None, :] * trial * trial)
         scales = sumlx / suml2
         scale = np.where(suml2[:, 0] != 0, scales[:, 0], F(0))
         best = scale * sumlx[:, 0]
-        L = l[:, 0]
+        L = trial[:, 0]
         for s in range(1, iscales.shape[1]):
             take = (suml2[:, s] > 0) & (sumlx[:, s] * sumlx[:, s] > best * suml2[:, s])
-            L = np.where(take[:, None], l[:, s], L)
+            L = np.where(take[:, None], trial[:, s], L)
             scale = np.where(take, scales[:, s], scale)
             best = np.where(take, scale * sumlx[:, s], best)
     zero = amax < _EPS
@@ -127,7 +127,7 @@ def _six_bits(v: np.ndarray) -> np.ndarray:
     return np.minimum(_nearest_int(v) & 0xFF, 63).astype(np.uint8)
 
 
-def _quantize_qk(b: np.ndarray, nmax: int, rmin: float, nstep: int):
+def _quantize_qk(b: np.ndarray, nmax: int, rmin: float, nstep: int) -> tuple[np.ndarray, np.ndarray]:
     """Q4_K/Q5_K: (d, dmin as float16 bytes, 12 scale bytes, codes (blocks, 256))."""
     x = b.reshape(-1, 32)
     with np.errstate(over="ignore", invalid="ignore"):

@@ -5,11 +5,12 @@ each element of a call uses."""
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from .types import compute_dtype, qrange
 
 
-def _check_params(kind: str, dtype: str, scale, zero_point: int, index: int | None = None) -> np.floating:
+def _check_params(kind: str, dtype: str, scale: float, zero_point: int, index: int | None = None) -> np.floating:
     """scale in the compute type, checked, and the zero point checked; a
     set's `index` names it in the message (``scale[3]``)."""
     qmin, qmax = qrange(dtype)
@@ -51,7 +52,7 @@ def layout(shape: tuple[int, ...], axis: int | None = None, group_size: int | No
     return 1, max(n, 1), ()
 
 
-def _sets(kind: str, dtype: str, scale, zero_point, count: int, grouped: bool) -> tuple[np.ndarray, list[int]]:
+def _sets(kind: str, dtype: str, scale: npt.ArrayLike, zero_point: npt.ArrayLike, count: int, grouped: bool) -> tuple[np.ndarray, list[int]]:
     """The checked scales (compute type) and zero points of `count` sets;
     those of a grouped call are named by index."""
     scales = np.asarray(scale).reshape(-1)

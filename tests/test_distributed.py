@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from conftest import ISAS  # noqa: E402
+from conftest import ISAS
 
 pytestmark = pytest.mark.skipif(not ISAS, reason="native library not loaded")
 
@@ -32,6 +32,8 @@ def gather(t):
 """
 
 CHECKS = """
+def as_bits(t):
+    return t.view(torch.uint8) if t.dtype == torch.bfloat16 else t
 out = {"bound_violations": [], "not_identical": [], "cases": 0}
 for n in (0, 1, world - 1, 1000, 100_003):
     for tdtype in (torch.float32, torch.bfloat16):
@@ -54,7 +56,7 @@ for n in (0, 1, world - 1, 1000, 100_003):
                 err = float((y.double() - exact).abs().max()) if n else 0.0
                 if err > bound:
                     out["bound_violations"].append([n, str(tdtype), qtype, op, rounding, err, bound])
-                if any(not torch.equal(p.view(torch.uint8) if p.dtype == torch.bfloat16 else p, y.view(torch.uint8) if y.dtype == torch.bfloat16 else y) for p in gather(y)):
+                if any(not torch.equal(as_bits(p), as_bits(y)) for p in gather(y)):
                     out["not_identical"].append([n, str(tdtype), qtype, op, rounding])
                 out["cases"] += 1
 

@@ -203,7 +203,8 @@ def test_uint64_zero_points_keep_their_type(rng):
     x = rng.standard_normal((4, 8))
     q = piquant.quantize(x, "uint64", axis=0, symmetric=True)
     assert q.zero_point.dtype == np.uint64 and q.zero_point[0] == 2**63
-    assert np.array_equal(piquant.dequantize(q, np.float64), ref.dequantize(q.data, "uint64", q.scale, q.zero_point, out_dtype="float64", shape=(4, 8), axis=0).reshape(4, 8))
+    expected = ref.dequantize(q.data, "uint64", q.scale, q.zero_point, out_dtype="float64", shape=(4, 8), axis=0).reshape(4, 8)
+    assert np.array_equal(piquant.dequantize(q, np.float64), expected)
 
 
 @pytest.mark.parametrize(
@@ -258,7 +259,9 @@ def test_c_abi_checks_every_set(contexts):
 
 
 @pytest.mark.parametrize("symmetric", (False, True))
-@pytest.mark.parametrize("qtype,tdtype,qrange", [("uint4", "uint8", (0, 15)), ("int4", "int8", (-8, 7)), ("uint8", "uint8", (0, 255)), ("int8", "int8", (-128, 127))])
+@pytest.mark.parametrize(
+    "qtype,tdtype,qrange", [("uint4", "uint8", (0, 15)), ("int4", "int8", (-8, 7)), ("uint8", "uint8", (0, 255)), ("int8", "int8", (-128, 127))]
+)
 @pytest.mark.parametrize("group_size", (32, 128))
 def test_group_wise_matches_torchao(rng, symmetric, qtype, tdtype, qrange, group_size):
     """torchao's choose_qparams_affine / quantize_affine / dequantize_affine

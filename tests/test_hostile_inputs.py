@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import decimal
 import fractions
+import functools
 import os
 import re
 import subprocess
@@ -405,7 +406,10 @@ def test_every_written_tensor_has_a_new_version(form):
         "dequantize_quantized": (torch.empty(64), lambda o: piquant.dequantize(piquant.quantize(x, "uint4"), out=o)),
         "gguf_quantize": (torch.empty(34 * 2, dtype=torch.uint8), lambda o: piquant.gguf.quantize(x, "Q8_0", out=o)),
         "gguf_dequantize": (torch.empty(64), lambda o: piquant.gguf.dequantize(piquant.gguf.quantize(x, "Q8_0"), "Q8_0", out=o)),
-        "pi_quant": (torch.zeros(64), lambda o: pt.dequantize(torch.ones(64, dtype=torch.uint8), scale=0.1, zero_point=3, dtype=torch.float32, out=o, reduce_op="add")),
+        "pi_quant": (
+            torch.zeros(64),
+            lambda o: pt.dequantize(torch.ones(64, dtype=torch.uint8), scale=0.1, zero_point=3, dtype=torch.float32, out=o, reduce_op="add"),
+        ),
     }
     out, call = calls[form]
     v = out._version
@@ -432,8 +436,16 @@ T4 = torch.arange(1.0, 5.0)
         (lambda: piquant.quantize(T4, "uint8", scale=decimal.Decimal("0.5"), zero_point=0), TypeError, "scale"),
         (lambda: piquant.quantize(T4, "uint8", scale=True, zero_point=0), TypeError, "scale"),
         (lambda: piquant.quantize(T4, "uint8", scale=0.5, zero_point=True, out=torch.empty(4, dtype=torch.uint8)), TypeError, "zero_point"),
-        (lambda: piquant.quantize(torch.ones(2, 3), "uint8", scale=torch.ones(2, device="meta"), zero_point=torch.zeros(2, dtype=torch.int64), axis=0), ValueError, "scale"),
-        (lambda: piquant.quantize(torch.ones(2, 3), "uint8", scale=torch.ones(2), zero_point=torch.zeros(2, device="meta", dtype=torch.int64), axis=0), ValueError, "zero_point"),
+        (
+            lambda: piquant.quantize(torch.ones(2, 3), "uint8", scale=torch.ones(2, device="meta"), zero_point=torch.zeros(2, dtype=torch.int64), axis=0),
+            ValueError,
+            "scale",
+        ),
+        (
+            lambda: piquant.quantize(torch.ones(2, 3), "uint8", scale=torch.ones(2), zero_point=torch.zeros(2, device="meta", dtype=torch.int64), axis=0),
+            ValueError,
+            "zero_point",
+        ),
         (lambda: piquant.quantize(torch.ones(2, 3), "uint8", scale=torch.ones(2).to_sparse(), zero_point=[0, 0], axis=0), TypeError, "scale"),
         (lambda: piquant.quantize(torch.ones(2, 3), "uint8", scale=torch.ones(2, dtype=torch.complex64), zero_point=[0, 0], axis=0), TypeError, "scale"),
         (lambda: piquant.quantize(torch.ones(2, 3), "uint8", scale=[1.0, True], zero_point=[0, 0], axis=0), TypeError, "scale"),
@@ -452,7 +464,11 @@ T4 = torch.arange(1.0, 5.0)
         (lambda: piquant.quantize(torch.ones(2, 2).to_sparse_csr(), "uint8", scale=1.0, zero_point=0), TypeError, "x"),
         (lambda: piquant.quantize(torch.ones(2, 2).to_mkldnn(), "uint8", scale=1.0, zero_point=0), TypeError, "x"),
         (lambda: piquant.quantize(torch.nested.nested_tensor([torch.ones(2), torch.ones(3)]), "uint8", scale=1.0, zero_point=0), TypeError, "x"),
-        (lambda: piquant.quantize(torch.nested.nested_tensor([torch.ones(2), torch.ones(3)], layout=torch.jagged), "uint8", scale=1.0, zero_point=0), TypeError, "x"),
+        (
+            lambda: piquant.quantize(torch.nested.nested_tensor([torch.ones(2), torch.ones(3)], layout=torch.jagged), "uint8", scale=1.0, zero_point=0),
+            TypeError,
+            "x",
+        ),
         (lambda: piquant.quantize(torch.ones(0).to_sparse(), "uint8", scale=1.0, zero_point=0), TypeError, "x"),
         (lambda: piquant.quantize(torch.ones(4).to_sparse(), "uint8", scale=1.0, zero_point=0, out=torch.empty(4, dtype=torch.uint8)), TypeError, "x"),
         (lambda: piquant.quantize(torch.ones(4), "uint8", scale=1.0, zero_point=0, out=torch.empty(4, dtype=torch.uint8).to_sparse()), TypeError, "out"),
@@ -797,7 +813,7 @@ def test_the_fast_and_the_general_path_agree(lib, ftype, qtype, n, op, scale, ze
     for s in (scale, np.float64(scale)):
         out = fresh_out()
         before = as_bytes(out.resolve_neg() if isinstance(out, torch.Tensor) else out)
-        results.append(_outcome(lambda: call(s, out)))
+        results.append(_outcome(functools.partial(call, s, out)))
         if results[-1][0] != "ok":
             assert as_bytes(out.resolve_neg() if isinstance(out, torch.Tensor) else out) == before, results[-1]
     assert results[0] == results[1]

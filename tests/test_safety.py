@@ -66,8 +66,8 @@ def test_c_suite_and_example_under_valgrind(tmp_path):
     valgrind = tool("valgrind")
     for source, args in (("tests/c/abi_test.c", ["300"]), ("examples/quantize.c", [])):
         exe = build_c(tmp_path, tool("gcc"), source)
-        r = subprocess.run([valgrind, "--error-exitcode=99", "--child-silent-after-fork=yes", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect", str(exe), *args],
-                           capture_output=True, text=True, timeout=600)
+        flags = ["--error-exitcode=99", "--child-silent-after-fork=yes", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect"]
+        r = subprocess.run([valgrind, *flags, str(exe), *args], capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, f"{source}: {r.stdout}{r.stderr[-3000:]}"
         assert "ERROR SUMMARY: 0 errors" in r.stderr
 

@@ -36,7 +36,8 @@ def test_mean_over_seeds_converges_to_x_per_element(rng, ftype, qtype):
     xf = x.astype(np.float64)
     total = np.zeros(n)
     for s in range(seeds):
-        total += piquant.quantize(x, qtype, scale=scale, zero_point=zp, round_mode="stochastic", seed=s).dequantize(np.float64 if ftype == "float64" else np.float32).astype(np.float64)
+        q = piquant.quantize(x, qtype, scale=scale, zero_point=zp, round_mode="stochastic", seed=s)
+        total += q.dequantize(c).astype(np.float64)
     mean = total / seeds
     frac = xf / scale - np.floor(xf / scale)
     sigma = scale * np.sqrt(frac * (1 - frac) / seeds)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-
 import piquant
 import piquant_reference as ref
+
+torch = pytest.importorskip("torch")
 
 TORCH_TYPES = [(torch.quint8, "uint8"), (torch.qint8, "int8"), (torch.quint4x2, "uint4")]
 
