@@ -9,9 +9,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _arrays, _fast, _groups
+from ._checks import check_scale, check_seed, check_shape, check_zero_point
 from ._context import Context, reduce_op_value, resolve_context, round_mode_value
 from ._dtypes import TORCH_QUANTIZED, DataType, resolve
-from ._checks import check_scale, check_seed, check_shape, check_zero_point
 
 
 class QuantParams(NamedTuple):
@@ -117,8 +117,8 @@ def quantize(
     x: Any,
     dtype: Any = "uint8",
     *,
-    scale: float | None = None,
-    zero_point: int | None = None,
+    scale: Any = None,
+    zero_point: Any = None,
     symmetric: bool = False,
     round_mode: Any = "nearest",
     seed: int | None = None,
@@ -194,8 +194,8 @@ def fake_quantize(
     x: Any,
     dtype: Any = "uint8",
     *,
-    scale: float | None = None,
-    zero_point: int | None = None,
+    scale: Any = None,
+    zero_point: Any = None,
     symmetric: bool = False,
     round_mode: Any = "nearest",
     seed: int | None = None,
@@ -300,8 +300,8 @@ def dequantize(
     q: Any,
     dtype: Any = None,
     *,
-    scale: float | None = None,
-    zero_point: int | None = None,
+    scale: Any = None,
+    zero_point: Any = None,
     qdtype: Any = None,
     shape: tuple[int, ...] | None = None,
     axis: int | None = None,

@@ -140,7 +140,7 @@ class NativeBackend:
 def _view(ptr: int, nbytes: int, dtype: Any) -> np.ndarray:
     if nbytes == 0:
         return np.empty(0, dtype)
-    return np.frombuffer((ctypes.c_char * nbytes).from_address(ptr), dtype=dtype)
+    return np.frombuffer(memoryview((ctypes.c_char * nbytes).from_address(ptr)), dtype=dtype)
 
 
 def _float_view(ptr: int, dt: DataType, n: int) -> np.ndarray:

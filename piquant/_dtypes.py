@@ -40,7 +40,7 @@ class DataType(Enum):
     # slowly as a dict key, and these are read on every call.
     @property
     def bit_size(self) -> int:
-        return self._bits  # type: ignore[attr-defined,no-any-return]
+        return self._bits  # type: ignore[attr-defined]
 
     @property
     def is_quantized(self) -> bool:
@@ -57,19 +57,19 @@ class DataType(Enum):
     @property
     def stride(self) -> int:
         """Bytes per element, 0 for packed sub-byte types (pi-quant's meaning)."""
-        return self._bits >> 3  # type: ignore[attr-defined,no-any-return]
+        return self._bits >> 3  # type: ignore[attr-defined]
 
     @property
     def is_packed(self) -> bool:
-        return self._bits < 8  # type: ignore[attr-defined,no-any-return]
+        return self._bits < 8  # type: ignore[attr-defined]
 
     @property
     def qmin(self) -> int:
-        return self._qmin  # type: ignore[attr-defined,no-any-return]
+        return self._qmin  # type: ignore[attr-defined]
 
     @property
     def qmax(self) -> int:
-        return self._qmax  # type: ignore[attr-defined,no-any-return]
+        return self._qmax  # type: ignore[attr-defined]
 
     @property
     def short_name(self) -> str:
@@ -77,7 +77,7 @@ class DataType(Enum):
         return _NAMES[self]
 
     def nbytes(self, numel: int) -> int:
-        return (numel * self._bits + 7) // 8  # type: ignore[attr-defined,no-any-return]
+        return (numel * self._bits + 7) // 8  # type: ignore[attr-defined]
 
     def raw_zero_point(self, zero_point: int) -> int:
         """The C ABI's int64 form of a zero point: uint64's travel as their bits."""
@@ -118,7 +118,7 @@ _BY_NAME = {v: k for k, v in _NAMES.items()} | {
 }
 
 # numpy storage dtypes of each type's data.
-_NP_STORAGE = {dt: np.dtype(np.uint8) if dt.is_packed else np.dtype(dt.short_name) for dt in DataType if dt is not DataType.BF16}
+_NP_STORAGE: dict[DataType, np.dtype] = {dt: np.dtype(np.uint8) if dt.is_packed else np.dtype(dt.short_name) for dt in DataType if dt is not DataType.BF16}
 if _NP_BF16 is not None:
     _NP_STORAGE[DataType.BF16] = _NP_BF16
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ._backend import NativeBackend
 from ._arrays import NUMPY_TYPES, check_torch, increment_version, storage_of, torch_address
+from ._backend import NativeBackend
 from ._checks import check_scale
 from ._context import Context
 from ._dtypes import DataType
@@ -44,7 +44,7 @@ def _call_buffer() -> tuple[bytearray, int]:
 class _Type:
     """What the fast path needs of a DataType, as plain attributes."""
 
-    __slots__ = ("dt", "value", "bits", "packed", "is_float", "qmin", "qmax")
+    __slots__ = ("bits", "dt", "is_float", "packed", "qmax", "qmin", "value")
 
     def __init__(self, dt: DataType) -> None:
         self.dt, self.value, self.bits = dt, dt.value, dt.bit_size
@@ -76,7 +76,7 @@ def _buffer(a: Any, writable: bool) -> tuple[int, _Type, int] | None:
             return None
         if flags.writeable:
             try:  # 3× cheaper than a.ctypes.data; needs a writable buffer numpy can export
-                return ctypes.addressof(ctypes.c_char.from_buffer(a)), t, a.size
+                return ctypes.addressof(ctypes.c_char.from_buffer(a)), t, a.size  # type: ignore[arg-type]  # ndarray exports a buffer
             except ValueError:  # e.g. ml_dtypes.bfloat16 has no buffer-protocol format
                 return a.ctypes.data, t, a.size
         return None if writable else (a.ctypes.data, t, a.size)

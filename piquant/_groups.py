@@ -16,7 +16,7 @@ from ._dtypes import DataType
 class Layout(NamedTuple):
     """Element i (flat, row-major) uses parameter set (i // inner) % count."""
 
-    count: int
+    count: int  # type: ignore[assignment]  # a field; shadows tuple.count, which nobody calls
     inner: int
     shape: tuple[int, ...]  # of the parameter arrays
     axis: int | None
@@ -58,7 +58,7 @@ class Sets(NamedTuple):
 
     scales: np.ndarray  # float32 or float64, contiguous, one per set
     zero_points: np.ndarray  # int64 (uint64 for UINT64), contiguous, one per set
-    count: int
+    count: int  # type: ignore[assignment]  # as in Layout
     inner: int
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 
 from . import _arrays
-from ._api import compute_params, dequantize as _dequantize, quantize as _quantize
+from ._api import compute_params
+from ._api import dequantize as _dequantize
+from ._api import quantize as _quantize
 from ._context import Context
 from ._dtypes import DataType, resolve
 
@@ -31,7 +33,7 @@ def _torch_dtype(dtype: torch.dtype, *, quantized: bool) -> DataType:
 
 
 def compute_quant_params(tensor: torch.Tensor, *, dtype: torch.dtype, ctx: Context | None = None) -> tuple[float, int]:
-    return tuple(compute_params(tensor, _torch_dtype(dtype, quantized=True), ctx=ctx))  # type: ignore[return-value]
+    return tuple(compute_params(tensor, _torch_dtype(dtype, quantized=True), ctx=ctx))
 
 
 def quantize(

@@ -5,6 +5,7 @@ saturation on exact integers."""
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from .parameters import _expand, _sets, layout
 from .types import _M64, _float_bound, _float_kind, _to_compute, bits, compute_dtype, pack_bits, qrange, storage_dtype
@@ -95,8 +96,8 @@ def _saturate(r: np.ndarray, dtype: str, zero_points: list[int], inner: int) -> 
 def quantize(
     x: np.ndarray,
     dtype: str,
-    scale,
-    zero_point,
+    scale: npt.ArrayLike,
+    zero_point: npt.ArrayLike,
     *,
     round_mode: str = "nearest",
     seed: int | None = None,
