@@ -18,7 +18,6 @@ import argparse
 import ctypes
 import json
 import statistics
-import struct
 import sys
 import timeit
 import warnings
@@ -98,7 +97,7 @@ def setup() -> dict[str, Any]:
     s, zp = piquant.compute_params(x, "uint8")
     q8 = np.empty(N, np.uint8)
     qt8 = torch.empty(N, dtype=torch.uint8)
-    fmt = struct.Struct("=6i3QdqQ")  # _fast.py's packing of piquant_call
+    fmt = _native.packer(_native.Call)  # _fast.py's packing of piquant_call
     buf = bytearray(fmt.size)
     pin = ctypes.c_char.from_buffer(buf)
     addr = ctypes.addressof(pin)

@@ -3,6 +3,7 @@ that the operations in _api.py are written once for both."""
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -36,7 +37,7 @@ def check_torch(x: Any, arg: str) -> None:
     sparse, mkldnn or nested tensor, nor one on another device."""
     if x.is_nested:
         raise TypeError(f"{arg}: expected a dense tensor, got a nested tensor")
-    if x.layout is not _strided():
+    if x.layout is not torch_facts().strided:
         raise TypeError(f"{arg}: expected a dense (strided) tensor, got layout {x.layout}")
     if not x.is_cpu:
         raise ValueError(f"{arg}: expected a CPU tensor, got one on {x.device}")
@@ -62,8 +63,9 @@ def torch_address(t: Any, arg: str) -> int:
     (quint4x2, quint2x4) counts its offset in elements, which its data_ptr()
     takes for bytes."""
     storage = t.untyped_storage()
-    if t.is_quantized and t.dtype in _packed_torch_bits():
-        return _packed_address(t, storage, _packed_torch_bits()[t.dtype], arg)
+    bits = torch_facts().packed_bits.get(t.dtype) if t.is_quantized else None
+    if bits is not None:
+        return _packed_address(t, storage, bits, arg)
     ptr = t.data_ptr()
     end = ptr - storage.data_ptr() + t.nbytes
     if end > storage.nbytes() and t.nbytes:
@@ -81,15 +83,6 @@ def _packed_address(t: Any, storage: Any, bits: int, arg: str) -> int:
         raise ValueError(f"{arg}: its storage holds {storage.nbytes()} bytes, fewer than the {end} its elements span (was the storage resized?)")
     return storage.data_ptr() + start
 
-
-_packed_bits: dict[Any, int] | None = None
-
-
-def _packed_torch_bits() -> dict[Any, int]:
-    global _packed_bits
-    if _packed_bits is None:
-        _packed_bits = {k: v.bit_size for k, v in torch_dtype_map().items() if v.is_packed}
-    return _packed_bits
 
 
 def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
@@ -119,7 +112,7 @@ def packed_bytes(t: Any, arg: str) -> Any:
     the wrong byte)."""
     buf = read(t, arg, quantized=True)
     start = buf.ptr - t.untyped_storage().data_ptr()
-    torch = _torch()
+    torch = torch_facts().module
     return torch.empty(0, dtype=torch.uint8).set_(t.untyped_storage(), start, (buf.dtype.nbytes(buf.numel),))
 
 
@@ -142,20 +135,24 @@ def check_data(data: Buffer, qdt: DataType, numel: int, arg: str) -> None:
         raise ValueError(f"{arg}: has {data.numel} elements, {numel} {qdt.short_name} values need {want}")
 
 
-def _torch() -> Any:
+class TorchFacts(NamedTuple):
+    """What the adapters need of torch, looked up once, when the first
+    tensor is seen (importing piquant does not import torch)."""
+
+    module: Any
+    strided: Any
+    packed_bits: dict[Any, int]  # torch.quint4x2 / quint2x4 → bits per element
+    storage: dict[DataType, Any]  # the torch dtype each type's data is stored as
+    increment_version: Any  # bumps the autograd version counters of a tuple of tensors
+
+
+@functools.cache
+def torch_facts() -> TorchFacts:
     import torch
 
-    return torch
-
-
-_strided_layout: Any = None
-
-
-def _strided() -> Any:
-    global _strided_layout
-    if _strided_layout is None:
-        _strided_layout = _torch().strided
-    return _strided_layout
+    storage = {d: getattr(torch, "uint8" if d.is_packed else d.short_name) for d in DataType if d.is_packed or hasattr(torch, d.short_name)}
+    packed = {k: v.bit_size for k, v in torch_dtype_map().items() if v.is_packed}
+    return TorchFacts(torch, torch.strided, packed, storage, torch._C._increment_version)
 
 
 NUMPY_TYPES = {numpy_storage(dt): dt for dt in DataType if not dt.is_packed and (dt is not DataType.BF16 or has_numpy_bfloat16())}
@@ -168,23 +165,14 @@ def empty(kind: str, shape: tuple[int, ...], dt: DataType, *, zeros: bool = Fals
     if kind == NUMPY:
         a = (np.zeros if zeros else np.empty)(storage_shape, dtype=numpy_storage(dt))
         return Buffer(a, kind, a.ctypes.data, dt, shape, numel)
-    import torch
-
-    tdt = torch_storage(dt)
-    t = (torch.zeros if zeros else torch.empty)(storage_shape, dtype=tdt)
+    torch = torch_facts().module
+    t = (torch.zeros if zeros else torch.empty)(storage_shape, dtype=torch_storage(dt))
     return Buffer(t, kind, t.data_ptr(), dt, shape, numel)
 
 
 def torch_storage(dt: DataType) -> Any:
     """The torch dtype a type's data is stored as (packed types: uint8)."""
-    global _torch_storage
-    if _torch_storage is None:
-        torch = _torch()
-        _torch_storage = {d: getattr(torch, "uint8" if d.is_packed else d.short_name) for d in DataType if hasattr(torch, d.short_name) or d.is_packed}
-    return _torch_storage[dt]
-
-
-_torch_storage: dict[DataType, Any] | None = None
+    return torch_facts().storage[dt]
 
 
 def write(out: Any, kind: str, dt: DataType, shape: tuple[int, ...], numel: int, arg: str = "out") -> Buffer:
@@ -237,18 +225,7 @@ def mark_written(out: Any) -> None:
     writes do, so that a backward pass that saved it raises instead of
     using the overwritten values (called as the tensor is handed to a
     kernel; a call that fails after it costs a spurious bump at worst)."""
-    increment_version()((out,))
-
-
-_increment: Any = None
-
-
-def increment_version() -> Any:
-    """torch's function that bumps the version counters of a tuple of tensors."""
-    global _increment
-    if _increment is None:
-        _increment = _torch()._C._increment_version
-    return _increment
+    torch_facts().increment_version((out,))
 
 
 def check_no_overlap(a: Buffer, b: Buffer, arg: str = "out") -> None:

@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import ctypes
 import secrets
-import struct
 import threading
 from typing import Any
 
 import numpy as np
 
-from ._arrays import NUMPY_TYPES, check_torch, increment_version, storage_of, torch_address
+from ._arrays import NUMPY_TYPES, check_torch, mark_written, storage_of, torch_address
 from ._backend import NativeBackend
 from ._checks import check_scale
 from ._context import Context
 from ._dtypes import DataType
+from ._native import Call, packer
 
-# piquant_call (zig/include/piquant.h): op, float_type, quant_type,
-# round_mode, reduce_op, reserved, in, out, numel, scale, zero_point, seed.
-_CALL = struct.Struct("=6i3QdqQ")
+# piquant_call (zig/include/piquant.h), as _native declares it.
+_CALL = packer(Call)
 QUANTIZE, DEQUANTIZE, FAKE_QUANTIZE = 0, 1, 2
 
 _local = threading.local()
@@ -63,7 +62,6 @@ _REDUCE: dict[Any, int] = {"set": 0, "add": 1}
 # Checked scales as used (float32-rounded unless float64), by precision.
 _SCALES: dict[bool, dict[float, float]] = {False: {}, True: {}}
 _torch_types: dict[Any, _Type] | None = None
-_bump: Any = None  # torch's version counter increment, once torch is seen
 
 
 def _buffer(a: Any, writable: bool) -> tuple[int, _Type, int] | None:
@@ -82,12 +80,11 @@ def _buffer(a: Any, writable: bool) -> tuple[int, _Type, int] | None:
         return None if writable else (a.ctypes.data, t, a.size)
     if type(a).__name__ != "Tensor" or type(a).__module__ != "torch":
         return None
-    global _torch_types, _bump
+    global _torch_types
     if _torch_types is None:
         from ._dtypes import torch_dtype_map
 
         _torch_types = {k: _TYPES[v] for k, v in torch_dtype_map().items() if not str(k).startswith("torch.q")}
-        _bump = increment_version()
     t = _torch_types.get(a.dtype)
     if t is None or (writable and a.requires_grad) or a.is_neg():
         return None  # the general path resolves a negative view as input and refuses it as out
@@ -170,7 +167,7 @@ def run(op: int, x: Any, qdtype: Any, scale: Any, zero_point: Any, mode: Any, re
     buf, addr = _call_buffer()
     _CALL.pack_into(buf, 0, op, f.value, q.value, m, r, 0, sp, dp, n, s, q.dt.raw_zero_point(zero_point), seed)
     if type(out) is not np.ndarray:
-        _bump((out,))
+        mark_written(out)
     if backend._execute(backend._ctx, addr):
         return None  # let the general path raise the error
     return q.dt, s, zero_point

@@ -73,7 +73,7 @@ def _numpy(a: Any, arg: str, integral: bool, qdt: DataType | None = None) -> np.
         return a.astype(np.float32) if a.dtype.name == "bfloat16" else a  # ml_dtypes: exact in float32
     _arrays.check_torch(a, arg)
     a = a.detach().resolve_neg()
-    torch = _arrays._torch()
+    torch = _arrays.torch_facts().module
     if a.dtype in (torch.bfloat16, torch.float16):  # exactly representable in float32, which numpy has
         a = a.float()
     if a.is_quantized or a.is_complex():

@@ -81,8 +81,6 @@ for _ in range(50):
 out["ef_total_error"] = float((total_ef - 50 * exact).abs().max())
 out["plain_total_error"] = float((total_plain - 50 * exact).abs().max())
 out["one_call_error"] = float((pd.all_reduce(x.clone(), dtype="uint4", rounding="nearest").double() - exact).abs().max())
-print(json.dumps(out))
-dist.destroy_process_group()
 """
 
 
@@ -109,13 +107,17 @@ def launch(world: int, body: str, timeout: float = 300) -> list[subprocess.Compl
     return results
 
 
-@pytest.mark.parametrize("world", [1, 2, 3, 4])
-def test_all_reduce_bound_identity_bias_and_feedback(world):
-    results = launch(world, CHECKS)
+def reports(world: int, body: str, timeout: float = 300) -> list[dict]:
+    """Each rank's report: the dict ``out`` its script built, once every rank exited cleanly."""
+    results = launch(world, body + "\nprint(json.dumps(out))\ndist.destroy_process_group()\n", timeout)
     for r in results:
         assert r.returncode == 0, r.stderr[-3000:]
-    for rank, r in enumerate(results):
-        out = json.loads(r.stdout.strip().splitlines()[-1])
+    return [json.loads(r.stdout.strip().splitlines()[-1]) for r in results]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_all_reduce_bound_identity_bias_and_feedback(world):
+    for rank, out in enumerate(reports(world, CHECKS)):
         assert out["cases"] == 40
         assert not out["bound_violations"], (rank, out["bound_violations"][:3])
         assert not out["not_identical"], (rank, out["not_identical"][:3])
@@ -203,18 +205,12 @@ for shape in ((64, 32), (2048,)):
         total += pd.all_reduce(x.reshape(shape).clone(), dtype="uint4", rounding="nearest", error_feedback=ef, key="x", timeout=30).double().reshape(64, 32)
     err[str(shape)] = float((total / 30 - exact).abs().mean())
 out["mean_error"] = err
-print(json.dumps(out))
-dist.destroy_process_group()
 """
 
 
 @pytest.mark.parametrize("world", [2, 3])
 def test_error_feedback_keeps_the_residual_of_tensors_of_any_shape(world):
-    results = launch(world, SHAPED_FEEDBACK, timeout=240)
-    for r in results:
-        assert r.returncode == 0, r.stderr[-3000:]
-    for r in results:
-        out = json.loads(r.stdout.strip().splitlines()[-1])
+    for out in reports(world, SHAPED_FEEDBACK, timeout=240):
         assert out["cases"] == 12
         assert not out["differ"], out["differ"][:5]
         assert all(out["ef_kept"]), out
@@ -283,18 +279,12 @@ for case in range(40):
     if ef is not None and numel and not bool(torch.isfinite(ef.residuals["k"]).all()):
         out["ef_not_finite"].append(case)
     out["cases"] += 1
-print(json.dumps(out))
-dist.destroy_process_group()
 """
 
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_all_reduce_propagates_nan_and_inf_like_torch_on_every_rank(world):
-    results = launch(world, NONFINITE, timeout=240)
-    for r in results:
-        assert r.returncode == 0, r.stderr[-3000:]
-    for r in results:
-        out = json.loads(r.stdout.strip().splitlines()[-1])
+    for out in reports(world, NONFINITE, timeout=240):
         assert out["reproducer"] == [True, True], out
         assert out["cases"] == 40
         assert not out["wrong_nonfinite"], out["wrong_nonfinite"][:5]
@@ -374,18 +364,12 @@ exact = torch.stack(gather(x)).double().sum(0)
 y = pd.all_reduce(x.clone(), dtype="uint4", group_size=32, timeout=30).double()
 out["nonfinite_ok"] = bool(torch.equal(torch.isnan(y), torch.isnan(exact)) and torch.equal(torch.isinf(y), torch.isinf(exact))
                            and torch.equal(y[torch.isinf(y)], exact[torch.isinf(exact)]))
-print(json.dumps(out))
-dist.destroy_process_group()
 """
 
 
 @pytest.mark.parametrize("world", [2, 3])
 def test_pipelined_ring_groups_and_lists(world):
-    results = launch(world, PIPELINE, timeout=240)
-    for r in results:
-        assert r.returncode == 0, r.stderr[-3000:]
-    for r in results:
-        out = json.loads(r.stdout.strip().splitlines()[-1])
+    for out in reports(world, PIPELINE, timeout=240):
         assert out["cases"] == 36
         assert not out["bound_violations"], out["bound_violations"][:5]
         assert not out["not_identical"], out["not_identical"][:5]
