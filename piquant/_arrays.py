@@ -3,6 +3,7 @@ that the operations in _api.py are written once for both."""
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 from typing import Any, NamedTuple
@@ -24,8 +25,11 @@ class Buffer(NamedTuple):
     numel: int
 
 
+_new = tuple.__new__  # builds a Buffer at a third of the cost of its generated __new__
+
+
 def kind_of(x: Any, arg: str) -> str:
-    if isinstance(x, np.ndarray):
+    if type(x) is np.ndarray or isinstance(x, np.ndarray):
         return NUMPY
     if type(x).__module__.startswith("torch") and type(x).__name__ in ("Tensor", "Parameter", "NestedTensor"):
         return TORCH
@@ -54,6 +58,21 @@ def dtype_of(x: Any, kind: str, arg: str, *, quantized: bool) -> DataType:
         side = "an integer type (uint8, int8, … int64)" if quantized else "float32, bfloat16, float16 or float64"
         raise TypeError(f"{arg}: expected {side}, got dtype {x.dtype}")
     return dt
+
+
+def address(a: np.ndarray, writable: bool | None = None) -> int:
+    """The address of a contiguous numpy array's first element: through the
+    buffer protocol when the array is writable (a third of the cost of
+    ``a.ctypes.data``), else, or for an empty array or a dtype without a
+    buffer format (ml_dtypes.bfloat16), through ``a.ctypes``. ``writable``:
+    ``a.flags.writeable`` if already read."""
+    if a.flags.writeable if writable is None else writable:
+        try:
+            return ctypes.addressof(ctypes.c_char.from_buffer(a))  # type: ignore[arg-type]  # ndarray exports a buffer
+        except (ValueError, TypeError):
+            pass
+    ptr: int = a.ctypes.data
+    return ptr
 
 
 def torch_address(t: Any, arg: str) -> int:
@@ -89,12 +108,22 @@ def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
     """A read-only buffer of ``x``; a non-contiguous input is copied, and so
     is a tensor with the negative bit (torch's lazy negation), whose memory
     holds the negated values."""
+    if type(x) is np.ndarray:  # the common cases first, checked as below but in one pass
+        dt = NUMPY_TYPES.get(x.dtype)
+        flags = x.flags
+        if dt is not None and (dt._value_ >= 16) == quantized and flags.c_contiguous:
+            return _new(Buffer, (x, NUMPY, address(x, flags.writeable), dt, x.shape, x.size))
+    elif type(x) is _torch_tensor:
+        dt = _torch_types.get(x.dtype)
+        if (dt is not None and (dt._value_ >= 16) == quantized and x.is_cpu and x.layout is _strided and not x.is_nested and not x.requires_grad
+                and not x.is_neg() and x.is_contiguous()):
+            return _new(Buffer, (x, TORCH, torch_address(x, arg), dt, tuple(x.shape), x.numel()))
     kind = kind_of(x, arg)
     dt = dtype_of(x, kind, arg, quantized=quantized)
     if kind == NUMPY:
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
-        return Buffer(x, kind, x.ctypes.data, dt, x.shape, x.size)
+        return Buffer(x, kind, address(x), dt, x.shape, x.size)
     if x.requires_grad:
         x = x.detach()
     if x.is_neg():  # complex dtypes are refused above, so no conjugate bit can be set
@@ -146,12 +175,20 @@ class TorchFacts(NamedTuple):
     increment_version: Any  # bumps the autograd version counters of a tuple of tensors
 
 
+# Set with the facts: what read() tests a plain tensor against without a call.
+_torch_tensor: Any = None
+_torch_types: dict[Any, DataType] = {}
+_strided: Any = None
+
+
 @functools.cache
 def torch_facts() -> TorchFacts:
+    global _torch_tensor, _torch_types, _strided
     import torch
 
     storage = {d: getattr(torch, "uint8" if d.is_packed else d.short_name) for d in DataType if d.is_packed or hasattr(torch, d.short_name)}
     packed = {k: v.bit_size for k, v in torch_dtype_map().items() if v.is_packed}
+    _torch_tensor, _torch_types, _strided = torch.Tensor, torch_dtype_map(), torch.strided
     return TorchFacts(torch, torch.strided, packed, storage, torch._C._increment_version)
 
 
@@ -164,10 +201,11 @@ def empty(kind: str, shape: tuple[int, ...], dt: DataType, *, zeros: bool = Fals
     storage_shape = (dt.nbytes(numel),) if dt.is_packed else shape
     if kind == NUMPY:
         a = (np.zeros if zeros else np.empty)(storage_shape, dtype=numpy_storage(dt))
-        return Buffer(a, kind, a.ctypes.data, dt, shape, numel)
-    torch = torch_facts().module
-    t = (torch.zeros if zeros else torch.empty)(storage_shape, dtype=torch_storage(dt))
-    return Buffer(t, kind, t.data_ptr(), dt, shape, numel)
+        return _new(Buffer, (a, kind, address(a), dt, shape, numel))
+    facts = torch_facts()
+    torch = facts.module
+    t = (torch.zeros if zeros else torch.empty)(storage_shape, dtype=facts.storage[dt])
+    return _new(Buffer, (t, kind, t.data_ptr(), dt, shape, numel))
 
 
 def torch_storage(dt: DataType) -> Any:
@@ -179,26 +217,26 @@ def write(out: Any, kind: str, dt: DataType, shape: tuple[int, ...], numel: int,
     """``out`` as a destination: it must be the same kind of array as the
     input, contiguous, writable, of the exact storage dtype and size. It is
     never copied, so results land in the caller's memory or an error is raised."""
-    got = kind_of(out, arg)
+    got = NUMPY if type(out) is np.ndarray else kind_of(out, arg)
     if got != kind:
         raise TypeError(f"{arg}: expected a {kind} array like the input, got a {got} one")
-    nbytes = dt.nbytes(numel)
-    want_size = nbytes if dt.is_packed else numel
+    want_size = dt.nbytes(numel) if dt.is_packed else numel
     if kind == NUMPY:
         want = numpy_storage(dt)
-        if out.dtype != want:
+        if out.dtype is not want and out.dtype != want:
             raise ValueError(f"{arg}: expected dtype {want}, got {out.dtype}")
-        if not out.flags.c_contiguous:
+        flags = out.flags
+        if not flags.c_contiguous:
             raise ValueError(f"{arg}: expected a C-contiguous array")
-        if not out.flags.writeable:
+        if not flags.writeable:
             raise ValueError(f"{arg}: the array is read-only")
         if out.size != want_size:
             raise ValueError(f"{arg}: expected {want_size} elements, got {out.size}")
-        ptr = out.ctypes.data
+        ptr = address(out, True)
     else:
         check_torch(out, arg)
-        want = torch_storage(dt)
-        if out.dtype != want:
+        want = torch_facts().storage[dt]
+        if out.dtype is not want:  # torch dtypes are singletons
             raise ValueError(f"{arg}: expected dtype {want}, got {out.dtype}")
         if not out.is_contiguous():
             raise ValueError(f"{arg}: expected a contiguous tensor")
@@ -209,7 +247,7 @@ def write(out: Any, kind: str, dt: DataType, shape: tuple[int, ...], numel: int,
             raise ValueError(f"{arg}: expected {want_size} elements, got {out.numel()}")
         ptr = torch_address(out, arg)
         mark_written(out)
-    return Buffer(out, kind, ptr, dt, shape, numel)
+    return _new(Buffer, (out, kind, ptr, dt, shape, numel))
 
 
 def check_writable_tensor(out: Any, arg: str) -> None:

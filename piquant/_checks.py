@@ -14,17 +14,32 @@ from ._dtypes import DataType
 
 def check_scale(scale: Any, fdt: DataType) -> float:
     """``scale`` in the compute precision of the float type (float64 for F64
-    data, else float32), checked."""
-    if type(scale) is float:
-        s = scale
-    elif isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+    data, else float32), checked. The one check of a scalar scale: the
+    reference backend's calls pass through it too."""
+    if type(scale) is float:  # most calls pass the same few scales: each is checked once
+        cache = _SCALES[fdt is DataType.F64]
+        s = cache.get(scale)  # NaN never hits: it is refused each time
+        if s is None:
+            s = _checked_scale(scale, scale, fdt)
+            if len(cache) >= 4096:
+                cache.clear()
+            cache[scale] = s
+        return s
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
         per_set = " (per-channel or per-group scales need axis= or group_size=)" if hasattr(scale, "__len__") else ""
         raise TypeError(f"scale: expected a real number, got {type(scale).__name__}{per_set}")
-    else:
-        try:
-            s = float(scale)
-        except OverflowError:  # an int beyond float64
-            s = math.inf
+    try:
+        s = float(scale)
+    except OverflowError:  # an int beyond float64
+        s = math.inf
+    return _checked_scale(s, scale, fdt)
+
+
+# Checked scales by value, for float64 (True) and float32 (False) data.
+_SCALES: dict[bool, dict[float, float]] = {False: {}, True: {}}
+
+
+def _checked_scale(s: float, scale: Any, fdt: DataType) -> float:
     if fdt is DataType.F64:
         ok = s > 0 and math.isfinite(s) and math.isfinite(1 / s)
     else:
@@ -38,6 +53,8 @@ def check_scale(scale: Any, fdt: DataType) -> float:
 
 
 def check_zero_point(zero_point: Any, qdt: DataType) -> int:
+    if type(zero_point) is int and qdt._qmin <= zero_point <= qdt._qmax:  # type: ignore[attr-defined]
+        return zero_point
     if type(zero_point) is not int and (isinstance(zero_point, bool) or not isinstance(zero_point, numbers.Integral)):
         raise TypeError(f"zero_point: expected an integer, got {type(zero_point).__name__}")
     zp = int(zero_point)
