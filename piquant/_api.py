@@ -11,11 +11,12 @@ import numpy as np
 from . import _arrays, _groups
 from ._arrays import Buffer
 from ._backend import DEQUANTIZE, FAKE_QUANTIZE, QUANTIZE
-from ._checks import check_scale, check_seed, check_shape, check_zero_point
+from ._checks import check_scale, check_seed, check_shape, check_zero_point, per_tensor_args
 from ._context import Context, reduce_op_value, resolve_context, round_mode_value
 from ._dtypes import TORCH_QUANTIZED, DataType, resolve
 
 _new = tuple.__new__  # builds a NamedTuple without its generated __new__ (small calls)
+_F32 = DataType.F32  # a member read through the Enum class costs three times a global
 
 
 class QuantParams(NamedTuple):
@@ -49,9 +50,15 @@ class Quantized:
     def __init__(self, data: Any, dtype: DataType, shape: tuple[int, ...], scale: Any, zero_point: Any, axis: int | None = None,
                  group_size: int | None = None) -> None:
         # What the generated frozen __init__ does (one object.__setattr__ a
-        # field), at a third of its cost: small calls build one per call.
-        object.__setattr__(self, "__dict__", {"data": data, "dtype": dtype, "shape": shape, "scale": scale, "zero_point": zero_point,
-                                              "axis": axis, "group_size": group_size})
+        # field), at two thirds of its cost: small calls build one per call.
+        d = self.__dict__
+        d["data"] = data
+        d["dtype"] = dtype
+        d["shape"] = shape
+        d["scale"] = scale
+        d["zero_point"] = zero_point
+        d["axis"] = axis
+        d["group_size"] = group_size
 
     @property
     def numel(self) -> int:
@@ -65,13 +72,11 @@ class Quantized:
         return dequantize(self, dtype, out=out, reduce=reduce, ctx=ctx)
 
 
-def _params(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero_point: Any, symmetric: bool) -> tuple[float, int]:
-    """Checked parameters, computed from the data when neither is given."""
+def _computed(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero_point: Any, symmetric: bool) -> tuple[float, int]:
+    """Parameters computed from the data, where one of scale and zero_point is missing."""
     if scale is None and zero_point is None:
-        scale, zero_point = backend.compute_params(src.ptr, src.dtype, src.numel, qdt, bool(symmetric))
-    elif scale is None or zero_point is None:
-        raise ValueError("scale, zero_point: give both, or neither to compute them from x")
-    return check_scale(scale, src.dtype), check_zero_point(zero_point, qdt)
+        return backend.compute_params(src.ptr, src.dtype, src.numel, qdt, bool(symmetric))
+    raise ValueError("scale, zero_point: give both, or neither to compute them from x")
 
 
 def _computed_sets(backend: Any, src: Buffer, qdt: DataType, symmetric: bool, lay: _groups.Layout) -> _groups.Sets:
@@ -110,8 +115,6 @@ def compute_params(
 
 def _torch_quantized_dtype(dtype: Any) -> Any:
     """dtype itself if it is one of torch's quantized tensor types, else None."""
-    if type(dtype) is str or type(dtype) is DataType:
-        return None
     if type(dtype).__module__ == "torch" and str(dtype).removeprefix("torch.") in TORCH_QUANTIZED:
         return dtype
     return None
@@ -151,14 +154,18 @@ def quantize(
     """
     backend = resolve_context(ctx)
     src = _arrays.read(x, "x", quantized=False)
-    qdt = resolve(dtype, "dtype", quantized=True)
-    mode = round_mode_value(round_mode)
-    lay = None if axis is None and group_size is None else _groups.layout(src.shape, axis, group_size)
-    if lay is None:
-        s, zp = _params(backend, src, qdt, scale, zero_point, symmetric)
+    if axis is None and group_size is None:
+        lay = None
+        if scale is None or zero_point is None:
+            scale, zero_point = _computed(backend, src, resolve(dtype, "dtype", quantized=True), scale, zero_point, symmetric)
+        qdt, mode, s, zp = per_tensor_args(dtype, round_mode, scale, zero_point, src.dtype)
     else:
+        qdt = resolve(dtype, "dtype", quantized=True)
+        mode = round_mode_value(round_mode)
+        lay = _groups.layout(src.shape, axis, group_size)
+        assert lay is not None  # axis or group_size was given
         sets = _sets(backend, src, qdt, scale, zero_point, symmetric, lay)
-    torch_qdtype = _torch_quantized_dtype(dtype)
+    torch_qdtype = None if type(dtype) is str else _torch_quantized_dtype(dtype)
     if torch_qdtype is not None:
         if src.kind != _arrays.TORCH:
             raise TypeError(f"dtype: {dtype} makes a torch quantized tensor; x must be a torch tensor")
@@ -177,10 +184,9 @@ def quantize(
     elif out is None:
         dst = _arrays.empty(src.kind, src.shape, qdt)
     else:
-        dst = _arrays.write(out, src.kind, qdt, src.shape, src.numel)
-        _arrays.check_no_overlap(src, dst)
+        dst = _arrays.write(out, src, qdt, src.shape, src.numel)
     if lay is None:
-        backend.run(QUANTIZE, src.dtype, qdt, src.ptr, dst.ptr, src.numel, s, zp, mode, 0, check_seed(seed, mode))
+        backend.run(QUANTIZE, src.dtype, qdt, src.ptr, dst.ptr, src.numel, s, zp, mode, 0, 0 if seed is None and mode == 0 else check_seed(seed, mode))
         return Quantized(dst.array, qdt, tuple(src.shape), s, zp)
     if src.numel:
         backend.quantize_sets(src.ptr, src.dtype, dst.ptr, qdt, src.numel, sets, mode, check_seed(seed, mode))
@@ -211,24 +217,27 @@ def fake_quantize(
     overlap with ``x`` is an error. ``axis``/``group_size`` as in quantize."""
     backend = resolve_context(ctx)
     src = _arrays.read(x, "x", quantized=False)
-    qdt = resolve(dtype, "dtype", quantized=True)
-    mode = round_mode_value(round_mode)
-    op = reduce_op_value(reduce)
-    lay = None if axis is None and group_size is None else _groups.layout(src.shape, axis, group_size)
-    if lay is None:
-        s, zp = _params(backend, src, qdt, scale, zero_point, symmetric)
+    if axis is None and group_size is None:
+        lay = None
+        if scale is None or zero_point is None:
+            scale, zero_point = _computed(backend, src, resolve(dtype, "dtype", quantized=True), scale, zero_point, symmetric)
+        qdt, mode, s, zp = per_tensor_args(dtype, round_mode, scale, zero_point, src.dtype)
+        op = reduce_op_value(reduce)
     else:
+        qdt = resolve(dtype, "dtype", quantized=True)
+        mode = round_mode_value(round_mode)
+        op = reduce_op_value(reduce)
+        lay = _groups.layout(src.shape, axis, group_size)
+        assert lay is not None  # axis or group_size was given
         sets = _sets(backend, src, qdt, scale, zero_point, symmetric, lay)
     if out is None:
         if op == 1:
             raise ValueError("out: reduce='add' needs the array to add into")
         dst = _arrays.empty(src.kind, src.shape, src.dtype)
     else:
-        dst = _arrays.write(out, src.kind, src.dtype, src.shape, src.numel)
-        if dst.ptr != src.ptr:
-            _arrays.check_no_overlap(src, dst)
+        dst = _arrays.write(out, src, src.dtype, src.shape, src.numel, in_place=True)
     if lay is None:
-        backend.run(FAKE_QUANTIZE, src.dtype, qdt, src.ptr, dst.ptr, src.numel, s, zp, mode, op, check_seed(seed, mode))
+        backend.run(FAKE_QUANTIZE, src.dtype, qdt, src.ptr, dst.ptr, src.numel, s, zp, mode, op, 0 if seed is None and mode == 0 else check_seed(seed, mode))
     elif src.numel:
         backend.fake_quantize_sets(src.ptr, src.dtype, dst.ptr, src.numel, qdt, sets, mode, check_seed(seed, mode), op)
     else:
@@ -335,13 +344,12 @@ def dequantize_buffer(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero
     if out is None:
         if op == 1:
             raise ValueError("out: reduce='add' needs the array to add into")
-        dst = _arrays.empty(src.kind, logical, fdt or DataType.F32)
+        dst = _arrays.empty(src.kind, logical, fdt or _F32)
     else:
         out_dt = _arrays.dtype_of(out, _arrays.kind_of(out, "out"), "out", quantized=False)
         if fdt is not None and fdt is not out_dt:
             raise ValueError(f"dtype: {fdt.short_name} does not match out's dtype {out.dtype}")
-        dst = _arrays.write(out, src.kind, out_dt, logical, src.numel)
-        _arrays.check_no_overlap(src, dst)
+        dst = _arrays.write(out, src, out_dt, logical, src.numel)
     if lay is not None:
         sets = _groups.checked(scale, zero_point, dst.dtype, qdt, lay)
         if src.numel:

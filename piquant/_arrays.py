@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._dtypes import DataType, has_numpy_bfloat16, numpy_storage, torch_dtype_map
+from ._dtypes import _NP_STORAGE, DataType, has_numpy_bfloat16, numpy_storage, torch_dtype_map
 
 NUMPY = "numpy"
 TORCH = "torch"
@@ -60,13 +60,12 @@ def dtype_of(x: Any, kind: str, arg: str, *, quantized: bool) -> DataType:
     return dt
 
 
-def address(a: np.ndarray, writable: bool | None = None) -> int:
+def address(a: np.ndarray) -> int:
     """The address of a contiguous numpy array's first element: through the
     buffer protocol when the array is writable (a third of the cost of
     ``a.ctypes.data``), else, or for an empty array or a dtype without a
-    buffer format (ml_dtypes.bfloat16), through ``a.ctypes``. ``writable``:
-    ``a.flags.writeable`` if already read."""
-    if a.flags.writeable if writable is None else writable:
+    buffer format (ml_dtypes.bfloat16), through ``a.ctypes``."""
+    if a.flags.writeable:
         try:
             return ctypes.addressof(ctypes.c_char.from_buffer(a))  # type: ignore[arg-type]  # ndarray exports a buffer
         except (ValueError, TypeError):
@@ -112,7 +111,11 @@ def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
         dt = NUMPY_TYPES.get(x.dtype)
         flags = x.flags
         if dt is not None and (dt._value_ >= 16) == quantized and flags.c_contiguous:
-            return _new(Buffer, (x, NUMPY, address(x, flags.writeable), dt, x.shape, x.size))
+            try:  # address(x), inline
+                ptr = ctypes.addressof(ctypes.c_char.from_buffer(x)) if flags.writeable else x.ctypes.data  # type: ignore[arg-type]
+            except (ValueError, TypeError):
+                ptr = x.ctypes.data
+            return _new(Buffer, (x, NUMPY, ptr, dt, x.shape, x.size))
     elif type(x) is _torch_tensor:
         dt = _torch_types.get(x.dtype)
         if (dt is not None and (dt._value_ >= 16) == quantized and x.is_cpu and x.layout is _strided and not x.is_nested and not x.requires_grad
@@ -213,16 +216,22 @@ def torch_storage(dt: DataType) -> Any:
     return torch_facts().storage[dt]
 
 
-def write(out: Any, kind: str, dt: DataType, shape: tuple[int, ...], numel: int, arg: str = "out") -> Buffer:
-    """``out`` as a destination: it must be the same kind of array as the
-    input, contiguous, writable, of the exact storage dtype and size. It is
-    never copied, so results land in the caller's memory or an error is raised."""
+def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: int, arg: str = "out", *, in_place: bool = False) -> Buffer:
+    """``out`` as the destination of a call reading ``src``: it must be the
+    same kind of array, contiguous, writable, of the exact storage dtype and
+    size, and share no memory with ``src`` (kernels read and write in
+    parallel blocks: a shared byte would be read after it was overwritten),
+    unless ``in_place`` allows it to be ``src`` itself. It is never copied,
+    so results land in the caller's memory or an error is raised."""
+    kind = src.kind
     got = NUMPY if type(out) is np.ndarray else kind_of(out, arg)
     if got != kind:
         raise TypeError(f"{arg}: expected a {kind} array like the input, got a {got} one")
-    want_size = dt.nbytes(numel) if dt.is_packed else numel
+    bits = dt._bits  # type: ignore[attr-defined]
+    nbytes = (numel * bits + 7) >> 3
+    want_size = nbytes if bits < 8 else numel
     if kind == NUMPY:
-        want = numpy_storage(dt)
+        want = _NP_STORAGE.get(dt) or numpy_storage(dt)  # the function raises what is missing
         if out.dtype is not want and out.dtype != want:
             raise ValueError(f"{arg}: expected dtype {want}, got {out.dtype}")
         flags = out.flags
@@ -232,9 +241,13 @@ def write(out: Any, kind: str, dt: DataType, shape: tuple[int, ...], numel: int,
             raise ValueError(f"{arg}: the array is read-only")
         if out.size != want_size:
             raise ValueError(f"{arg}: expected {want_size} elements, got {out.size}")
-        ptr = address(out, True)
+        try:  # address(out), inline
+            ptr = ctypes.addressof(ctypes.c_char.from_buffer(out))
+        except (ValueError, TypeError):
+            ptr = out.ctypes.data
     else:
-        check_torch(out, arg)
+        if not out.is_cpu or out.layout is not _strided or out.is_nested:
+            check_torch(out, arg)
         want = torch_facts().storage[dt]
         if out.dtype is not want:  # torch dtypes are singletons
             raise ValueError(f"{arg}: expected dtype {want}, got {out.dtype}")
@@ -242,10 +255,15 @@ def write(out: Any, kind: str, dt: DataType, shape: tuple[int, ...], numel: int,
             raise ValueError(f"{arg}: expected a contiguous tensor")
         if out.requires_grad:
             raise ValueError(f"{arg}: a tensor that requires grad cannot be written in place")
-        check_writable_tensor(out, arg)
+        if out.is_neg():
+            check_writable_tensor(out, arg)
         if out.numel() != want_size:
             raise ValueError(f"{arg}: expected {want_size} elements, got {out.numel()}")
         ptr = torch_address(out, arg)
+    src_end = src.ptr + ((src.numel * src.dtype._bits + 7) >> 3)  # type: ignore[attr-defined]
+    if numel and src.numel and src.ptr < ptr + nbytes and ptr < src_end and not (in_place and ptr == src.ptr):
+        raise ValueError(f"{arg}: shares memory with the input; pass a separate array")
+    if kind == TORCH:
         mark_written(out)
     return _new(Buffer, (out, kind, ptr, dt, shape, numel))
 
@@ -262,14 +280,5 @@ def mark_written(out: Any) -> None:
     """Bumps a tensor's autograd version counter as torch's own in-place
     writes do, so that a backward pass that saved it raises instead of
     using the overwritten values (called as the tensor is handed to a
-    kernel; a call that fails after it costs a spurious bump at worst)."""
+    kernel)."""
     torch_facts().increment_version((out,))
-
-
-def check_no_overlap(a: Buffer, b: Buffer, arg: str = "out") -> None:
-    """Kernels read and write in parallel blocks: a destination that shares
-    memory with its source would be read after it was overwritten."""
-    a_end = a.ptr + a.dtype.nbytes(a.numel)
-    b_end = b.ptr + b.dtype.nbytes(b.numel)
-    if a.numel and b.numel and a.ptr < b_end and b.ptr < a_end:
-        raise ValueError(f"{arg}: shares memory with the input; pass a separate array")

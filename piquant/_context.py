@@ -92,9 +92,7 @@ class Context:
 
     @property
     def backend(self) -> Any:
-        if self._closed:
-            raise RuntimeError("Context: this context was closed")
-        return self._backend
+        return resolve_context(self)
 
     @property
     def num_threads(self) -> int:
@@ -192,4 +190,6 @@ def resolve_context(ctx: Context | None) -> Any:
         ctx = Context._default or Context.get()
     elif not isinstance(ctx, Context):
         raise TypeError(f"ctx: expected a piquant.Context or None, got {type(ctx).__name__}")
-    return ctx.backend
+    if ctx._closed:
+        raise RuntimeError("Context: this context was closed")
+    return ctx._backend
