@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import _native
+from ._arrays import address
 from ._dtypes import DataType
 from ._groups import Sets, check_values
 
@@ -111,7 +112,7 @@ class NativeBackend:
     @staticmethod
     def _groups(sets: Sets) -> Any:
         scale_type = (DataType.F32 if sets.scales.dtype == np.float32 else DataType.F64).value
-        return ctypes.byref(_native.GroupParams(sets.scales.ctypes.data, sets.zero_points.ctypes.data, sets.count, sets.inner, scale_type))
+        return ctypes.byref(_native.GroupParams(address(sets.scales), address(sets.zero_points), sets.count, sets.inner, scale_type))
 
     def quantize_sets(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, sets: Sets, mode: int, seed: int) -> None:
         self._check(self._lib.piquant_quantize_grouped(self._ctx, src, src_dt.value, dst, dst_dt.value, n, self._groups(sets), mode, seed))
