@@ -174,7 +174,8 @@ def quantize(
         import torch
 
         if lay is None:
-            data = torch._empty_affine_quantized(src.shape, scale=s, zero_point=zp, dtype=torch_qdtype)
+            size = src.shape or ((),)  # sizes one by one: see _arrays.empty
+            data = torch._empty_affine_quantized(*size, scale=s, zero_point=zp, dtype=torch_qdtype)
         elif lay.axis is None:
             raise ValueError(f"group_size: torch quantized tensors have no per-group form; pass dtype='{qdt.short_name}' for plain integers")
         else:

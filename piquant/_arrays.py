@@ -175,24 +175,26 @@ class TorchFacts(NamedTuple):
     strided: Any
     packed_bits: dict[Any, int]  # torch.quint4x2 / quint2x4 → bits per element
     storage: dict[DataType, Any]  # the torch dtype each type's data is stored as
-    increment_version: Any  # bumps the autograd version counters of a tuple of tensors
 
 
-# Set with the facts: what read() tests a plain tensor against without a call.
+# Set with the facts: what read() and write() test a tensor against without a call.
 _torch_tensor: Any = None
 _torch_types: dict[Any, DataType] = {}
+_torch_storage: dict[DataType, Any] = {}
 _strided: Any = None
+_increment_version: Any = None  # bumps the autograd version counters of a tuple of tensors
 
 
 @functools.cache
 def torch_facts() -> TorchFacts:
-    global _torch_tensor, _torch_types, _strided
+    global _torch_tensor, _torch_types, _torch_storage, _strided, _increment_version
     import torch
 
     storage = {d: getattr(torch, "uint8" if d.is_packed else d.short_name) for d in DataType if d.is_packed or hasattr(torch, d.short_name)}
     packed = {k: v.bit_size for k, v in torch_dtype_map().items() if v.is_packed}
-    _torch_tensor, _torch_types, _strided = torch.Tensor, torch_dtype_map(), torch.strided
-    return TorchFacts(torch, torch.strided, packed, storage, torch._C._increment_version)
+    _torch_tensor, _torch_types, _torch_storage, _strided = torch.Tensor, torch_dtype_map(), storage, torch.strided
+    _increment_version = torch._C._increment_version
+    return TorchFacts(torch, torch.strided, packed, storage)
 
 
 NUMPY_TYPES = {numpy_storage(dt): dt for dt in DataType if not dt.is_packed and (dt is not DataType.BF16 or has_numpy_bfloat16())}
@@ -207,7 +209,9 @@ def empty(kind: str, shape: tuple[int, ...], dt: DataType, *, zeros: bool = Fals
         return _new(Buffer, (a, kind, address(a), dt, shape, numel))
     facts = torch_facts()
     torch = facts.module
-    t = (torch.zeros if zeros else torch.empty)(storage_shape, dtype=facts.storage[dt])
+    make = torch.zeros if zeros else torch.empty
+    # torch 2.13 parses sizes given one by one in a fifth of the time of a tuple of them
+    t = make(*storage_shape, dtype=facts.storage[dt]) if storage_shape else make((), dtype=facts.storage[dt])
     return _new(Buffer, (t, kind, t.data_ptr(), dt, shape, numel))
 
 
@@ -224,7 +228,7 @@ def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: in
     unless ``in_place`` allows it to be ``src`` itself. It is never copied,
     so results land in the caller's memory or an error is raised."""
     kind = src.kind
-    got = NUMPY if type(out) is np.ndarray else kind_of(out, arg)
+    got = NUMPY if type(out) is np.ndarray else TORCH if type(out) is _torch_tensor else kind_of(out, arg)
     if got != kind:
         raise TypeError(f"{arg}: expected a {kind} array like the input, got a {got} one")
     bits = dt._bits  # type: ignore[attr-defined]
@@ -248,7 +252,7 @@ def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: in
     else:
         if not out.is_cpu or out.layout is not _strided or out.is_nested:
             check_torch(out, arg)
-        want = torch_facts().storage[dt]
+        want = _torch_storage[dt]
         if out.dtype is not want:  # torch dtypes are singletons
             raise ValueError(f"{arg}: expected dtype {want}, got {out.dtype}")
         if not out.is_contiguous():
@@ -264,7 +268,10 @@ def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: in
     if numel and src.numel and src.ptr < ptr + nbytes and ptr < src_end and not (in_place and ptr == src.ptr):
         raise ValueError(f"{arg}: shares memory with the input; pass a separate array")
     if kind == TORCH:
-        mark_written(out)
+        # Bumps its autograd version counter as torch's own in-place writes
+        # do, so that a backward pass that saved it raises instead of using
+        # the overwritten values.
+        _increment_version((out,))
     return _new(Buffer, (out, kind, ptr, dt, shape, numel))
 
 
@@ -275,10 +282,3 @@ def check_writable_tensor(out: Any, arg: str) -> None:
         raise ValueError(f"{arg}: the tensor has the negative bit set (a lazy negation), so results written into it would read back negated; "
                          "pass a tensor without it")
 
-
-def mark_written(out: Any) -> None:
-    """Bumps a tensor's autograd version counter as torch's own in-place
-    writes do, so that a backward pass that saved it raises instead of
-    using the overwritten values (called as the tensor is handed to a
-    kernel)."""
-    torch_facts().increment_version((out,))
