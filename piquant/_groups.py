@@ -24,6 +24,8 @@ class Layout(NamedTuple):
 
 
 def _int_arg(value: Any, arg: str) -> int:
+    if type(value) is int:  # without numbers' slow isinstance
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{arg}: expected an integer or None, got {type(value).__name__}")
     return int(value)
