@@ -188,13 +188,13 @@ def quantize(
         dst = _arrays.write(out, src, qdt, src.shape, src.numel)
     if lay is None:
         backend.run(QUANTIZE, src.dtype, qdt, src.ptr, dst.ptr, src.numel, s, zp, mode, 0, 0 if seed is None and mode == 0 else check_seed(seed, mode))
-        return Quantized(dst.array, qdt, tuple(src.shape), s, zp)
+        return Quantized(dst.array, qdt, src.shape, s, zp)
     if src.numel:
         backend.quantize_sets(src.ptr, src.dtype, dst.ptr, qdt, src.numel, sets, mode, check_seed(seed, mode))
     else:
         _groups.check_values(sets, src.dtype, qdt)
     scales, zps = _groups.as_arrays(sets, src.dtype, lay, src.kind)
-    return Quantized(dst.array, qdt, tuple(src.shape), scales, zps, lay.axis, lay.group_size)
+    return Quantized(dst.array, qdt, src.shape, scales, zps, lay.axis, lay.group_size)
 
 
 def fake_quantize(
