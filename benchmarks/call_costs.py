@@ -18,6 +18,7 @@ import argparse
 import ctypes
 import json
 import statistics
+import struct  # noqa: F401  a timed statement's name
 import sys
 import timeit
 import warnings
@@ -166,6 +167,7 @@ PIECES: list[tuple[str, str, str]] = [
     ("result construction", "np.empty(64, float32)", "np.empty(N, np.float32)"),
     ("result construction", "np.empty_like(x)", "np.empty_like(x)"),
     ("result construction", "torch.empty(64, dtype=uint8)", "torch.empty(N, dtype=torch.uint8)"),
+    ("result construction", "torch.empty((64,), dtype=uint8): a tuple of sizes", "torch.empty((N,), dtype=torch.uint8)"),
     ("result construction", "torch.empty(64) float32", "torch.empty(N)"),
     ("result construction", "torch.empty_like(t)", "torch.empty_like(t)"),
     ("result construction", "torch.from_numpy(np.empty(64, uint8))", "torch.from_numpy(np.empty(N, np.uint8))"),
