@@ -18,6 +18,7 @@ import argparse
 import ctypes
 import json
 import statistics
+import struct  # noqa: F401  a timed statement's name
 import sys
 import timeit
 import warnings
@@ -97,12 +98,13 @@ def setup() -> dict[str, Any]:
     s, zp = piquant.compute_params(x, "uint8")
     q8 = np.empty(N, np.uint8)
     qt8 = torch.empty(N, dtype=torch.uint8)
-    fmt = _native.packer(_native.Call)  # _fast.py's packing of piquant_call
+    fmt = _native.packer(_native.Call)  # NativeBackend.run's packing of piquant_call
     buf = bytearray(fmt.size)
     pin = ctypes.c_char.from_buffer(buf)
     addr = ctypes.addressof(pin)
     fmt.pack_into(buf, 0, 0, 0, 20, 0, 0, 0, x.ctypes.data, q8.ctypes.data, N, s, zp, 0)
     call = _native.Call(0, 0, 20, 0, 0, 0, x.ctypes.data, q8.ctypes.data, N, s, zp, 0)
+    packed = fmt.pack(0, 0, 20, 0, 0, 0, x.ctypes.data, q8.ctypes.data, N, s, zp, 0)
     # Targets of the packing pieces, never executed (their addresses are dummies).
     scratch_buf = bytearray(fmt.size)
     scratch_call = _native.Call()
@@ -146,6 +148,7 @@ PIECES: list[tuple[str, str, str]] = [
     ("buffer address", "addressof(c_char.from_buffer(x)) (numpy, writable)", "ctypes.addressof(ctypes.c_char.from_buffer(x))"),
     ("buffer address", "x.__array_interface__['data'][0] (numpy)", "x.__array_interface__['data'][0]"),
     ("buffer address", "t.data_ptr() (torch)", "t.data_ptr()"),
+    ("struct packing", "struct.pack, 12 fields, into new bytes (what NativeBackend.run does)", "fmt.pack(0, 0, 20, 0, 0, 0, 1, 2, N, s, zp, 0)"),
     ("struct packing", "struct.pack_into, 12 fields", "fmt.pack_into(scratch_buf, 0, 0, 0, 20, 0, 0, 0, 1, 2, N, s, zp, 0)"),
     ("struct packing", "Call: set 12 fields", "c = scratch_call; c.op = 0; c.float_type = 0; c.quant_type = 20; c.round_mode = 0; c.reduce_op = 0; "
      "c.reserved = 0; c.in_ = 1; c.out = 2; c.numel = N; c.scale = s; c.zero_point = zp; c.seed = 0"),
@@ -153,6 +156,7 @@ PIECES: list[tuple[str, str, str]] = [
     ("struct packing", "Call(12 args) constructed", "_native.Call(0, 0, 20, 0, 0, 0, 1, 2, N, s, zp, 0)"),
     ("ctypes call", "piquant_abi_version() (no arguments)", "lib.piquant_abi_version()"),
     ("ctypes call", "piquant_execute(h, addr): argtypes c_void_p, packed bytes (quantize 64)", "execute_ptr(handle, addr)"),
+    ("ctypes call", "piquant_execute(h, bytes): argtypes c_void_p, the call packed per call (quantize 64)", "execute_ptr(handle, packed)"),
     ("ctypes call", "piquant_execute(h, addr): argtypes c_void_p, a Call's address (quantize 64)", "execute_ptr(handle, call_addr)"),
     ("ctypes call", "piquant_execute(h, byref(call)): argtypes POINTER(Call)", "execute_struct(handle, call_ref)"),
     ("ctypes call", "piquant_execute(h, addr): no argtypes, c_void_p objects made once", "raw_execute(handle_v, call_v)"),
@@ -163,11 +167,11 @@ PIECES: list[tuple[str, str, str]] = [
     ("result construction", "np.empty(64, float32)", "np.empty(N, np.float32)"),
     ("result construction", "np.empty_like(x)", "np.empty_like(x)"),
     ("result construction", "torch.empty(64, dtype=uint8)", "torch.empty(N, dtype=torch.uint8)"),
+    ("result construction", "torch.empty((64,), dtype=uint8): a tuple of sizes", "torch.empty((N,), dtype=torch.uint8)"),
     ("result construction", "torch.empty(64) float32", "torch.empty(N)"),
     ("result construction", "torch.empty_like(t)", "torch.empty_like(t)"),
     ("result construction", "torch.from_numpy(np.empty(64, uint8))", "torch.from_numpy(np.empty(N, np.uint8))"),
-    ("result construction", "Quantized(...) (frozen dataclass __init__)", "Quantized(q8, qdt, (N,), s, zp)"),
-    ("result construction", "Quantized._make (object.__new__ + __dict__)", "Quantized._make(q8, qdt, (N,), s, zp)"),
+    ("result construction", "Quantized(...) (its __init__ sets __dict__ at once)", "Quantized(q8, qdt, (N,), s, zp)"),
     ("result construction", "frozen dataclass, 5 fields", "ResultDC(q8, qdt, (N,), s, zp)"),
     ("result construction", "frozen dataclass(slots=True), 5 fields", "ResultDCSlots(q8, qdt, (N,), s, zp)"),
     ("result construction", "NamedTuple, 5 fields", "ResultNT(q8, qdt, (N,), s, zp)"),

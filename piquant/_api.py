@@ -8,10 +8,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _arrays, _fast, _groups
-from ._checks import check_scale, check_seed, check_shape, check_zero_point
+from . import _arrays, _groups
+from ._arrays import Buffer
+from ._backend import DEQUANTIZE, FAKE_QUANTIZE, QUANTIZE
+from ._checks import check_scale, check_seed, check_shape, check_zero_point, per_tensor_args
 from ._context import Context, reduce_op_value, resolve_context, round_mode_value
 from ._dtypes import TORCH_QUANTIZED, DataType, resolve
+
+_new = tuple.__new__  # builds a NamedTuple without its generated __new__ (small calls)
+_F32 = DataType.F32  # a member read through the Enum class costs three times a global
 
 
 class QuantParams(NamedTuple):
@@ -22,7 +27,7 @@ class QuantParams(NamedTuple):
     zero_point: Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Quantized:
     """A quantized array with what is needed to read it back.
 
@@ -42,36 +47,39 @@ class Quantized:
     axis: int | None = None
     group_size: int | None = None
 
+    def __init__(self, data: Any, dtype: DataType, shape: tuple[int, ...], scale: Any, zero_point: Any, axis: int | None = None,
+                 group_size: int | None = None) -> None:
+        # What the generated frozen __init__ does (one object.__setattr__ a
+        # field), at two thirds of its cost: small calls build one per call.
+        d = self.__dict__
+        d["data"] = data
+        d["dtype"] = dtype
+        d["shape"] = shape
+        d["scale"] = scale
+        d["zero_point"] = zero_point
+        d["axis"] = axis
+        d["group_size"] = group_size
+
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
 
     @property
     def params(self) -> QuantParams:
-        return QuantParams(self.scale, self.zero_point)
+        return _new(QuantParams, (self.scale, self.zero_point))
 
     def dequantize(self, dtype: Any = None, *, out: Any = None, reduce: str = "set", ctx: Context | None = None) -> Any:
         return dequantize(self, dtype, out=out, reduce=reduce, ctx=ctx)
 
-    @classmethod
-    def _make(cls, data: Any, dtype: DataType, shape: tuple[int, ...], scale: float, zero_point: int) -> Quantized:
-        """What the generated __init__ does, at a third of its cost (small calls)."""
-        q = object.__new__(cls)
-        fields = {"data": data, "dtype": dtype, "shape": shape, "scale": scale, "zero_point": zero_point, "axis": None, "group_size": None}
-        object.__setattr__(q, "__dict__", fields)
-        return q
 
-
-def _params(backend: Any, src: _arrays.Buffer, qdt: DataType, scale: Any, zero_point: Any, symmetric: bool) -> tuple[float, int]:
-    """Checked parameters, computed from the data when neither is given."""
+def _computed(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero_point: Any, symmetric: bool) -> tuple[float, int]:
+    """Parameters computed from the data, where one of scale and zero_point is missing."""
     if scale is None and zero_point is None:
-        scale, zero_point = backend.compute_params(src.ptr, src.dtype, src.numel, qdt, bool(symmetric))
-    elif scale is None or zero_point is None:
-        raise ValueError("scale, zero_point: give both, or neither to compute them from x")
-    return check_scale(scale, src.dtype), check_zero_point(zero_point, qdt)
+        return backend.compute_params(src.ptr, src.dtype, src.numel, qdt, bool(symmetric))
+    raise ValueError("scale, zero_point: give both, or neither to compute them from x")
 
 
-def _computed_sets(backend: Any, src: _arrays.Buffer, qdt: DataType, symmetric: bool, lay: _groups.Layout) -> _groups.Sets:
+def _computed_sets(backend: Any, src: Buffer, qdt: DataType, symmetric: bool, lay: _groups.Layout) -> _groups.Sets:
     if src.numel == 0:  # every set is empty: each gets the parameters of no values
         s, zp = backend.compute_params(src.ptr, src.dtype, 0, qdt, bool(symmetric))
         zdt = np.uint64 if qdt is DataType.UINT64 else np.int64
@@ -79,7 +87,7 @@ def _computed_sets(backend: Any, src: _arrays.Buffer, qdt: DataType, symmetric: 
     return backend.compute_params_sets(src.ptr, src.dtype, src.numel, qdt, bool(symmetric), lay.count, lay.inner)
 
 
-def _sets(backend: Any, src: _arrays.Buffer, qdt: DataType, scale: Any, zero_point: Any, symmetric: bool, lay: _groups.Layout) -> _groups.Sets:
+def _sets(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero_point: Any, symmetric: bool, lay: _groups.Layout) -> _groups.Sets:
     """Checked per-set parameters, computed from the data when neither is given."""
     if scale is None and zero_point is None:
         return _computed_sets(backend, src, qdt, symmetric, lay)
@@ -101,9 +109,8 @@ def compute_params(
     qdt = resolve(dtype, "dtype", quantized=True)
     lay = _groups.layout(src.shape, axis, group_size)
     if lay is not None:
-        return QuantParams(*_groups.as_arrays(_computed_sets(backend, src, qdt, symmetric, lay), src.dtype, lay, src.kind))
-    scale, zp = backend.compute_params(src.ptr, src.dtype, src.numel, qdt, bool(symmetric))
-    return QuantParams(scale, zp)
+        return _new(QuantParams, _groups.as_arrays(_computed_sets(backend, src, qdt, symmetric, lay), src.dtype, lay, src.kind))
+    return _new(QuantParams, backend.compute_params(src.ptr, src.dtype, src.numel, qdt, bool(symmetric)))
 
 
 def _torch_quantized_dtype(dtype: Any) -> Any:
@@ -145,20 +152,20 @@ def quantize(
     then arrays of that shape, computed ones are returned as such. Returns
     a :class:`Quantized`.
     """
-    if out is not None and scale is not None and axis is None and group_size is None:
-        done = _fast.run(_fast.QUANTIZE, x, dtype, scale, zero_point, round_mode, "set", seed, out, ctx)
-        if done is not None:
-            return Quantized._make(out, done[0], tuple(x.shape), done[1], done[2])
     backend = resolve_context(ctx)
     src = _arrays.read(x, "x", quantized=False)
-    qdt = resolve(dtype, "dtype", quantized=True)
-    mode = round_mode_value(round_mode)
-    lay = _groups.layout(src.shape, axis, group_size)
-    if lay is None:
-        s, zp = _params(backend, src, qdt, scale, zero_point, symmetric)
+    if axis is None and group_size is None:
+        lay = None
+        if scale is None or zero_point is None:
+            scale, zero_point = _computed(backend, src, resolve(dtype, "dtype", quantized=True), scale, zero_point, symmetric)
+        qdt, mode, s, zp = per_tensor_args(dtype, round_mode, scale, zero_point, src.dtype)
     else:
+        qdt = resolve(dtype, "dtype", quantized=True)
+        mode = round_mode_value(round_mode)
+        lay = _groups.layout(src.shape, axis, group_size)
+        assert lay is not None  # axis or group_size was given
         sets = _sets(backend, src, qdt, scale, zero_point, symmetric, lay)
-    torch_qdtype = _torch_quantized_dtype(dtype)
+    torch_qdtype = None if type(dtype) is str else _torch_quantized_dtype(dtype)
     if torch_qdtype is not None:
         if src.kind != _arrays.TORCH:
             raise TypeError(f"dtype: {dtype} makes a torch quantized tensor; x must be a torch tensor")
@@ -167,27 +174,27 @@ def quantize(
         import torch
 
         if lay is None:
-            data = torch._empty_affine_quantized(src.shape, scale=s, zero_point=zp, dtype=torch_qdtype)
+            size = src.shape or ((),)  # sizes one by one: see _arrays.empty
+            data = torch._empty_affine_quantized(*size, scale=s, zero_point=zp, dtype=torch_qdtype)
         elif lay.axis is None:
             raise ValueError(f"group_size: torch quantized tensors have no per-group form; pass dtype='{qdt.short_name}' for plain integers")
         else:
             scales, zps = _groups.as_arrays(sets, src.dtype, lay, _arrays.TORCH)
             data = torch._empty_per_channel_affine_quantized(src.shape, scales=scales.double(), zero_points=zps, axis=lay.axis, dtype=torch_qdtype)
-        dst = _arrays.Buffer(data, _arrays.TORCH, data.data_ptr(), qdt, src.shape, src.numel)
+        dst = _new(Buffer, (data, _arrays.TORCH, data.data_ptr(), qdt, src.shape, src.numel))
     elif out is None:
         dst = _arrays.empty(src.kind, src.shape, qdt)
     else:
-        dst = _arrays.write(out, src.kind, qdt, src.shape, src.numel)
-        _arrays.check_no_overlap(src, dst)
+        dst = _arrays.write(out, src, qdt, src.shape, src.numel)
     if lay is None:
-        backend.quantize(src.ptr, src.dtype, dst.ptr, qdt, src.numel, s, zp, mode, check_seed(seed, mode))
-        return Quantized._make(dst.array, qdt, tuple(src.shape), s, zp)
+        backend.run(QUANTIZE, src.dtype, qdt, src.ptr, dst.ptr, src.numel, s, zp, mode, 0, 0 if seed is None and mode == 0 else check_seed(seed, mode))
+        return Quantized(dst.array, qdt, src.shape, s, zp)
     if src.numel:
         backend.quantize_sets(src.ptr, src.dtype, dst.ptr, qdt, src.numel, sets, mode, check_seed(seed, mode))
     else:
         _groups.check_values(sets, src.dtype, qdt)
     scales, zps = _groups.as_arrays(sets, src.dtype, lay, src.kind)
-    return Quantized(dst.array, qdt, tuple(src.shape), scales, zps, lay.axis, lay.group_size)
+    return Quantized(dst.array, qdt, src.shape, scales, zps, lay.axis, lay.group_size)
 
 
 def fake_quantize(
@@ -209,29 +216,29 @@ def fake_quantize(
     the integers: an array of x's float type and shape. ``reduce="add"`` adds
     the result into ``out``. ``out`` may be ``x`` itself (in place); any other
     overlap with ``x`` is an error. ``axis``/``group_size`` as in quantize."""
-    if out is not None and scale is not None and axis is None and group_size is None:
-        if _fast.run(_fast.FAKE_QUANTIZE, x, dtype, scale, zero_point, round_mode, reduce, seed, out, ctx) is not None:
-            return out
     backend = resolve_context(ctx)
     src = _arrays.read(x, "x", quantized=False)
-    qdt = resolve(dtype, "dtype", quantized=True)
-    mode = round_mode_value(round_mode)
-    op = reduce_op_value(reduce)
-    lay = _groups.layout(src.shape, axis, group_size)
-    if lay is None:
-        s, zp = _params(backend, src, qdt, scale, zero_point, symmetric)
+    if axis is None and group_size is None:
+        lay = None
+        if scale is None or zero_point is None:
+            scale, zero_point = _computed(backend, src, resolve(dtype, "dtype", quantized=True), scale, zero_point, symmetric)
+        qdt, mode, s, zp = per_tensor_args(dtype, round_mode, scale, zero_point, src.dtype)
+        op = reduce_op_value(reduce)
     else:
+        qdt = resolve(dtype, "dtype", quantized=True)
+        mode = round_mode_value(round_mode)
+        op = reduce_op_value(reduce)
+        lay = _groups.layout(src.shape, axis, group_size)
+        assert lay is not None  # axis or group_size was given
         sets = _sets(backend, src, qdt, scale, zero_point, symmetric, lay)
     if out is None:
         if op == 1:
             raise ValueError("out: reduce='add' needs the array to add into")
         dst = _arrays.empty(src.kind, src.shape, src.dtype)
     else:
-        dst = _arrays.write(out, src.kind, src.dtype, src.shape, src.numel)
-        if dst.ptr != src.ptr:
-            _arrays.check_no_overlap(src, dst)
+        dst = _arrays.write(out, src, src.dtype, src.shape, src.numel, in_place=True)
     if lay is None:
-        backend.fake_quantize(src.ptr, src.dtype, dst.ptr, src.numel, qdt, s, zp, mode, check_seed(seed, mode), op)
+        backend.run(FAKE_QUANTIZE, src.dtype, qdt, src.ptr, dst.ptr, src.numel, s, zp, mode, op, 0 if seed is None and mode == 0 else check_seed(seed, mode))
     elif src.numel:
         backend.fake_quantize_sets(src.ptr, src.dtype, dst.ptr, src.numel, qdt, sets, mode, check_seed(seed, mode), op)
     else:
@@ -240,7 +247,7 @@ def fake_quantize(
 
 
 class _Source(NamedTuple):
-    buf: _arrays.Buffer
+    buf: Buffer
     dtype: DataType
     scale: Any
     zero_point: Any
@@ -253,15 +260,15 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
     """The quantized buffer, its type, parameters, logical shape and grouping,
     from a Quantized, a torch quantized tensor or a raw integer array."""
     if isinstance(q, Quantized):
-        restated = (scale, zero_point, qdtype, shape, axis, group_size)
-        if any(v is not None for v in restated):
+        if scale is not None or zero_point is not None or qdtype is not None or shape is not None or axis is not None or group_size is not None:
             raise ValueError("q: a Quantized carries its own dtype, shape, scale, zero_point and grouping; do not restate them")
         qdt = resolve(q.dtype, "q.dtype", quantized=True)
         logical = check_shape(q.shape, "q.shape")
         numel = math.prod(logical)
         buf = _arrays.read(q.data, "q.data", quantized=True)
         _arrays.check_data(buf, qdt, numel, "q.data")
-        return _Source(buf._replace(dtype=qdt, numel=numel), qdt, q.scale, q.zero_point, logical, q.axis, q.group_size)
+        buf = _new(Buffer, (buf.array, buf.kind, buf.ptr, qdt, buf.shape, numel))
+        return _new(_Source, (buf, qdt, q.scale, q.zero_point, logical, q.axis, q.group_size))
     if _arrays.kind_of(q, "q") == _arrays.TORCH and q.is_quantized:
         import torch
 
@@ -293,7 +300,8 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
             raise ValueError(f"shape: {logical} has {math.prod(logical)} elements, q has {buf.numel}")
     if scale is None or zero_point is None:
         raise ValueError("scale, zero_point: required to dequantize a plain integer array")
-    return _Source(buf._replace(dtype=qdt, numel=math.prod(logical)), qdt, scale, zero_point, logical, axis, group_size)
+    buf = _new(Buffer, (buf.array, buf.kind, buf.ptr, qdt, buf.shape, math.prod(logical)))
+    return _new(_Source, (buf, qdt, scale, zero_point, logical, axis, group_size))
 
 
 def dequantize(
@@ -321,30 +329,28 @@ def dequantize(
     ``reduce="add"`` adds into ``out`` instead of overwriting it (``out`` is
     then required).
     """
-    if out is not None and dtype is None and shape is None and axis is None and group_size is None:
-        if type(q) is Quantized:
-            ungrouped = q.axis is None and q.group_size is None
-            if ungrouped and scale is None and zero_point is None and qdtype is None and q.shape == getattr(out, "shape", None):
-                if _fast.run(_fast.DEQUANTIZE, q.data, q.dtype, q.scale, q.zero_point, "nearest", reduce, None, out, ctx, q.numel) is not None:
-                    return out
-        elif scale is not None:
-            if _fast.run(_fast.DEQUANTIZE, q, qdtype, scale, zero_point, "nearest", reduce, None, out, ctx) is not None:
-                return out
     backend = resolve_context(ctx)
     src, qdt, scale, zero_point, logical, axis, group_size = _source(q, qdtype, scale, zero_point, shape, axis, group_size)
-    lay = _groups.layout(logical, axis, group_size)
+    return dequantize_buffer(backend, src, qdt, scale, zero_point, logical, axis, group_size, dtype, reduce, out)
+
+
+def dequantize_buffer(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero_point: Any, logical: tuple[int, ...], axis: Any,
+                      group_size: Any, dtype: Any, reduce: Any, out: Any) -> Any:
+    """dequantize from the buffer of the stored values (``src.numel`` of
+    them, of type ``qdt``) once its source is known: the core that
+    piquant.torch shares."""
+    lay = None if axis is None and group_size is None else _groups.layout(logical, axis, group_size)
     op = reduce_op_value(reduce)
     fdt = None if dtype is None else resolve(dtype, "dtype", quantized=False)
     if out is None:
         if op == 1:
             raise ValueError("out: reduce='add' needs the array to add into")
-        dst = _arrays.empty(src.kind, logical, fdt or DataType.F32)
+        dst = _arrays.empty(src.kind, logical, fdt or _F32)
     else:
         out_dt = _arrays.dtype_of(out, _arrays.kind_of(out, "out"), "out", quantized=False)
         if fdt is not None and fdt is not out_dt:
             raise ValueError(f"dtype: {fdt.short_name} does not match out's dtype {out.dtype}")
-        dst = _arrays.write(out, src.kind, out_dt, logical, src.numel)
-        _arrays.check_no_overlap(src, dst)
+        dst = _arrays.write(out, src, out_dt, logical, src.numel)
     if lay is not None:
         sets = _groups.checked(scale, zero_point, dst.dtype, qdt, lay)
         if src.numel:
@@ -354,5 +360,5 @@ def dequantize(
         return dst.array
     s = check_scale(scale, dst.dtype)
     zp = check_zero_point(zero_point, qdt)
-    backend.dequantize(src.ptr, qdt, dst.ptr, dst.dtype, src.numel, s, zp, op)
+    backend.run(DEQUANTIZE, dst.dtype, qdt, src.ptr, dst.ptr, src.numel, s, zp, 0, op, 0)
     return dst.array

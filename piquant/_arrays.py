@@ -3,13 +3,14 @@ that the operations in _api.py are written once for both."""
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._dtypes import DataType, has_numpy_bfloat16, numpy_storage, torch_dtype_map
+from ._dtypes import _NP_STORAGE, DataType, has_numpy_bfloat16, numpy_storage, torch_dtype_map
 
 NUMPY = "numpy"
 TORCH = "torch"
@@ -24,8 +25,11 @@ class Buffer(NamedTuple):
     numel: int
 
 
+_new = tuple.__new__  # builds a Buffer at a third of the cost of its generated __new__
+
+
 def kind_of(x: Any, arg: str) -> str:
-    if isinstance(x, np.ndarray):
+    if type(x) is np.ndarray or isinstance(x, np.ndarray):
         return NUMPY
     if type(x).__module__.startswith("torch") and type(x).__name__ in ("Tensor", "Parameter", "NestedTensor"):
         return TORCH
@@ -54,6 +58,20 @@ def dtype_of(x: Any, kind: str, arg: str, *, quantized: bool) -> DataType:
         side = "an integer type (uint8, int8, … int64)" if quantized else "float32, bfloat16, float16 or float64"
         raise TypeError(f"{arg}: expected {side}, got dtype {x.dtype}")
     return dt
+
+
+def address(a: np.ndarray) -> int:
+    """The address of a contiguous numpy array's first element: through the
+    buffer protocol when the array is writable (a third of the cost of
+    ``a.ctypes.data``), else, or for an empty array or a dtype without a
+    buffer format (ml_dtypes.bfloat16), through ``a.ctypes``."""
+    if a.flags.writeable:
+        try:
+            return ctypes.addressof(ctypes.c_char.from_buffer(a))  # type: ignore[arg-type]  # ndarray exports a buffer
+        except (ValueError, TypeError):
+            pass
+    ptr: int = a.ctypes.data
+    return ptr
 
 
 def torch_address(t: Any, arg: str) -> int:
@@ -89,12 +107,26 @@ def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
     """A read-only buffer of ``x``; a non-contiguous input is copied, and so
     is a tensor with the negative bit (torch's lazy negation), whose memory
     holds the negated values."""
+    if type(x) is np.ndarray:  # the common cases first, checked as below but in one pass
+        dt = NUMPY_TYPES.get(x.dtype)
+        flags = x.flags
+        if dt is not None and (dt._value_ >= 16) == quantized and flags.c_contiguous:
+            try:  # address(x), inline
+                ptr = ctypes.addressof(ctypes.c_char.from_buffer(x)) if flags.writeable else x.ctypes.data  # type: ignore[arg-type]
+            except (ValueError, TypeError):
+                ptr = x.ctypes.data
+            return _new(Buffer, (x, NUMPY, ptr, dt, x.shape, x.size))
+    elif type(x) is _torch_tensor:
+        dt = _torch_types.get(x.dtype)
+        if (dt is not None and (dt._value_ >= 16) == quantized and x.is_cpu and x.layout is _strided and not x.is_nested and not x.requires_grad
+                and not x.is_neg() and x.is_contiguous()):
+            return _new(Buffer, (x, TORCH, torch_address(x, arg), dt, tuple(x.shape), x.numel()))
     kind = kind_of(x, arg)
     dt = dtype_of(x, kind, arg, quantized=quantized)
     if kind == NUMPY:
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
-        return Buffer(x, kind, x.ctypes.data, dt, x.shape, x.size)
+        return Buffer(x, kind, address(x), dt, x.shape, x.size)
     if x.requires_grad:
         x = x.detach()
     if x.is_neg():  # complex dtypes are refused above, so no conjugate bit can be set
@@ -143,16 +175,26 @@ class TorchFacts(NamedTuple):
     strided: Any
     packed_bits: dict[Any, int]  # torch.quint4x2 / quint2x4 → bits per element
     storage: dict[DataType, Any]  # the torch dtype each type's data is stored as
-    increment_version: Any  # bumps the autograd version counters of a tuple of tensors
+
+
+# Set with the facts: what read() and write() test a tensor against without a call.
+_torch_tensor: Any = None
+_torch_types: dict[Any, DataType] = {}
+_torch_storage: dict[DataType, Any] = {}
+_strided: Any = None
+_increment_version: Any = None  # bumps the autograd version counters of a tuple of tensors
 
 
 @functools.cache
 def torch_facts() -> TorchFacts:
+    global _torch_tensor, _torch_types, _torch_storage, _strided, _increment_version
     import torch
 
     storage = {d: getattr(torch, "uint8" if d.is_packed else d.short_name) for d in DataType if d.is_packed or hasattr(torch, d.short_name)}
     packed = {k: v.bit_size for k, v in torch_dtype_map().items() if v.is_packed}
-    return TorchFacts(torch, torch.strided, packed, storage, torch._C._increment_version)
+    _torch_tensor, _torch_types, _torch_storage, _strided = torch.Tensor, torch_dtype_map(), storage, torch.strided
+    _increment_version = torch._C._increment_version
+    return TorchFacts(torch, torch.strided, packed, storage)
 
 
 NUMPY_TYPES = {numpy_storage(dt): dt for dt in DataType if not dt.is_packed and (dt is not DataType.BF16 or has_numpy_bfloat16())}
@@ -164,10 +206,13 @@ def empty(kind: str, shape: tuple[int, ...], dt: DataType, *, zeros: bool = Fals
     storage_shape = (dt.nbytes(numel),) if dt.is_packed else shape
     if kind == NUMPY:
         a = (np.zeros if zeros else np.empty)(storage_shape, dtype=numpy_storage(dt))
-        return Buffer(a, kind, a.ctypes.data, dt, shape, numel)
-    torch = torch_facts().module
-    t = (torch.zeros if zeros else torch.empty)(storage_shape, dtype=torch_storage(dt))
-    return Buffer(t, kind, t.data_ptr(), dt, shape, numel)
+        return _new(Buffer, (a, kind, address(a), dt, shape, numel))
+    facts = torch_facts()
+    torch = facts.module
+    make = torch.zeros if zeros else torch.empty
+    # torch 2.13 parses sizes given one by one in a fifth of the time of a tuple of them
+    t = make(*storage_shape, dtype=facts.storage[dt]) if storage_shape else make((), dtype=facts.storage[dt])
+    return _new(Buffer, (t, kind, t.data_ptr(), dt, shape, numel))
 
 
 def torch_storage(dt: DataType) -> Any:
@@ -175,41 +220,59 @@ def torch_storage(dt: DataType) -> Any:
     return torch_facts().storage[dt]
 
 
-def write(out: Any, kind: str, dt: DataType, shape: tuple[int, ...], numel: int, arg: str = "out") -> Buffer:
-    """``out`` as a destination: it must be the same kind of array as the
-    input, contiguous, writable, of the exact storage dtype and size. It is
-    never copied, so results land in the caller's memory or an error is raised."""
-    got = kind_of(out, arg)
+def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: int, arg: str = "out", *, in_place: bool = False) -> Buffer:
+    """``out`` as the destination of a call reading ``src``: it must be the
+    same kind of array, contiguous, writable, of the exact storage dtype and
+    size, and share no memory with ``src`` (kernels read and write in
+    parallel blocks: a shared byte would be read after it was overwritten),
+    unless ``in_place`` allows it to be ``src`` itself. It is never copied,
+    so results land in the caller's memory or an error is raised."""
+    kind = src.kind
+    got = NUMPY if type(out) is np.ndarray else TORCH if type(out) is _torch_tensor else kind_of(out, arg)
     if got != kind:
         raise TypeError(f"{arg}: expected a {kind} array like the input, got a {got} one")
-    nbytes = dt.nbytes(numel)
-    want_size = nbytes if dt.is_packed else numel
+    bits = dt._bits  # type: ignore[attr-defined]
+    nbytes = (numel * bits + 7) >> 3
+    want_size = nbytes if bits < 8 else numel
     if kind == NUMPY:
-        want = numpy_storage(dt)
-        if out.dtype != want:
+        want = _NP_STORAGE.get(dt) or numpy_storage(dt)  # the function raises what is missing
+        if out.dtype is not want and out.dtype != want:
             raise ValueError(f"{arg}: expected dtype {want}, got {out.dtype}")
-        if not out.flags.c_contiguous:
+        flags = out.flags
+        if not flags.c_contiguous:
             raise ValueError(f"{arg}: expected a C-contiguous array")
-        if not out.flags.writeable:
+        if not flags.writeable:
             raise ValueError(f"{arg}: the array is read-only")
         if out.size != want_size:
             raise ValueError(f"{arg}: expected {want_size} elements, got {out.size}")
-        ptr = out.ctypes.data
+        try:  # address(out), inline
+            ptr = ctypes.addressof(ctypes.c_char.from_buffer(out))
+        except (ValueError, TypeError):
+            ptr = out.ctypes.data
     else:
-        check_torch(out, arg)
-        want = torch_storage(dt)
-        if out.dtype != want:
+        if not out.is_cpu or out.layout is not _strided or out.is_nested:
+            check_torch(out, arg)
+        want = _torch_storage[dt]
+        if out.dtype is not want:  # torch dtypes are singletons
             raise ValueError(f"{arg}: expected dtype {want}, got {out.dtype}")
         if not out.is_contiguous():
             raise ValueError(f"{arg}: expected a contiguous tensor")
         if out.requires_grad:
             raise ValueError(f"{arg}: a tensor that requires grad cannot be written in place")
-        check_writable_tensor(out, arg)
+        if out.is_neg():
+            check_writable_tensor(out, arg)
         if out.numel() != want_size:
             raise ValueError(f"{arg}: expected {want_size} elements, got {out.numel()}")
         ptr = torch_address(out, arg)
-        mark_written(out)
-    return Buffer(out, kind, ptr, dt, shape, numel)
+    src_end = src.ptr + ((src.numel * src.dtype._bits + 7) >> 3)  # type: ignore[attr-defined]
+    if numel and src.numel and src.ptr < ptr + nbytes and ptr < src_end and not (in_place and ptr == src.ptr):
+        raise ValueError(f"{arg}: shares memory with the input; pass a separate array")
+    if kind == TORCH:
+        # Bumps its autograd version counter as torch's own in-place writes
+        # do, so that a backward pass that saved it raises instead of using
+        # the overwritten values.
+        _increment_version((out,))
+    return _new(Buffer, (out, kind, ptr, dt, shape, numel))
 
 
 def check_writable_tensor(out: Any, arg: str) -> None:
@@ -219,19 +282,3 @@ def check_writable_tensor(out: Any, arg: str) -> None:
         raise ValueError(f"{arg}: the tensor has the negative bit set (a lazy negation), so results written into it would read back negated; "
                          "pass a tensor without it")
 
-
-def mark_written(out: Any) -> None:
-    """Bumps a tensor's autograd version counter as torch's own in-place
-    writes do, so that a backward pass that saved it raises instead of
-    using the overwritten values (called as the tensor is handed to a
-    kernel; a call that fails after it costs a spurious bump at worst)."""
-    torch_facts().increment_version((out,))
-
-
-def check_no_overlap(a: Buffer, b: Buffer, arg: str = "out") -> None:
-    """Kernels read and write in parallel blocks: a destination that shares
-    memory with its source would be read after it was overwritten."""
-    a_end = a.ptr + a.dtype.nbytes(a.numel)
-    b_end = b.ptr + b.dtype.nbytes(b.numel)
-    if a.numel and b.numel and a.ptr < b_end and b.ptr < a_end:
-        raise ValueError(f"{arg}: shares memory with the input; pass a separate array")

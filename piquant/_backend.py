@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import _native
+from ._arrays import address
 from ._dtypes import DataType
 from ._groups import Sets, check_values
 
@@ -61,6 +62,13 @@ def available_isas() -> list[str]:
     return [lib.piquant_isa_name(i).decode() for i in range(32) if mask >> i & 1]
 
 
+# piquant_op: the operation a piquant_call (one call of any per-tensor form) runs.
+QUANTIZE, DEQUANTIZE, FAKE_QUANTIZE = 0, 1, 2
+# One struct and one ctypes argument cost less than ten arguments
+# (benchmarks/call_costs.py); packed into bytes, which the library only reads.
+_CALL = _native.packer(_native.Call)
+
+
 class NativeBackend:
     name = "native"
 
@@ -75,9 +83,6 @@ class NativeBackend:
         # close() raises instead of touching freed memory.
         self._ctx = handle.value
         self.isa = lib.piquant_isa_name(lib.piquant_context_isa(self._ctx)).decode()
-        self._quantize = lib.piquant_quantize
-        self._dequantize = lib.piquant_dequantize
-        self._fake_quantize = lib.piquant_fake_quantize
         self._execute = lib.piquant_execute
 
     @property
@@ -89,14 +94,16 @@ class NativeBackend:
         """Waits for the calls in flight, then frees the pool; later calls raise."""
         self._lib.piquant_context_destroy(self._ctx)
 
-    def quantize(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, scale: float, zp: int, mode: int, seed: int) -> None:
-        self._check(self._quantize(self._ctx, src, src_dt.value, dst, dst_dt.value, n, scale, dst_dt.raw_zero_point(zp), mode, seed))
-
-    def dequantize(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, scale: float, zp: int, op: int) -> None:
-        self._check(self._dequantize(self._ctx, src, src_dt.value, dst, dst_dt.value, n, scale, src_dt.raw_zero_point(zp), op))
-
-    def fake_quantize(self, src: int, dt: DataType, dst: int, n: int, q_dt: DataType, scale: float, zp: int, mode: int, seed: int, op: int) -> None:
-        self._check(self._fake_quantize(self._ctx, src, dt.value, dst, n, q_dt.value, scale, q_dt.raw_zero_point(zp), mode, seed, op))
+    def run(self, op: int, fdt: DataType, qdt: DataType, src: int, dst: int, n: int, scale: float, zp: int, mode: int, reduce: int,
+            seed: int) -> None:
+        """One per-tensor call (piquant_call): quantize from the fdt buffer src
+        into the qdt buffer dst, dequantize from qdt src into fdt dst, or
+        fake-quantize fdt to fdt. scale and zp are checked by the caller;
+        the library checks them again and answers a status."""
+        call = _CALL.pack(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, scale, zp - (1 << 64) if zp >= 1 << 63 else zp, seed)
+        status = self._execute(self._ctx, call)
+        if status:
+            _native.raise_status(self._lib, status)
 
     def _check(self, status: int) -> None:
         if status:
@@ -105,7 +112,7 @@ class NativeBackend:
     @staticmethod
     def _groups(sets: Sets) -> Any:
         scale_type = (DataType.F32 if sets.scales.dtype == np.float32 else DataType.F64).value
-        return ctypes.byref(_native.GroupParams(sets.scales.ctypes.data, sets.zero_points.ctypes.data, sets.count, sets.inner, scale_type))
+        return ctypes.byref(_native.GroupParams(address(sets.scales), address(sets.zero_points), sets.count, sets.inner, scale_type))
 
     def quantize_sets(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, sets: Sets, mode: int, seed: int) -> None:
         self._check(self._lib.piquant_quantize_grouped(self._ctx, src, src_dt.value, dst, dst_dt.value, n, self._groups(sets), mode, seed))
@@ -162,6 +169,16 @@ class ReferenceBackend:
 
     def close(self) -> None:
         pass
+
+    def run(self, op: int, fdt: DataType, qdt: DataType, src: int, dst: int, n: int, scale: float, zp: int, mode: int, reduce: int,
+            seed: int) -> None:
+        """NativeBackend.run on the reference."""
+        if op == QUANTIZE:
+            self.quantize(src, fdt, dst, qdt, n, scale, zp, mode, seed)
+        elif op == DEQUANTIZE:
+            self.dequantize(src, qdt, dst, fdt, n, scale, zp, reduce)
+        else:
+            self.fake_quantize(src, fdt, dst, n, qdt, scale, zp, mode, seed, reduce)
 
     def _quant_view(self, ptr: int, dt: DataType, n: int) -> np.ndarray:
         return _view(ptr, dt.nbytes(n), self._ref.storage_dtype(dt.short_name))

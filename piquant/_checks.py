@@ -9,22 +9,38 @@ import numbers
 import secrets
 from typing import Any
 
-from ._dtypes import DataType
+from ._dtypes import DataType, resolve
 
 
 def check_scale(scale: Any, fdt: DataType) -> float:
     """``scale`` in the compute precision of the float type (float64 for F64
-    data, else float32), checked."""
-    if type(scale) is float:
-        s = scale
-    elif isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+    data, else float32), checked. The one check of a scalar scale: the
+    reference backend's calls pass through it too."""
+    if type(scale) is float:  # most calls pass the same few scales: each is checked once
+        cache = _SCALES[fdt is _F64]
+        s = cache.get(scale)  # NaN never hits: it is refused each time
+        if s is None:
+            s = _checked_scale(scale, scale, fdt)
+            if len(cache) >= 4096:
+                cache.clear()
+            cache[scale] = s
+        return s
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
         per_set = " (per-channel or per-group scales need axis= or group_size=)" if hasattr(scale, "__len__") else ""
         raise TypeError(f"scale: expected a real number, got {type(scale).__name__}{per_set}")
-    else:
-        try:
-            s = float(scale)
-        except OverflowError:  # an int beyond float64
-            s = math.inf
+    try:
+        s = float(scale)
+    except OverflowError:  # an int beyond float64
+        s = math.inf
+    return _checked_scale(s, scale, fdt)
+
+
+_F64 = DataType.F64  # a member read through the Enum class costs three times a global
+# Checked scales by value, for float64 (True) and float32 (False) data.
+_SCALES: dict[bool, dict[float, float]] = {False: {}, True: {}}
+
+
+def _checked_scale(s: float, scale: Any, fdt: DataType) -> float:
     if fdt is DataType.F64:
         ok = s > 0 and math.isfinite(s) and math.isfinite(1 / s)
     else:
@@ -38,6 +54,8 @@ def check_scale(scale: Any, fdt: DataType) -> float:
 
 
 def check_zero_point(zero_point: Any, qdt: DataType) -> int:
+    if type(zero_point) is int and qdt._qmin <= zero_point <= qdt._qmax:  # type: ignore[attr-defined]
+        return zero_point
     if type(zero_point) is not int and (isinstance(zero_point, bool) or not isinstance(zero_point, numbers.Integral)):
         raise TypeError(f"zero_point: expected an integer, got {type(zero_point).__name__}")
     zp = int(zero_point)
@@ -77,3 +95,28 @@ def check_shape(shape: Any, arg: str = "shape") -> tuple[int, ...]:
         if d < 0:
             raise ValueError(f"{arg}: expected non-negative sizes, got {shape}")
     return tuple(int(d) for d in dims)
+
+
+def per_tensor_args(dtype: Any, round_mode: Any, scale: Any, zero_point: Any, fdt: DataType) -> tuple[DataType, int, float, int]:
+    """The quantized type, round mode, scale and zero point of a per-tensor
+    call on ``fdt`` data, checked in that order; a combination seen before
+    is looked up (most calls repeat the last one)."""
+    key = (dtype, round_mode, scale, zero_point, fdt) if type(scale) is float and type(zero_point) is int else None
+    try:
+        hit = _ARGS.get(key)
+    except TypeError:  # an unhashable dtype or round mode: checked below, and refused
+        key = hit = None
+    if hit is not None:
+        return hit
+    from ._context import round_mode_value  # _context imports this module
+
+    qdt = resolve(dtype, "dtype", quantized=True)
+    args = (qdt, round_mode_value(round_mode), check_scale(scale, fdt), check_zero_point(zero_point, qdt))
+    if key is not None:
+        if len(_ARGS) >= 4096:
+            _ARGS.clear()
+        _ARGS[key] = args
+    return args
+
+
+_ARGS: dict[Any, tuple[DataType, int, float, int]] = {}

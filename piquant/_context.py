@@ -39,12 +39,18 @@ def _enum_value(value: Any, enum: type[Enum], arg: str) -> int:
     return member.value
 
 
+_ROUND_NAMES = {m.name.lower(): m.value for m in RoundMode}
+_REDUCE_NAMES = {m.name.lower(): m.value for m in ReduceOp}
+
+
 def round_mode_value(mode: Any) -> int:
-    return _enum_value(mode, RoundMode, "round_mode")
+    v = _ROUND_NAMES.get(mode) if type(mode) is str else None
+    return v if v is not None else _enum_value(mode, RoundMode, "round_mode")
 
 
 def reduce_op_value(op: Any) -> int:
-    return _enum_value(op, ReduceOp, "reduce")
+    v = _REDUCE_NAMES.get(op) if type(op) is str else None
+    return v if v is not None else _enum_value(op, ReduceOp, "reduce")
 
 
 class Context:
@@ -73,6 +79,7 @@ class Context:
         cls = _backend.NativeBackend if kind == "native" else _backend.ReferenceBackend
         self._backend: Any = cls(num_threads or 0, isa)
         self._finalizer = weakref.finalize(self, self._backend.close)
+        self._closed = False  # finalizer.alive, read on every call for a tenth of its cost
 
     @staticmethod
     def get() -> Context:
@@ -85,9 +92,7 @@ class Context:
 
     @property
     def backend(self) -> Any:
-        if not self._finalizer.alive:
-            raise RuntimeError("Context: this context was closed")
-        return self._backend
+        return resolve_context(self)
 
     @property
     def num_threads(self) -> int:
@@ -99,11 +104,12 @@ class Context:
 
     @property
     def closed(self) -> bool:
-        return not self._finalizer.alive
+        return self._closed
 
     def close(self) -> None:
         if self is Context._default:
             Context._default = None
+        self._closed = True
         self._finalizer()
 
     def __enter__(self) -> Context:
@@ -125,16 +131,16 @@ class Context:
         dst_dt = resolve(dtype_out, "dtype_out", quantized=True)
         _check_ptrs(ptr_in, ptr_out, numel)
         mode = round_mode_value(round_mode)
-        self.backend.quantize(ptr_in, src_dt, ptr_out, dst_dt, numel, check_scale(scale, src_dt),
-                              check_zero_point(zero_point, dst_dt), mode, check_seed(seed, mode))
+        self.backend.run(_backend.QUANTIZE, src_dt, dst_dt, ptr_in, ptr_out, numel, check_scale(scale, src_dt),
+                         check_zero_point(zero_point, dst_dt), mode, 0, check_seed(seed, mode))
 
     def dequantize_ptr(self, ptr_in: int, dtype_in: DataType, ptr_out: int, dtype_out: DataType, numel: int,
                        scale: float, zero_point: int, reduce_op: ReduceOp) -> None:
         src_dt = resolve(dtype_in, "dtype_in", quantized=True)
         dst_dt = resolve(dtype_out, "dtype_out", quantized=False)
         _check_ptrs(ptr_in, ptr_out, numel)
-        self.backend.dequantize(ptr_in, src_dt, ptr_out, dst_dt, numel, check_scale(scale, dst_dt),
-                                check_zero_point(zero_point, src_dt), reduce_op_value(reduce_op))
+        self.backend.run(_backend.DEQUANTIZE, dst_dt, src_dt, ptr_in, ptr_out, numel, check_scale(scale, dst_dt),
+                         check_zero_point(zero_point, src_dt), 0, reduce_op_value(reduce_op), 0)
 
     def compute_quant_params_ptr_float32(self, ptr: int, target_quant_dtype: DataType, numel: int) -> tuple[float, int]:
         _check_ptrs(ptr, ptr, numel)
@@ -184,4 +190,6 @@ def resolve_context(ctx: Context | None) -> Any:
         ctx = Context._default or Context.get()
     elif not isinstance(ctx, Context):
         raise TypeError(f"ctx: expected a piquant.Context or None, got {type(ctx).__name__}")
-    return ctx.backend
+    if ctx._closed:
+        raise RuntimeError("Context: this context was closed")
+    return ctx._backend

@@ -36,6 +36,10 @@ class DataType(Enum):
     UINT64 = 26
     INT64 = 27
 
+    # Members are singletons that compare by identity; Enum's default hash
+    # (of the name, in Python) made every dict lookup by DataType slow.
+    __hash__ = object.__hash__
+
     # Each property reads an attribute set once below: an Enum member hashes
     # slowly as a dict key, and these are read on every call.
     @property
@@ -149,25 +153,37 @@ def torch_dtype_map() -> dict[Any, DataType]:
 def resolve(dtype: Any, arg: str, *, quantized: bool | None = None) -> DataType:
     """DataType for a name, DataType, numpy dtype or torch dtype; ``arg`` names
     the argument in errors. ``quantized`` restricts to one side."""
-    dt: DataType | None = None
-    if isinstance(dtype, DataType):
-        dt = dtype
-    elif isinstance(dtype, str):
-        dt = _BY_NAME.get(dtype.lower())
-    elif type(dtype).__module__ == "torch":
-        dt = torch_dtype_map().get(dtype)
-    else:
-        try:
-            npd = np.dtype(dtype)
-        except TypeError:
-            npd = None
-        if npd is not None:
-            dt = next((k for k, v in _NP_STORAGE.items() if v == npd and not k.is_packed), None)
-    if dt is None or (quantized is not None and dt.is_quantized != quantized):
+    try:  # the objects users pass, resolved once
+        dt: DataType | None = _RESOLVED.get(dtype)
+    except TypeError:  # unhashable
+        dt = None
+    if dt is None:
+        dt = _resolve(dtype)
+        if dt is not None and len(_RESOLVED) < 256:
+            _RESOLVED[dtype] = dt
+    if dt is None or (quantized is not None and (dt._value_ >= 16) != quantized):
         side = {True: "a quantized type (uint2 … int64)", False: "a float type (float32, bfloat16, float16, float64)"}
         expected = side.get(quantized, "a piquant dtype") if quantized is not None else "a piquant dtype"
         raise TypeError(f"{arg}: expected {expected}, got {dtype!r}")
     return dt
+
+
+# What resolve has resolved: names, members, numpy and torch dtypes as passed.
+_RESOLVED: dict[Any, DataType] = {dt: dt for dt in DataType}
+
+
+def _resolve(dtype: Any) -> DataType | None:
+    if isinstance(dtype, DataType):
+        return dtype
+    if isinstance(dtype, str):
+        return _BY_NAME.get(dtype.lower())
+    if type(dtype).__module__ == "torch":
+        return torch_dtype_map().get(dtype)
+    try:
+        npd = np.dtype(dtype)
+    except TypeError:
+        return None
+    return next((k for k, v in _NP_STORAGE.items() if v == npd and not k.is_packed), None)
 
 
 def has_numpy_bfloat16() -> bool:

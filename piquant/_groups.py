@@ -24,6 +24,8 @@ class Layout(NamedTuple):
 
 
 def _int_arg(value: Any, arg: str) -> int:
+    if type(value) is int:  # without numbers' slow isinstance
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{arg}: expected an integer or None, got {type(value).__name__}")
     return int(value)
@@ -69,8 +71,8 @@ def _numpy(a: Any, arg: str, integral: bool, qdt: DataType | None = None) -> np.
         kind = _arrays.kind_of(a, arg)
     except TypeError:
         raise TypeError(f"{arg}: with axis= or group_size=, expected an array of per-set values, got {type(a).__name__}") from None
-    if kind == _arrays.NUMPY:
-        return a.astype(np.float32) if a.dtype.name == "bfloat16" else a  # ml_dtypes: exact in float32
+    if kind == _arrays.NUMPY:  # ml_dtypes' bfloat16 is exact in float32 (dtype.name is slow to read)
+        return a.astype(np.float32) if a.dtype.type.__name__ == "bfloat16" else a
     _arrays.check_torch(a, arg)
     a = a.detach().resolve_neg()
     torch = _arrays.torch_facts().module
@@ -119,7 +121,7 @@ def _float(v: Any) -> float:
 def _shaped(a: np.ndarray, lay: Layout, arg: str) -> np.ndarray:
     if a.shape != lay.shape and a.shape != (lay.count,):
         raise ValueError(f"{arg}: expected shape {lay.shape} (one value per {'channel' if lay.axis is not None else 'group'}), got {a.shape}")
-    return a.reshape(-1)
+    return a if a.ndim == 1 else a.reshape(-1)
 
 
 def _scales(scale: Any, lay: Layout) -> np.ndarray:
@@ -127,7 +129,12 @@ def _scales(scale: Any, lay: Layout) -> np.ndarray:
     a = _shaped(_numpy(scale, "scale", False), lay, "scale")
     if a.dtype.kind not in "fiu":
         raise TypeError(f"scale: expected real numbers, got dtype {a.dtype}")
-    return np.ascontiguousarray(a, dtype=a.dtype if a.dtype in (np.float32, np.float64) else np.float64)
+    if a.dtype in _FLOATS and a.flags.c_contiguous:  # used as given
+        return a
+    return np.ascontiguousarray(a, dtype=a.dtype if a.dtype in _FLOATS else np.float64)
+
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _zero_points(zero_point: Any, qdt: DataType, lay: Layout) -> np.ndarray:
@@ -137,7 +144,9 @@ def _zero_points(zero_point: Any, qdt: DataType, lay: Layout) -> np.ndarray:
     if a.dtype.kind not in "iu":
         raise TypeError(f"zero_point: expected integers, got dtype {a.dtype}")
     want = np.uint64 if qdt is DataType.UINT64 else np.int64
-    if a.dtype != want and a.size:
+    if a.dtype == want and a.flags.c_contiguous:  # used as given
+        return a
+    if a.size:
         bad = (a < 0) if want is np.uint64 else (a > np.iinfo(np.int64).max if a.dtype == np.uint64 else np.zeros(a.shape, bool))
         if bad.any():
             k = int(np.argmax(bad))
@@ -171,8 +180,9 @@ def checked(scale: Any, zero_point: Any, fdt: DataType, qdt: DataType, lay: Layo
 def as_arrays(sets: Sets, fdt: DataType, lay: Layout, kind: str) -> tuple[Any, Any]:
     """The parameters as the caller sees them: scales in the compute precision
     and zero points, shaped like the parameter arrays, numpy or torch like x."""
-    scales = sets.scales.astype(np.float64 if fdt is DataType.F64 else np.float32, copy=False).reshape(lay.shape)
-    zps = sets.zero_points.reshape(lay.shape)
+    scales = sets.scales.astype(np.float64 if fdt is DataType.F64 else np.float32, copy=False)
+    scales = scales if scales.shape == lay.shape else scales.reshape(lay.shape)
+    zps = sets.zero_points if sets.zero_points.shape == lay.shape else sets.zero_points.reshape(lay.shape)
     if kind == _arrays.TORCH:
         import torch
 

@@ -53,8 +53,7 @@ def quantize(x: Any, qtype: Any, *, out: Any = None, ctx: Context | None = None)
     if out is None:
         dst = _arrays.empty(src.kind, shape, DataType.UINT8)
     else:
-        dst = _arrays.write(out, src.kind, DataType.UINT8, shape, nbytes)
-        _arrays.check_no_overlap(src, dst)
+        dst = _arrays.write(out, src, DataType.UINT8, shape, nbytes)
     if src.numel:
         backend.gguf_quantize(src.ptr, src.dtype, dst.ptr, number, src.numel)
     return dst.array
@@ -81,8 +80,7 @@ def dequantize(data: Any, qtype: Any, *, dtype: Any = None, out: Any = None, ctx
         out_dt = _arrays.dtype_of(out, _arrays.kind_of(out, "out"), "out", quantized=False)
         if fdt is not None and fdt is not out_dt:
             raise ValueError(f"dtype: {fdt.short_name} does not match out's dtype {out.dtype}")
-        dst = _arrays.write(out, src.kind, out_dt, shape, numel)
-        _arrays.check_no_overlap(src._replace(numel=src.numel), dst)
+        dst = _arrays.write(out, src, out_dt, shape, numel)
     if numel:
         backend.gguf_dequantize(src.ptr, number, dst.ptr, dst.dtype, numel)
     return dst.array

@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 
 from . import _arrays
-from ._api import compute_params
+from ._api import compute_params, dequantize_buffer
 from ._api import dequantize as _dequantize
 from ._api import quantize as _quantize
-from ._context import Context
+from ._context import Context, resolve_context
 from ._dtypes import DataType, resolve
 
 
@@ -71,13 +71,13 @@ def dequantize(
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"tensor: expected a torch tensor, got {type(tensor).__name__}")
     if tensor.is_quantized:
-        # pi-quant reads the stored integers with the parameters given.
-        packed = tensor.dtype in (torch.quint4x2, torch.quint2x4)
-        qdt = resolve(tensor.dtype, "tensor")
-        shape = tuple(tensor.shape)
-        tensor = _arrays.packed_bytes(tensor, "tensor") if packed else tensor.int_repr()
-    else:
-        qdt, shape = resolve(tensor.dtype, "tensor", quantized=True), None
+        # pi-quant reads the stored integers (packed types: their bytes) with
+        # the parameters given, from the tensor's own memory.
+        src = _arrays.read(tensor, "tensor", quantized=True)
+        if out is None and reduce_op == "add":
+            out = torch.zeros(src.shape, dtype=_arrays.torch_storage(fdt))
+        return dequantize_buffer(resolve_context(ctx), src, src.dtype, scale, zero_point, src.shape, None, None, fdt, reduce_op, out)
+    qdt = resolve(tensor.dtype, "tensor", quantized=True)
     if out is None and reduce_op == "add":
-        out = torch.zeros(tensor.shape if shape is None else shape, dtype=_arrays.torch_storage(fdt))
-    return _dequantize(tensor, fdt, scale=scale, zero_point=zero_point, qdtype=qdt, shape=shape, reduce=reduce_op, out=out, ctx=ctx)
+        out = torch.zeros(tensor.shape, dtype=_arrays.torch_storage(fdt))
+    return _dequantize(tensor, fdt, scale=scale, zero_point=zero_point, qdtype=qdt, reduce=reduce_op, out=out, ctx=ctx)
