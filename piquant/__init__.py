@@ -5,7 +5,8 @@
     y = piquant.dequantize(q)                  # back to float32, same shape
 
 ``axis=``/``group_size=`` give per-channel/per-group parameters;
-``piquant.gguf`` reads and writes llama.cpp's Q8_0/Q4_0/Q4_1 blocks.
+``piquant.gguf`` reads and writes llama.cpp's GGUF blocks (Q8_0, Q4_0, Q4_1, Q5_0,
+Q5_1, MXFP4, and the K-quants Q4_K, Q5_K, Q6_K).
 
 Also offers pi-quant's API (``Context``, ``RoundMode``, ``ReduceOp``,
 ``DataType``, ``piquant.torch``) so code written for it runs unchanged.

@@ -234,23 +234,29 @@ class ReferenceBackend:
 
 
     def gguf_quantize(self, src: int, src_dt: DataType, dst: int, gguf_type: int, n: int) -> None:
-        from piquant_reference import gguf
-
-        fmt = GGUF_NAMES[gguf_type]
+        fmt, spec, elements, size = _gguf_format(gguf_type)
         x = _float_view(src, src_dt, n)
         if src_dt is DataType.BF16:
             x = self._ref.bf16_bits_to_f32(x)
-        _view(dst, n // 32 * gguf.FORMATS[fmt], np.uint8)[...] = gguf.quantize(x, fmt).reshape(-1)
+        _view(dst, n // elements * size, np.uint8)[...] = spec.quantize(x, fmt).reshape(-1)
 
     def gguf_dequantize(self, src: int, gguf_type: int, dst: int, dst_dt: DataType, n: int) -> None:
-        from piquant_reference import gguf
-
-        fmt = GGUF_NAMES[gguf_type]
-        x = gguf.dequantize(_view(src, n // 32 * gguf.FORMATS[fmt], np.uint8), fmt)
+        fmt, spec, elements, size = _gguf_format(gguf_type)
+        x = spec.dequantize(_view(src, n // elements * size, np.uint8), fmt)
         out = _float_view(dst, dst_dt, n)
         out[...] = self._ref.f32_to_bf16_bits(x) if dst_dt is DataType.BF16 else x.astype(out.dtype)
 
 
-GGUF_NAMES = {2: "Q4_0", 3: "Q4_1", 8: "Q8_0"}
+GGUF_NAMES = {2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 39: "MXFP4"}
+
+
+def _gguf_format(gguf_type: int) -> tuple[str, Any, int, int]:
+    """A GGUF type's name, reference module, elements and bytes per block."""
+    from piquant_reference import gguf, gguf_kquants
+
+    fmt = GGUF_NAMES[gguf_type]
+    if fmt in gguf_kquants.FORMATS:
+        return fmt, gguf_kquants, gguf_kquants.BLOCK, gguf_kquants.FORMATS[fmt]
+    return fmt, gguf, gguf.BLOCK, gguf.FORMATS[fmt]
 _ROUND = ("nearest", "stochastic")
 _REDUCE = ("set", "add")

@@ -43,8 +43,7 @@ from . import _backend, _bench_calls
 from ._bench_calls import CALLS, CallRow
 
 SIZES = (64, 4_096, 65_536, 1_048_576, 27_264_000)
-PEERS = ("torch", "torch decomposed", "torchao", "gguf", "pi-quant", "reference")
-GGUF_BYTES = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20}
+PEERS = ("torch", "torch decomposed", "torchao", "gguf", "ggml", "pi-quant", "reference")
 ROW_LENGTH = 1024  # group-wise rows quantize x as (n / 1024, 1024)
 PI_QUANT = "pypiquant==4.1.0"
 # Seconds of timing per measurement (after a warm-up call), and at least this many calls.
@@ -82,7 +81,7 @@ class Row:
     def fits(self, n: int) -> bool:
         """Whether this row can run on n elements (whole groups and blocks)."""
         if self.op.startswith("gguf"):
-            return n % 32 == 0
+            return n % piquant.gguf.block_size(self.quant_dtype) == 0
         return not self.group or (n % min(n, ROW_LENGTH) == 0 and min(n, ROW_LENGTH) % self.group == 0)
 
     def bytes_moved(self, n: int) -> int:
@@ -90,7 +89,7 @@ class Row:
         with the float64 scale and int64 zero point of each group)."""
         f = {"float64": 8, "float32": 4}.get(self.float_dtype, 2)
         if self.op.startswith("gguf"):
-            return n * f + n // 32 * GGUF_BYTES[self.quant_dtype]
+            return n * f + n // piquant.gguf.block_size(self.quant_dtype) * piquant.gguf.block_bytes(self.quant_dtype)
         q = (n * ref.bits(self.quant_dtype) + 7) // 8 + (n // self.group * 16 if self.group else 0)
         return {
             "quantize": n * f + q,
@@ -120,8 +119,16 @@ ROWS = (
     Row("gguf_quantize", "float32", "Q8_0"),
     Row("gguf_quantize", "float32", "Q4_0"),
     Row("gguf_quantize", "float32", "Q4_1"),
+    Row("gguf_quantize", "float32", "Q5_0"),
+    Row("gguf_quantize", "float32", "Q5_1"),
+    Row("gguf_quantize", "float32", "MXFP4"),
+    Row("gguf_quantize", "float32", "Q4_K"),
+    Row("gguf_quantize", "float32", "Q5_K"),
+    Row("gguf_quantize", "float32", "Q6_K"),
     Row("gguf_dequantize", "float32", "Q8_0"),
     Row("gguf_dequantize", "float32", "Q4_0"),
+    Row("gguf_dequantize", "float32", "Q4_K"),
+    Row("gguf_dequantize", "float32", "Q6_K"),
 )
 
 
@@ -353,15 +360,42 @@ def gguf_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
         return None, "gguf is not installed (pip install gguf)"
     t = getattr(GGMLQuantizationType, r.quant_dtype)
     if r.op == "gguf_quantize":
+        if piquant.gguf.block_size(r.quant_dtype) != piquant.gguf.BLOCK:
+            return None, "gguf.quants cannot quantize the K-quants (it dequantizes them)"
         return lambda: quants.quantize(inp.x, t), None
-    blocks = quants.quantize(inp.x, t)
+    blocks = piquant.gguf.quantize(inp.x, t)
     return lambda: quants.dequantize(blocks, t), None
+
+
+def ggml_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
+    """llama.cpp's C on GGUF rows (ggml-python): ``ggml_quantize_chunk``,
+    its single-threaded reference quantizer, and the type's ``to_float``."""
+    r = inp.row
+    if not r.op.startswith("gguf"):
+        return None, "ggml: measured on GGUF rows"
+    import ctypes
+
+    import ggml
+
+    t = int(piquant.gguf._resolve(r.quant_dtype)[1])
+    x = np.ascontiguousarray(inp.x, np.float32)
+    blocks = piquant.gguf.quantize(x, r.quant_dtype)
+    src, dst = x.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), blocks.ctypes.data_as(ctypes.c_void_p)
+    if r.op == "gguf_quantize":
+        return lambda: ggml.ggml_quantize_chunk(t, src, dst, 0, 1, x.size, None), None
+    out = np.empty(x.size, np.float32)
+    to_float = ggml.ggml_get_type_traits(t).contents.to_float
+    ptr = out.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+    return lambda: to_float(dst, ptr, x.size), None
 
 
 def reference_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
     r = inp.row
     if r.op.startswith("gguf"):
-        from piquant_reference import gguf
+        from piquant_reference import gguf, gguf_kquants
+
+        if r.quant_dtype in gguf_kquants.FORMATS:
+            gguf = gguf_kquants
 
         if r.op == "gguf_quantize":
             return lambda: gguf.quantize(inp.x, r.quant_dtype), None
@@ -480,6 +514,8 @@ def _run(mode: str, sizes: tuple[int, ...], rows: tuple[Row, ...], calls: tuple[
         skipped_peers["torchao"] = why
     if _optional("gguf") is None:
         skipped_peers["gguf"] = "gguf is not installed (pip install gguf)"
+    if _optional("ggml") is None:
+        skipped_peers["ggml"] = "ggml-python is not installed (see .ci/run: built without FMA contraction)"
     py = None
     if pi_quant:
         py, why = pi_quant_python(pi_quant_python_path, log)
@@ -487,7 +523,7 @@ def _run(mode: str, sizes: tuple[int, ...], rows: tuple[Row, ...], calls: tuple[
             skipped_peers["pi-quant"] = why
     else:
         skipped_peers["pi-quant"] = "--no-pi-quant"
-    in_process = [p for p in ("torch", "torch decomposed", "torchao", "gguf", "reference") if p not in skipped_peers]
+    in_process = [p for p in ("torch", "torch decomposed", "torchao", "gguf", "ggml", "reference") if p not in skipped_peers]
     call_sizes = [n for n in sizes if n in _bench_calls.SIZES]
     matrix_sizes = sizes if rows else ()  # the roofline is the matrix's
     progress = Progress(len(matrix_sizes) * (2 + len(rows) * (1 + len(in_process))) + len(call_sizes) * len(calls))
@@ -511,7 +547,8 @@ def _run(mode: str, sizes: tuple[int, ...], rows: tuple[Row, ...], calls: tuple[
                 if peer == "reference" and n > REFERENCE_MAX[mode]:
                     res.skipped[peer] = f"n > {REFERENCE_MAX[mode]:,} (slow; --full runs it)"
                 else:
-                    make = {"torch": torch_fn, "torch decomposed": decomposed_fn, "torchao": torchao_fn, "gguf": gguf_fn, "reference": reference_fn}[peer]
+                    make = {"torch": torch_fn, "torch decomposed": decomposed_fn, "torchao": torchao_fn, "gguf": gguf_fn, "ggml": ggml_fn,
+                            "reference": reference_fn}[peer]
                     try:
                         fn, why = make(inp)
                         if fn is None:

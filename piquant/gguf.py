@@ -1,9 +1,12 @@
-"""llama.cpp / GGUF block formats Q8_0, Q4_0 and Q4_1: the exact bytes GGUF
-files hold, as the `gguf` package's ``gguf.quants.quantize``/``dequantize``
-produce them (docs/semantics.md), computed by piquant's multithreaded kernels.
+"""llama.cpp / GGUF block formats: the exact bytes GGUF files hold, computed
+by piquant's multithreaded kernels (docs/semantics.md). Q8_0, Q4_0, Q4_1,
+Q5_0, Q5_1 and MXFP4 (blocks of 32) as the `gguf` package's
+``gguf.quants.quantize`` produces them; the K-quants Q4_K, Q5_K and Q6_K
+(super-blocks of 256) as llama.cpp's ``quantize_row_q4_K_ref`` & co. do
+without an importance matrix. ``dequantize`` equals ``gguf.quants.dequantize``.
 
-    blocks = piquant.gguf.quantize(w, "Q4_0")     # uint8, (..., n // 32 * 18)
-    w2 = piquant.gguf.dequantize(blocks, "Q4_0")  # float32, (..., n)
+    blocks = piquant.gguf.quantize(w, "Q4_K")     # uint8, (..., n // 256 * 144)
+    w2 = piquant.gguf.dequantize(blocks, "Q4_K")  # float32, (..., n)
 """
 
 from __future__ import annotations
@@ -14,42 +17,55 @@ from . import _arrays
 from ._context import Context, resolve_context
 from ._dtypes import DataType, resolve
 
-BLOCK = 32
-_TYPES = {"Q4_0": (2, 18), "Q4_1": (3, 20), "Q8_0": (8, 34)}  # GGML type number, bytes per block
-_BY_NUMBER = {number: (name, size) for name, (number, size) in _TYPES.items()}
+BLOCK = 32  # elements of a block; the K-quants' super-blocks have SUPER_BLOCK
+SUPER_BLOCK = 256
+# GGML type number, elements and bytes per block
+_TYPES = {
+    "Q4_0": (2, BLOCK, 18), "Q4_1": (3, BLOCK, 20), "Q5_0": (6, BLOCK, 22), "Q5_1": (7, BLOCK, 24),
+    "Q8_0": (8, BLOCK, 34), "MXFP4": (39, BLOCK, 17),
+    "Q4_K": (12, SUPER_BLOCK, 144), "Q5_K": (13, SUPER_BLOCK, 176), "Q6_K": (14, SUPER_BLOCK, 210),
+}  # fmt: skip
+_BY_NUMBER = {number: (name, number, elements, size) for name, (number, elements, size) in _TYPES.items()}
 
-__all__ = ["BLOCK", "block_bytes", "dequantize", "quantize"]
+__all__ = ["BLOCK", "SUPER_BLOCK", "block_bytes", "block_size", "dequantize", "quantize"]
 
 
-def _resolve(qtype: Any) -> tuple[int, int]:
-    """(GGML type number, bytes per block) of a name ("Q8_0"), a GGML type
-    number, or a gguf.GGMLQuantizationType."""
+def _resolve(qtype: Any) -> tuple[str, int, int, int]:
+    """(name, GGML type number, elements and bytes per block) of a name
+    ("Q8_0"), a GGML type number, or a gguf.GGMLQuantizationType."""
     if isinstance(qtype, str) and qtype.upper() in _TYPES:
-        return _TYPES[qtype.upper()]
+        return (qtype.upper(), *_TYPES[qtype.upper()])
     if not isinstance(qtype, (str, bool)) and isinstance(qtype, int) and int(qtype) in _BY_NUMBER:
-        return int(qtype), _BY_NUMBER[int(qtype)][1]
-    raise ValueError(f"qtype: expected one of {', '.join(_TYPES)} (or their GGML type numbers 2, 3, 8), got {qtype!r}")
+        return _BY_NUMBER[int(qtype)]
+    numbers = ", ".join(f"{name} = {number}" for name, (number, _, _) in _TYPES.items())
+    raise ValueError(f"qtype: expected one of {', '.join(_TYPES)} (or their GGML type numbers: {numbers}), got {qtype!r}")
 
 
 def block_bytes(qtype: Any) -> int:
-    """Bytes of one block of 32 elements."""
-    return _resolve(qtype)[1]
+    """Bytes of one block (of ``block_size(qtype)`` elements)."""
+    return _resolve(qtype)[3]
+
+
+def block_size(qtype: Any) -> int:
+    """Elements of one block: 32, or 256 for the K-quants."""
+    return _resolve(qtype)[2]
 
 
 def quantize(x: Any, qtype: Any, *, out: Any = None, ctx: Context | None = None) -> Any:
     """Quantize a float array (numpy or torch; float32, float16, bfloat16 or
-    float64, which is first rounded to float32) whose last axis is a multiple
-    of 32 into GGUF blocks: a uint8 array of shape (..., n // 32 * bytes per
-    block), as gguf.quants.quantize returns. ``out``: a contiguous uint8 array
-    of that many bytes."""
-    number, size = _resolve(qtype)
+    float64, which is first rounded to float32) whose last axis (a row) is a
+    multiple of the block size (32; 256 for the K-quants) into GGUF blocks: a
+    uint8 array of shape (..., n // block size * bytes per block), as
+    gguf.quants.quantize returns. ``out``: a contiguous uint8 array of that
+    many bytes."""
+    name, number, elements, size = _resolve(qtype)
     backend = resolve_context(ctx)
     src = _arrays.read(x, "x", quantized=False)
-    if not src.shape or src.shape[-1] % BLOCK:
+    if not src.shape or src.shape[-1] % elements:
         last = src.shape[-1] if src.shape else "no"
-        raise ValueError(f"x: the last axis has {last} elements; GGUF blocks need a multiple of {BLOCK}")
-    shape = src.shape[:-1] + (src.shape[-1] // BLOCK * size,)
-    nbytes = src.numel // BLOCK * size
+        raise ValueError(f"x: the last axis has {last} elements; {name} blocks need a multiple of {elements}")
+    shape = src.shape[:-1] + (src.shape[-1] // elements * size,)
+    nbytes = src.numel // elements * size
     if out is None:
         dst = _arrays.empty(src.kind, shape, DataType.UINT8)
     else:
@@ -61,9 +77,10 @@ def quantize(x: Any, qtype: Any, *, out: Any = None, ctx: Context | None = None)
 
 def dequantize(data: Any, qtype: Any, *, dtype: Any = None, out: Any = None, ctx: Context | None = None) -> Any:
     """GGUF blocks (a uint8 array whose last axis is whole blocks) back to
-    floats of shape (..., blocks · 32): float32 by default, or ``dtype``, or
-    ``out``'s type (values are computed in float32, then rounded or widened)."""
-    number, size = _resolve(qtype)
+    floats of shape (..., blocks · block size): float32 by default, or
+    ``dtype``, or ``out``'s type (values are computed in float32, then rounded
+    or widened)."""
+    _, number, elements, size = _resolve(qtype)
     backend = resolve_context(ctx)
     src = _arrays.read(data, "data", quantized=True)
     if src.dtype is not DataType.UINT8:
@@ -71,8 +88,8 @@ def dequantize(data: Any, qtype: Any, *, dtype: Any = None, out: Any = None, ctx
     if not src.shape or src.shape[-1] % size:
         last = src.shape[-1] if src.shape else "no"
         raise ValueError(f"data: the last axis has {last} bytes, not a whole number of {size}-byte blocks")
-    shape = src.shape[:-1] + (src.shape[-1] // size * BLOCK,)
-    numel = src.numel // size * BLOCK
+    shape = src.shape[:-1] + (src.shape[-1] // size * elements,)
+    numel = src.numel // size * elements
     fdt = None if dtype is None else resolve(dtype, "dtype", quantized=False)
     if out is None:
         dst = _arrays.empty(src.kind, shape, fdt or DataType.F32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -44,6 +45,11 @@ def test_bench_group_wise_and_gguf_rows_with_their_peers(tmp_path):
     assert "torchao" in got[("quantize f32→int4 g=32", 4096)]["seconds"]
     assert "gguf" in got[("gguf f32→Q4_0", 64)]["seconds"] and "reference" in got[("gguf Q8_0→f32", 4096)]["seconds"]
     assert "torch has no group-wise or GGUF quantization" in got[("gguf f32→Q8_0", 4096)]["skipped"]["torch"]
+    assert ("gguf f32→Q4_K", 64) not in got  # no whole super-block of 256
+    assert "reference" in got[("gguf f32→Q6_K", 4096)]["seconds"] and "gguf" in got[("gguf Q4_K→f32", 4096)]["seconds"]
+    assert "cannot quantize the K-quants" in got[("gguf f32→Q5_K", 4096)]["skipped"]["gguf"]
+    if importlib.util.find_spec("ggml") is not None:  # llama.cpp's C reference quantizer
+        assert "ggml" in got[("gguf f32→Q4_K", 4096)]["seconds"] and "ggml" in got[("gguf f32→MXFP4", 64)]["seconds"]
 
 
 def test_bench_call_rows_beside_torch_and_clean_output(tmp_path):

@@ -114,8 +114,8 @@ def test_torch_and_out_and_types():
 @pytest.mark.parametrize(
     "call,exc,match",
     [
-        (lambda: piquant.gguf.quantize(np.ones(33, np.float32), "Q8_0"), ValueError, "x: the last axis has 33 elements; GGUF blocks need a multiple of 32"),
-        (lambda: piquant.gguf.quantize(np.ones(32, np.float32), "Q5_K"), ValueError, "qtype: expected one of Q4_0, Q4_1, Q8_0"),
+        (lambda: piquant.gguf.quantize(np.ones(33, np.float32), "Q8_0"), ValueError, "x: the last axis has 33 elements; Q8_0 blocks need a multiple of 32"),
+        (lambda: piquant.gguf.quantize(np.ones(256, np.float32), "Q2_K"), ValueError, "qtype: expected one of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, MXFP4, Q4_K"),
         (lambda: piquant.gguf.quantize(np.ones(32, np.int32), "Q8_0"), TypeError, "x: expected float32"),
         (lambda: piquant.gguf.quantize(np.ones(32, np.float32), "Q8_0", out=np.empty(33, np.uint8)), ValueError, "out: expected 34 elements"),
         (lambda: piquant.gguf.dequantize(np.ones(35, np.uint8), "Q8_0"), ValueError, "not a whole number of 34-byte blocks"),
@@ -139,7 +139,7 @@ def test_c_abi_rejects_bad_calls(contexts):
     assert lib.piquant_gguf_quantize(ctx, x.ctypes.data, 0, out.ctypes.data, 8, 48) == 1
     assert lib.piquant_last_error().decode() == "numel: 48 is not a multiple of the block size 32"
     assert lib.piquant_gguf_quantize(ctx, None, 0, out.ctypes.data, 8, 64) == 1
-    assert lib.piquant_gguf_block_bytes(3) == 20 and lib.piquant_gguf_block_bytes(7) == 0
+    assert lib.piquant_gguf_block_bytes(3) == 20 and lib.piquant_gguf_block_bytes(9) == 0
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -36,7 +36,7 @@ def block(fmt: str) -> int:
 
 def block_bytes(fmt: str) -> int:
     """Bytes per block."""
-    return ref_gguf.PENDING[fmt] if fmt in LEGACY else gguf_kquants.FORMATS[fmt]
+    return ref_gguf.FORMATS[fmt] if fmt in LEGACY else gguf_kquants.FORMATS[fmt]
 
 
 @pytest.fixture(scope="module")

@@ -528,8 +528,8 @@ export fn piquant_fake_quantize_grouped(ctx: ?*Handle, in: ?*const anyopaque, dt
 }
 
 fn checkGguf(t: types.GgufType, numel: usize) c_int {
-    if (t.blockBytes() == 0) return fail(.unsupported_dtype, "type: expected a GGUF block type (Q4_0 = 2, Q4_1 = 3, Q8_0 = 8), got {d}", .{@intFromEnum(t)});
-    if (numel % types.gguf_block != 0) return fail(.invalid_argument, "numel: {d} is not a multiple of the block size {d}", .{ numel, types.gguf_block });
+    if (t.blockBytes() == 0) return fail(.unsupported_dtype, "type: expected a GGUF block type (Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q4_K = 12, Q5_K = 13, Q6_K = 14, MXFP4 = 39), got {d}", .{@intFromEnum(t)});
+    if (numel % t.blockElements() != 0) return fail(.invalid_argument, "numel: {d} is not a multiple of the block size {d}", .{ numel, t.blockElements() });
     return 0;
 }
 

@@ -137,19 +137,40 @@ pub const Args = extern struct {
 pub const GgufType = enum(c_int) {
     q4_0 = 2,
     q4_1 = 3,
+    q5_0 = 6,
+    q5_1 = 7,
     q8_0 = 8,
+    q4_k = 12,
+    q5_k = 13,
+    q6_k = 14,
+    mxfp4 = 39,
     _,
 
-    pub const all = [_]GgufType{ .q4_0, .q4_1, .q8_0 };
+    pub const all = [_]GgufType{ .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .mxfp4, .q4_k, .q5_k, .q6_k };
 
-    /// Bytes of one block of 32 elements.
+    /// Bytes of one block (0 if unknown).
     pub fn blockBytes(t: GgufType) usize {
         return switch (t) {
             .q4_0 => 18,
             .q4_1 => 20,
+            .q5_0 => 22,
+            .q5_1 => 24,
             .q8_0 => 34,
+            .mxfp4 => 17,
+            .q4_k => 144,
+            .q5_k => 176,
+            .q6_k => 210,
             _ => 0,
         };
+    }
+
+    /// Elements of one block: 32, or 256 for the K-quants' super-blocks.
+    pub fn blockElements(t: GgufType) usize {
+        return if (t.isKQuant()) gguf_super_block else gguf_block;
+    }
+
+    pub fn isKQuant(t: GgufType) bool {
+        return t == .q4_k or t == .q5_k or t == .q6_k;
     }
 };
 
@@ -159,8 +180,9 @@ pub fn scaleAt(scales: [*]const u8, t: DType, k: usize) f64 {
     return @as([*]align(1) const f64, @ptrCast(scales))[k];
 }
 
-/// Elements per GGUF block.
+/// Elements per GGUF block, and per K-quant super-block.
 pub const gguf_block = 32;
+pub const gguf_super_block = 256;
 
 /// Smallest and largest non-NaN value of a range; +inf/-inf if it has none.
 pub const MinMax = extern struct {

@@ -274,9 +274,11 @@ int main(int argc, char **argv) {
         }
         /* GGUF: unknown type and ragged sizes refused; a round trip. */
         memset(q, 0xAB, N);
-        expect_error(piquant_gguf_quantize(ctx, x, PIQUANT_DTYPE_F32, q, 7, 960), PIQUANT_ERR_UNSUPPORTED_DTYPE, "type", q, N, "gguf: unknown type");
+        expect_error(piquant_gguf_quantize(ctx, x, PIQUANT_DTYPE_F32, q, 9, 960), PIQUANT_ERR_UNSUPPORTED_DTYPE, "type", q, N, "gguf: unknown type");
         expect_error(piquant_gguf_quantize(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_GGUF_Q8_0, 999), PIQUANT_ERR_INVALID_ARGUMENT, "numel", q, N, "gguf: ragged");
         EXPECT(piquant_gguf_block_bytes(PIQUANT_GGUF_Q4_1) == 20 && piquant_gguf_block_bytes(5) == 0, "gguf block bytes");
+        expect_error(piquant_gguf_quantize(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_GGUF_Q4_K, 800), PIQUANT_ERR_INVALID_ARGUMENT, "numel", q, N, "gguf: K-quant rows of 256");
+        EXPECT(piquant_gguf_block_bytes(PIQUANT_GGUF_Q6_K) == 210 && piquant_gguf_block_bytes(PIQUANT_GGUF_MXFP4) == 17, "gguf K-quant and MXFP4 block bytes");
         EXPECT(piquant_gguf_quantize(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_GGUF_Q8_0, 960) == PIQUANT_OK, "gguf quantize");
         EXPECT(piquant_gguf_dequantize(ctx, q, PIQUANT_GGUF_Q8_0, y, PIQUANT_DTYPE_F32, 960) == PIQUANT_OK, "gguf dequantize");
         for (i = 0; i < 960; i++) EXPECT(fabsf(y[i] - x[i]) <= 3.0f / 127 * 0.6f, "gguf round trip error");

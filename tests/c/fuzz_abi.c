@@ -136,15 +136,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     {
         /* GGUF both ways, on buffers sized for whole blocks of the type. */
-        int type = call.quant_type % 10;
-        size_t bytes = piquant_gguf_block_bytes(type), blocks = numel / 32;
+        static const int types[] = {2, 3, 6, 7, 8, 12, 13, 14, 39, 9}; /* 9: not a type */
+        int type = types[(unsigned)call.quant_type % 10];
+        size_t per = type >= 12 && type <= 14 ? 256 : 32; /* K-quants: super-blocks */
+        size_t bytes = piquant_gguf_block_bytes(type), blocks = numel / per;
         void *blk_base;
         size_t blk_len;
         uint8_t *blk = guarded(blocks * (bytes ? bytes : 34), &blk_base, &blk_len);
         fill(blk, blocks * (bytes ? bytes : 34), data, size);
         /* in holds float_type elements unless op is 1; out does unless op is 0. */
-        if (call.op != 1) piquant_gguf_quantize(ctx[h.threads & 1], in, (piquant_dtype)call.float_type, blk, type, blocks * 32);
-        if (call.op != 0) piquant_gguf_dequantize(ctx[h.threads & 1], blk, type, out, (piquant_dtype)call.float_type, blocks * 32);
+        if (call.op != 1) piquant_gguf_quantize(ctx[h.threads & 1], in, (piquant_dtype)call.float_type, blk, type, blocks * per);
+        if (call.op != 0) piquant_gguf_dequantize(ctx[h.threads & 1], blk, type, out, (piquant_dtype)call.float_type, blocks * per);
         munmap(blk_base, blk_len);
     }
     munmap(in_base, in_len);

@@ -1,8 +1,9 @@
-//! llama.cpp / GGUF block formats Q8_0, Q4_0 and Q4_1, byte for byte as
-//! docs/semantics.md (GGUF block formats) specifies them. The arithmetic is
-//! IEEE float32, one operation at a time, and rounds with additions instead
-//! of per-ISA instructions, so every variant writes the same bytes. Exports
-//! its kernel table entries (`entries`).
+//! llama.cpp / GGUF block formats of 32 elements (Q8_0, Q4_0, Q4_1, Q5_0,
+//! Q5_1, MXFP4), byte for byte as docs/semantics.md (GGUF block formats)
+//! specifies them. The arithmetic is IEEE float32, one operation at a time,
+//! and rounds with additions instead of per-ISA instructions, so every
+//! variant writes the same bytes. Exports the GGUF kernel table entries
+//! (`entries`), which hand the K-quants to gguf_kquants.zig.
 
 const std = @import("std");
 const types = @import("../types.zig");
@@ -10,6 +11,7 @@ const simd = @import("../simd.zig");
 const floats = @import("../floats.zig");
 const stream = @import("../stream.zig");
 const entry = @import("../entry.zig");
+const kquants = @import("gguf_kquants.zig");
 
 const DType = types.DType;
 const Args = types.Args;
@@ -83,11 +85,58 @@ fn loadHalf(src: [*]const u8) f32 {
     return @as(f16, @bitCast(std.mem.readInt(u16, src[0..2], .little)));
 }
 
-/// Codes of a Q4 block: clip(trunc(w), 0, 15) for finite w (always ≥ 0
-/// here), 0 for non-finite w (what the gguf package's cast gives).
-fn nibbleCodes(w: F) @Vector(n, u8) {
-    const c = @min(floorNonNegative(@max(w, splat(0))), splat(15));
+/// Codes of a Q4 (top 15) or Q5 (top 31) block: clip(trunc(w), 0, top)
+/// for finite w (always ≥ 0 here), 0 for non-finite w (what the gguf
+/// package's cast gives).
+fn truncCodes(w: F, comptime top: f32) @Vector(n, u8) {
+    const c = @min(floorNonNegative(@max(w, splat(0))), splat(top));
     return @intFromFloat(@select(f32, isFinite(w), c, splat(0)));
+}
+
+/// Q5 codes: `qh` (bit i = bit 4 of code i, little-endian), then the nibbles.
+fn storeFiveBits(dst: [*]u8, q: @Vector(n, u8)) void {
+    const high: u32 = @bitCast(q >= @as(@Vector(n, u8), @splat(16)));
+    std.mem.writeInt(u32, dst[0..4], high, .little);
+    storeNibbles(dst + 4, q & @as(@Vector(n, u8), @splat(15)));
+}
+
+fn loadFiveBits(src: [*]const u8) F {
+    const high: @Vector(n, bool) = @bitCast(std.mem.readInt(u32, src[0..4], .little));
+    return loadNibbles(src + 4) + @select(f32, high, splat(16), splat(0));
+}
+
+/// E2M1 values, doubled (the E8M0 scale is halved to match).
+const fp4 = [16]f32{ 0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12 };
+
+/// MXFP4's exponent byte of a block whose largest magnitude is `amax`:
+/// uint8(floor(log2f(amax)) - 2 + 127) for amax > 0, else 0 — log2
+/// rounded to float32 (so just below 2^k it is k), and the low byte of the
+/// int32 truncation, 0 beyond int32 (+inf), as x86-64 builds of llama.cpp do.
+fn mxfp4Exponent(amax: f32) u8 {
+    if (!(amax > 0)) return 0;
+    const l: f32 = @floatCast(@log2(@as(f64, amax)));
+    const t = (@floor(l) - 2) + 127;
+    if (!(@abs(t) < 0x1p31)) return 0;
+    return @truncate(@as(u32, @bitCast(@as(i32, @intFromFloat(t)))));
+}
+
+/// 2^(e - 128) exactly: float32 bits 0x00200000 << e for e < 2.
+fn e8m0Half(e: u8) f32 {
+    const bits: u32 = if (e < 2) @as(u32, 0x00200000) << @intCast(e) else (@as(u32, e) - 1) << 23;
+    return @bitCast(bits);
+}
+
+/// MXFP4 codes: the first i minimizing |fp4[i] · d - x| (0 for NaN x).
+fn fp4Codes(x: F, d: f32) @Vector(n, u8) {
+    var best = @abs(splat(fp4[0] * d) - x);
+    var code: @Vector(n, u8) = @splat(0);
+    inline for (1..16) |i| {
+        const dist = @abs(splat(fp4[i] * d) - x);
+        const take = dist < best;
+        best = @select(f32, take, dist, best);
+        code = @select(u8, take, @as(@Vector(n, u8), @splat(i)), code);
+    }
+    return code;
 }
 
 /// byte j = code[j] | code[j + 16] << 4.
@@ -123,20 +172,20 @@ fn blockStats(comptime t: GgufType, x: F) Stats {
     const nan = x != x;
     if (@reduce(.Or, nan)) {
         const first = x[firstLane(nan)];
-        return .{ .a = if (t == .q8_0) @abs(first) else first, .b = first };
+        return .{ .a = if (t == .q8_0 or t == .mxfp4) @abs(first) else first, .b = first };
     }
     return switch (t) {
-        .q8_0 => .{ .a = extreme(n, @abs(x), true), .b = 0 },
-        .q4_0 => blk: {
+        .q8_0, .mxfp4 => .{ .a = extreme(n, @abs(x), true), .b = 0 },
+        .q4_0, .q5_0 => blk: {
             const a = @abs(x);
             break :blk .{ .a = x[firstLane(a == splat(extreme(n, a, true)))], .b = 0 };
         },
-        .q4_1 => .{ .a = signedZero(extreme(n, x, true), x, false), .b = signedZero(extreme(n, x, false), x, true) },
-        _ => unreachable,
+        .q4_1, .q5_1 => .{ .a = signedZero(extreme(n, x, true), x, false), .b = signedZero(extreme(n, x, false), x, true) },
+        else => unreachable,
     };
 }
 
-/// The codes of one block, given 1/d (and Q4_1's min), at dst.
+/// The codes of one block, given 1/d (MXFP4: d) and Q4_1/Q5_1's min, at dst.
 fn storeCodes(comptime t: GgufType, x: F, id: f32, min: f32, dst: [*]u8) void {
     switch (t) {
         .q8_0 => {
@@ -149,13 +198,32 @@ fn storeCodes(comptime t: GgufType, x: F, id: f32, min: f32, dst: [*]u8) void {
             const q: @Vector(n, i32) = @intFromFloat(r); // |r| ≤ 127: d ≥ 2^-128 whenever 1/d is finite
             dst[0..n].* = @bitCast(@as(@Vector(n, i8), @truncate(q)));
         },
-        .q4_0 => storeNibbles(dst, nibbleCodes(x * splat(id) + splat(8.5))),
-        .q4_1 => storeNibbles(dst, nibbleCodes((x - splat(min)) * splat(id) + splat(0.5))),
-        _ => unreachable,
+        .q4_0 => storeNibbles(dst, truncCodes(x * splat(id) + splat(8.5), 15)),
+        .q4_1 => storeNibbles(dst, truncCodes((x - splat(min)) * splat(id) + splat(0.5), 15)),
+        .q5_0 => storeFiveBits(dst, truncCodes(x * splat(id) + splat(16.5), 31)),
+        .q5_1 => storeFiveBits(dst, truncCodes((x - splat(min)) * splat(id) + splat(0.5), 31)),
+        .mxfp4 => storeNibbles(dst, fp4Codes(x, id)),
+        else => unreachable,
     }
 }
 
+/// Where a block's codes start: after f16 d (and f16 m), or the E8M0 byte.
+fn codesOffset(t: GgufType) usize {
+    return switch (t) {
+        .q4_1, .q5_1 => 4,
+        .mxfp4 => 1,
+        else => 2,
+    };
+}
+
 fn dequantizeBlock(comptime t: GgufType, src: [*]const u8) F {
+    if (t == .mxfp4) {
+        const b: @Vector(n / 2, u8) = src[1..][0 .. n / 2].*;
+        const q: [n]u8 = std.simd.join(b & @as(@Vector(n / 2, u8), @splat(0x0F)), b >> @splat(4));
+        var v: [n]f32 = undefined;
+        for (&v, q) |*e, c| e.* = fp4[c];
+        return splat(e8m0Half(src[0])) * @as(F, v);
+    }
     const d = splat(loadHalf(src));
     switch (t) {
         .q8_0 => {
@@ -163,13 +231,14 @@ fn dequantizeBlock(comptime t: GgufType, src: [*]const u8) F {
             return @as(F, @floatFromInt(q)) * d;
         },
         .q4_0 => return d * (loadNibbles(src + 2) - splat(8)),
-        .q4_1 => {
+        .q5_0 => return d * (loadFiveBits(src + 2) - splat(16)),
+        .q4_1, .q5_1 => {
             // When d·q and m are both NaN, the result is d·q's: written out,
             // because LLVM may swap the operands of the addition.
-            const p = d * loadNibbles(src + 4);
+            const p = d * if (t == .q4_1) loadNibbles(src + 4) else loadFiveBits(src + 4);
             return @select(f32, p != p, p, p + splat(loadHalf(src + 2)));
         },
-        _ => unreachable,
+        else => unreachable,
     }
 }
 
@@ -179,6 +248,7 @@ fn dequantizeBlock(comptime t: GgufType, src: [*]const u8) F {
 const batch = 32;
 
 fn quantizeRange(comptime c: Case, a: *const Args, begin: usize, end: usize) void {
+    if (comptime c.gguf.isKQuant()) return kquants.quantizeRange(c, a, begin, end);
     const S = c.float_type;
     const t = c.gguf;
     const B = @Vector(batch, f32);
@@ -200,17 +270,27 @@ fn quantizeRange(comptime c: Case, a: *const Args, begin: usize, end: usize) voi
         const d: B = switch (t) {
             .q8_0 => va / @as(B, @splat(127)),
             .q4_0 => va / @as(B, @splat(-8)),
-            else => (va - vb) / @as(B, @splat(15)),
+            .q5_0 => va / @as(B, @splat(-16)),
+            .q4_1 => (va - vb) / @as(B, @splat(15)),
+            .q5_1 => (va - vb) / @as(B, @splat(31)),
+            else => @as(B, @splat(1)), // MXFP4's scale is a power of two, per block below
         };
         const id: [batch]f32 = @select(f32, d == @as(B, @splat(0)), @as(B, @splat(0)), @as(B, @splat(1)) / d);
         var halves: [2][batch]u16 = undefined; // f16 bits of d, and of Q4_1's min
+        const with_min = t == .q4_1 or t == .q5_1;
         storeHalves(&halves[0], d);
-        if (t == .q4_1) storeHalves(&halves[1], vb);
+        if (with_min) storeHalves(&halves[1], vb);
         for (0..blocks) |b| {
             const out = a.dst + (i / n + b) * t.blockBytes();
+            if (t == .mxfp4) {
+                const e = mxfp4Exponent(sa[b]);
+                out[0] = e;
+                storeCodes(t, xs[b], e8m0Half(e), 0, out + 1);
+                continue;
+            }
             std.mem.writeInt(u16, out[0..2], halves[0][b], .little);
-            if (t == .q4_1) std.mem.writeInt(u16, out[2..4], halves[1][b], .little);
-            storeCodes(t, xs[b], id[b], sb[b], out + if (t == .q4_1) 4 else 2);
+            if (with_min) std.mem.writeInt(u16, out[2..4], halves[1][b], .little);
+            storeCodes(t, xs[b], id[b], sb[b], out + codesOffset(t));
         }
         i += blocks * n;
     }
@@ -226,6 +306,7 @@ fn storeHalves(dst: *[batch]u16, v: @Vector(batch, f32)) void {
 }
 
 fn dequantizeRange(comptime c: Case, a: *const Args, begin: usize, end: usize) void {
+    if (comptime c.gguf.isKQuant()) return kquants.dequantizeRange(c, a, begin, end);
     const D = c.float_type;
     const t = c.gguf;
     // Written a kernel block at a time (part of a GGUF block), the unit of
@@ -251,9 +332,9 @@ fn dequantizeRange(comptime c: Case, a: *const Args, begin: usize, end: usize) v
     }
 }
 
-/// This family's slots of the kernel table. Element ranges are whole
-/// blocks: float_type → blocks of `gguf`, and back (float32 values,
-/// rounded or widened).
+/// The GGUF slots of the kernel table: float_type → blocks of `gguf`, and
+/// back (float32 values, rounded or widened). Element ranges are whole
+/// blocks of 32; the K-quants' ranges are described in gguf_kquants.zig.
 pub const entries = .{
     .gguf_quantize = entry.kernel(.{ .float_type = DType.floats, .gguf = GgufType.all }, quantizeRange),
     .gguf_dequantize = entry.kernel(.{ .float_type = DType.floats, .gguf = GgufType.all }, dequantizeRange),

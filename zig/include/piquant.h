@@ -220,22 +220,31 @@ int piquant_compute_params_grouped(piquant_context *ctx, const void *in, piquant
                                    int64_t *out_zero_points);
 
 /* llama.cpp / GGUF block formats (docs/semantics.md): blocks of 32 elements
- * in exactly the bytes GGUF files hold. Values are GGML's type numbers. */
+ * (the K-quants: super-blocks of 256) in exactly the bytes GGUF files hold.
+ * Values are GGML's type numbers. */
 typedef enum piquant_gguf_type {
-    PIQUANT_GGUF_Q4_0 = 2, /* 18 bytes a block */
-    PIQUANT_GGUF_Q4_1 = 3, /* 20 bytes a block */
-    PIQUANT_GGUF_Q8_0 = 8  /* 34 bytes a block */
+    PIQUANT_GGUF_Q4_0 = 2,   /* 18 bytes a block of 32 */
+    PIQUANT_GGUF_Q4_1 = 3,   /* 20 bytes a block of 32 */
+    PIQUANT_GGUF_Q5_0 = 6,   /* 22 bytes a block of 32 */
+    PIQUANT_GGUF_Q5_1 = 7,   /* 24 bytes a block of 32 */
+    PIQUANT_GGUF_Q8_0 = 8,   /* 34 bytes a block of 32 */
+    PIQUANT_GGUF_Q4_K = 12,  /* 144 bytes a super-block of 256 */
+    PIQUANT_GGUF_Q5_K = 13,  /* 176 bytes a super-block of 256 */
+    PIQUANT_GGUF_Q6_K = 14,  /* 210 bytes a super-block of 256 */
+    PIQUANT_GGUF_MXFP4 = 39  /* 17 bytes a block of 32 */
 } piquant_gguf_type;
 
 /* Bytes of one block of a GGUF type, 0 if the type is unknown. */
 size_t piquant_gguf_block_bytes(int type);
 
-/* numel (a multiple of 32) elements of dtype_in (a float type; F64 is first
- * rounded to float32) to numel / 32 blocks of type at out. */
+/* numel (a multiple of the type's block size, 32 or 256; else
+ * PIQUANT_ERR_INVALID_ARGUMENT naming it) elements of dtype_in (a float
+ * type; F64 is first rounded to float32) to numel / block size blocks of
+ * type at out. */
 int piquant_gguf_quantize(piquant_context *ctx, const void *in, piquant_dtype dtype_in, void *out,
                           int type, size_t numel);
-/* numel / 32 blocks of type to numel elements of dtype_out (float32 values,
- * then rounded or widened to dtype_out). */
+/* numel / block size blocks of type to numel elements of dtype_out (float32
+ * values, then rounded or widened to dtype_out). */
 int piquant_gguf_dequantize(piquant_context *ctx, const void *in, int type, void *out,
                             piquant_dtype dtype_out, size_t numel);
 
