@@ -4,6 +4,10 @@ produce them (docs/semantics.md), computed by piquant's multithreaded kernels.
 
     blocks = piquant.gguf.quantize(w, "Q4_0")     # uint8, (..., n // 32 * 18)
     w2 = piquant.gguf.dequantize(blocks, "Q4_0")  # float32, (..., n)
+
+Whole model files, as llama.cpp's quantizer does them (``FILE_TYPES``):
+
+    piquant.gguf.quantize_file("model-f16.gguf", "model-Q4_K_M.gguf", "Q4_K_M")
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ BLOCK = 32
 _TYPES = {"Q4_0": (2, 18), "Q4_1": (3, 20), "Q8_0": (8, 34)}  # GGML type number, bytes per block
 _BY_NUMBER = {number: (name, size) for name, (number, size) in _TYPES.items()}
 
-__all__ = ["BLOCK", "block_bytes", "dequantize", "quantize"]
+__all__ = ["BLOCK", "FILE_TYPES", "block_bytes", "dequantize", "quantize", "quantize_file"]
 
 
 def _resolve(qtype: Any) -> tuple[int, int]:
@@ -86,3 +90,6 @@ def dequantize(data: Any, qtype: Any, *, dtype: Any = None, out: Any = None, ctx
     if numel:
         backend.gguf_dequantize(src.ptr, number, dst.ptr, dst.dtype, numel)
     return dst.array
+
+
+from ._gguf_file import FILE_TYPES, quantize_file  # noqa: E402  (it quantizes with the functions above)
