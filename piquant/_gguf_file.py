@@ -204,6 +204,8 @@ class _TypeRules:
             elif ftype == "Q4_K_S" and model.arch != "falcon" and i < n // 8:
                 new = "Q5_K"
             self.i_ffn_down += 1
+        elif category in ("ffn_gate", "ffn_up"):
+            self._layer(name, 0)  # no rule for these file types, but llama.cpp still insists on a layer
         elif category == "attn_output" and model.arch != "falcon" and model.n_expert == 8 and ftype in ("Q4_K_S", "Q4_K_M"):
             new = "Q5_K"
         # llama.cpp's own attn_qkv branch is dead code (attn_qkv is attn_v-like above).
