@@ -346,9 +346,32 @@ def _slabs(t: _Tensor, ctx: Context | None) -> Iterator[tuple[np.ndarray, int]]:
     for r in range(0, t.rows, step):
         x = np.asarray(t.data[r:r + step])
         x = _bf16_to_f32(x) if t.cur == "BF16" else x
-        if not np.isfinite(np.sum(x, dtype=np.float64)):
-            raise GGUFFileError(f"src: tensor {t.name} holds NaN or infinity (llama.cpp refuses it too)")
-        yield quantize(x), len(x) * t.ne[0]
+        out = quantize(x)
+        if not _valid(t.new, out):
+            raise GGUFFileError(f"src: tensor {t.name} holds NaN or infinity, or values whose {t.new} scales overflow "
+                                "float16 (llama.cpp refuses it too)")
+        yield out, len(x) * t.ne[0]
+
+
+# Where each block keeps its float16 scales (byte offsets), as ggml_validate_row_data checks them.
+_SCALES = {"Q4_0": (0,), "Q5_0": (0,), "Q8_0": (0,), "Q6_K": (208,), "Q4_1": (0, 2), "Q5_1": (0, 2), "Q4_K": (0, 2), "Q5_K": (0, 2)}
+
+
+def _valid(qtype: str, out: np.ndarray) -> bool:
+    """ggml_validate_row_data, which llama.cpp runs on what it writes: no NaN
+    or infinite float16 scale (or value, for the float types), no E8M0 of 0xFF.
+    It reads the small output, not the input."""
+    if qtype == "BF16":
+        return not ((out.view(np.uint16) & 0x7FFF) >= 0x7F80).any()
+    if qtype in _FLOATS:
+        return bool(np.isfinite(out).all())
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    blocks = out.reshape(-1, GGML_QUANT_SIZES[GGMLQuantizationType[qtype]][1])
+    if qtype == "MXFP4":
+        return not (blocks[:, 0] == 0xFF).any()
+    halves = (blocks[:, o] | (blocks[:, o + 1].astype(np.uint16) << 8) for o in _SCALES[qtype])
+    return not any(((h & 0x7C00) == 0x7C00).any() for h in halves)
 
 
 def quantize_file(src: Any, dst: Any, ftype: Any, *, threads: int | None = None, progress: bool = True,

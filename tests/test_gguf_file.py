@@ -231,6 +231,9 @@ def test_cli_nan_refused(tmp_path):
     x[2, 7] = np.nan
     write_model(src, extra={"blk.2.bad.weight": (x, None)})
     _assert_clean_failure(cli(src, tmp_path / "dst.gguf", "--type", "Q4_0"), tmp_path / "dst.gguf", "blk.2.bad.weight", "NaN")
+    x[2, 7] = 1e6  # finite, but its Q4_0 scale overflows float16: refused as llama.cpp refuses it
+    write_model(src, extra={"blk.2.bad.weight": (x, None)})
+    _assert_clean_failure(cli(src, tmp_path / "dst.gguf", "--type", "Q4_0"), tmp_path / "dst.gguf", "blk.2.bad.weight", "float16")
 
 
 def test_cli_existing_dst(model, tmp_path):
