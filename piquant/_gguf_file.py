@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -404,9 +404,9 @@ def quantize_file(src: Any, dst: Any, ftype: Any, *, threads: int | None = None,
     plan = _plan(reader, name, default, fields)
     with ExitStack() as stack:
         ctx = stack.enter_context(Context(threads)) if threads is not None else None
-        fd, tmp_name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
-        os.close(fd)
-        tmp = Path(tmp_name)
+        # Beside dst, so that the rename is atomic; made with open(), not mkstemp, for the usual permissions.
+        tmp = dst.parent / f".{dst.name}.{secrets.token_hex(4)}.part"
+        open(tmp, "xb").close()
         try:
             writer = gguf.GGUFWriter(tmp, fields["general.architecture"])
             writer.data_alignment = reader.alignment

@@ -182,7 +182,10 @@ def test_cli_writes_the_file(model, tmp_path):
     want = tmp_path / "want.gguf"
     piquant.gguf.quantize_file(model, want, "Q8_0", progress=False)
     assert dst.read_bytes() == want.read_bytes()
-    assert os.listdir(tmp_path) == sorted(["out.gguf", "want.gguf"]) or set(os.listdir(tmp_path)) == {"out.gguf", "want.gguf"}
+    assert set(os.listdir(tmp_path)) == {"out.gguf", "want.gguf"}  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert dst.stat().st_mode & 0o777 == 0o666 & ~umask  # the permissions of any new file
 
 
 def _assert_clean_failure(r: subprocess.CompletedProcess, dst: Path, *words: str) -> None:
