@@ -86,6 +86,8 @@ def write_model(path: Path, *, seed: int = 0, extra: dict[str, tuple[np.ndarray,
         w.add_tensor(p + "ffn_gate.weight", weight(N_FF, N_EMBD))
         w.add_tensor(p + "ffn_up.weight", weight(N_FF, N_EMBD).astype(np.float16))
         w.add_tensor(p + "ffn_down.weight", weight(N_EMBD, N_FF))
+    # A 3-D stack of 4 experts: MXFP4 in MXFP4_MOE files.
+    w.add_tensor("blk.0.ffn_up_exps.weight", np.stack([weight(64, N_EMBD) for _ in range(4)]))
     # Rows of 100: not whole blocks of any type, so F16 in every quantized file type.
     w.add_tensor("blk.0.odd_rows.weight", weight(8, 100))
     for name, (data, raw_dtype) in (extra or {}).items():
@@ -138,6 +140,7 @@ def test_type_choices_q4_k_m(model, tmp_path):
     more = {0, 3, 6, 7}
     assert types["output.weight"] == "Q6_K" and types["token_embd.weight"] == "Q4_K"
     assert types["output_norm.weight"] == "F32" and types["blk.0.odd_rows.weight"] == "F16"
+    assert types["blk.0.ffn_up_exps.weight"] == "Q4_K"
     for i in range(N_LAYER):
         assert types[f"blk.{i}.attn_v.weight"] == ("Q6_K" if i in more else "Q4_K")
         assert types[f"blk.{i}.ffn_down.weight"] == ("Q8_0" if i in more else "Q5_0")
@@ -146,6 +149,14 @@ def test_type_choices_q4_k_m(model, tmp_path):
     assert r.fields["general.file_type"].contents() == 15
     assert r.fields["general.quantization_version"].contents() == 2
     assert r.fields["test.unicode"].contents() == "naïve — ✓" and r.fields["test.floats"].contents() == [0.5, -1.25]
+
+
+def test_mxfp4_moe_types(model, tmp_path):
+    """MXFP4_MOE: MXFP4 for stacks of experts, Q8_0 for every other quantized tensor."""
+    piquant.gguf.quantize_file(model, tmp_path / "q.gguf", "MXFP4_MOE", progress=False)
+    types = {n: t for n, t, _, _ in tensors(tmp_path / "q.gguf")}
+    assert types.pop("blk.0.ffn_up_exps.weight") == "MXFP4" and types.pop("blk.0.odd_rows.weight") == "F16"
+    assert {t for n, t in types.items() if not n.endswith("norm.weight")} == {"Q8_0"}
 
 
 def test_tied_embeddings(tmp_path):
