@@ -41,6 +41,7 @@ _QNT_VERSION = 2  # GGML_QNT_VERSION
 _SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
 # llama.cpp's LLM_TYPE_70B: the one model size its rules name (block counts per architecture).
 _70B_LAYERS = {"llama": 80, "deci": 80, "olmo": 80, "qwen2": 80, "jais2": 68}
+_LAYER = re.compile(r"blk\.\s*([+-]?\d+)")  # sscanf(name, "blk.%d.", &layer): the final dot is not checked
 
 
 class GGUFFileError(ValueError):
@@ -215,7 +216,7 @@ class _TypeRules:
         """layer_info: the counter, or for mixtures of experts the layer the name says."""
         if self.model.n_expert <= 1:
             return counter, self.model.n_layer
-        m = re.match(r"blk\.(-?\d+)\.", name)
+        m = _LAYER.match(name)
         if m is None:
             raise GGUFFileError(f"src: cannot tell the layer of tensor {name}")
         i = int(m.group(1))
@@ -226,7 +227,7 @@ class _TypeRules:
 
 def _order(name: str) -> tuple[int, str]:
     """llama_model_loader's weight_name_comparer: by layer (none first), then by name."""
-    m = re.match(r"blk\.(-?\d+)\.", name)
+    m = _LAYER.match(name)
     return (int(m.group(1)) if m else -1, name)
 
 
