@@ -268,3 +268,23 @@ def test_function_errors(model, tmp_path):
     with pytest.raises(FileExistsError, match="dst"):
         piquant.gguf.quantize_file(model, model, "Q8_0")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e6])
+def test_refusals_agree_with_llama_cpp(tmp_path, bad):
+    """What piquant refuses (non-finite scales), llama.cpp refuses too; and 1e5, whose Q8_0 scale fits float16, both take."""
+    llama_cpp = _llama_cpp()
+    x = np.ones((4, 256), np.float32)
+    x[2, 7] = bad
+    src = tmp_path / "bad.gguf"
+    write_model(src, extra={"blk.2.bad.weight": (x, None)})
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.nthread = FILE_TYPES["Q4_0"][0], 2
+    assert llama_cpp.llama_model_quantize(str(src).encode(), str(tmp_path / "llama.gguf").encode(), ctypes.byref(params)) != 0
+    with pytest.raises(ValueError, match=r"blk\.2\.bad\.weight"):
+        piquant.gguf.quantize_file(src, tmp_path / "piquant.gguf", "Q4_0", progress=False)
+    x[2, 7] = 1e5
+    write_model(src, extra={"blk.2.bad.weight": (x, None)})
+    llama_quantize(llama_cpp, src, tmp_path / "llama8.gguf", FILE_TYPES["Q8_0"][0])
+    piquant.gguf.quantize_file(src, tmp_path / "piquant8.gguf", "Q8_0", progress=False)
+    assert (tmp_path / "llama8.gguf").read_bytes() == (tmp_path / "piquant8.gguf").read_bytes()
