@@ -68,7 +68,8 @@ def main() -> None:
     args = ap.parse_args()
     import llama_cpp
 
-    llama_cpp.llama_log_set(llama_cpp.llama_log_callback(lambda *a: None), ctypes.c_void_p(0))
+    quiet = llama_cpp.llama_log_callback(lambda *a: None)  # kept alive: llama.cpp calls it until the end
+    llama_cpp.llama_log_set(quiet, ctypes.c_void_p(0))
     with tempfile.TemporaryDirectory(dir=".") as d:
         src, ours, theirs = Path(d) / "f16.gguf", Path(d) / "piquant.gguf", Path(d) / "llama.gguf"
         write_model(src, args.layers, args.embd, args.ff, args.vocab)
