@@ -7,6 +7,10 @@ without an importance matrix. ``dequantize`` equals ``gguf.quants.dequantize``.
 
     blocks = piquant.gguf.quantize(w, "Q4_K")     # uint8, (..., n // 256 * 144)
     w2 = piquant.gguf.dequantize(blocks, "Q4_K")  # float32, (..., n)
+
+Whole model files, as llama.cpp's quantizer does them (``FILE_TYPES``):
+
+    piquant.gguf.quantize_file("model-f16.gguf", "model-Q4_K_M.gguf", "Q4_K_M")
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ _TYPES = {
 }  # fmt: skip
 _BY_NUMBER = {number: (name, number, elements, size) for name, (number, elements, size) in _TYPES.items()}
 
-__all__ = ["BLOCK", "SUPER_BLOCK", "block_bytes", "block_size", "dequantize", "quantize"]
+__all__ = ["BLOCK", "FILE_TYPES", "SUPER_BLOCK", "block_bytes", "block_size", "dequantize", "quantize", "quantize_file"]
 
 
 def _resolve(qtype: Any) -> tuple[str, int, int, int]:
@@ -101,3 +105,6 @@ def dequantize(data: Any, qtype: Any, *, dtype: Any = None, out: Any = None, ctx
     if numel:
         backend.gguf_dequantize(src.ptr, number, dst.ptr, dst.dtype, numel)
     return dst.array
+
+
+from ._gguf_file import FILE_TYPES, quantize_file  # noqa: E402  (it quantizes with the functions above)
