@@ -131,8 +131,8 @@ pub fn Params(comptime C: type, comptime Q: DType) type {
         const L = Lanes(C, Q);
 
         single: L,
-        /// splitmix64 of the call's seed: stochastic rounding's key.
-        key: u64,
+        /// Stochastic rounding's key, from the call's seed.
+        key: rounding.Key,
         scales: ?[*]const u8,
         scale_type: DType,
         zero_points: [*]const i64,
@@ -154,7 +154,7 @@ pub fn Params(comptime C: type, comptime Q: DType) type {
         pub fn init(a: *const types.Args) @This() {
             return .{
                 .single = if (a.scales == null) splat(C, Q, initSet(C, Q, a.scale, a.zero_point)) else undefined,
-                .key = rounding.splitmix64(a.seed),
+                .key = rounding.Key.init(a.seed),
                 .scales = a.scales,
                 .scale_type = a.scale_type,
                 .zero_points = a.zero_points,
