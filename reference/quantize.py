@@ -28,22 +28,28 @@ def _lowbias32(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint32(16))
 
 
+def _hashes(k: int, j: np.ndarray) -> np.ndarray:
+    """h(j) = lowbias32((lo32(j) · 0x9E3779B1 mod 2^32) ^ K(j)) with
+    K(j) = lo32(k) ^ lowbias32(hi32(j) ^ hi32(k)), for uint64 counters j."""
+    lo = (j & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    hi = (j >> np.uint64(32)).astype(np.uint32)
+    key = np.uint32(k & 0xFFFFFFFF) ^ _lowbias32(hi ^ np.uint32(k >> 32))
+    return _lowbias32((lo * np.uint32(0x9E3779B1)) ^ key)
+
+
 def uniforms(seed: int, n: int, c: type = np.float32, start: int = 0) -> np.ndarray:
-    """The u ∈ [0, 1) of elements start … start+n-1 for a seed:
-    k = SplitMix64(seed); K(i) = lo32(k) ^ lowbias32(hi32(i) ^ hi32(k));
-    h = lowbias32((lo32(i) · 0x9E3779B1 mod 2^32) ^ K(i));
-    float32: u = (h >> 8) · 2^-24; float64: u = h · 2^-32."""
+    """The u ∈ [0, 1) of elements start … start+n-1 for a seed, k = SplitMix64(seed):
+    float32: h = h(i >> 1), u = (((h >> 16·(i mod 2)) mod 2^16) + 1/2) · 2^-16;
+    float64: u = h(i) · 2^-32."""
     if not 0 <= seed <= _M64:
         raise ValueError(f"seed: expected an integer in [0, 2^64), got {seed!r}")
     k = _splitmix64(seed)
     i = np.arange(start, start + n, dtype=np.uint64)
-    lo = (i & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    hi = (i >> np.uint64(32)).astype(np.uint32)
-    key = np.uint32(k & 0xFFFFFFFF) ^ _lowbias32(hi ^ np.uint32(k >> 32))
-    h = _lowbias32((lo * np.uint32(0x9E3779B1)) ^ key)
     if c is np.float64:
-        return h.astype(np.float64) * 2.0**-32
-    return (h >> np.uint32(8)).astype(np.float32) * np.float32(2.0**-24)
+        return _hashes(k, i).astype(np.float64) * 2.0**-32
+    h = _hashes(k, i >> np.uint64(1))
+    h16 = (h >> ((i & np.uint64(1)).astype(np.uint32) * np.uint32(16))) & np.uint32(0xFFFF)
+    return (h16.astype(np.float32) + np.float32(0.5)) * np.float32(2.0**-16)
 
 
 # ---------------------------------------------------------------- rounding and saturation

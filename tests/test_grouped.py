@@ -27,6 +27,11 @@ LAYOUTS = [
     ((700, 64), {"group_size": 32}),
     ((90, 384), {"group_size": 128}),
     ((37, 51), {"group_size": 3}),  # odd groups: packed bytes hold two groups
+    # Runs shorter than a block, a power of two (lanes spread from consecutive sets):
+    ((600, 64), {"group_size": 8}),
+    ((70, 6, 2), {"axis": 1}),  # inner 2, blocks wrap past the last channel
+    ((520, 68), {"group_size": 4}),
+    ((700, 64), {"axis": -1}),  # inner 1, channels a whole number of blocks
     ((5,), {"axis": 0}),
     ((2, 3, 0), {"axis": 1}),
 ]

@@ -43,8 +43,61 @@ fn rangeOf(comptime S: DType, src: [*]const u8, begin: usize, end: usize) MinMax
 }
 
 /// Runs of fewer elements than this go through the scalar loop: the vector
-/// loop's setup and padded tail would cost more than they save.
+/// loop's setup and padded tail would cost more than they save. Runs of a
+/// whole number of blocks have no tail and take the vector loop at any length.
 const vector_run_min = 64;
+
+/// The lanes of a and b (concatenated) in even (`odd` false) or odd positions.
+fn halves(comptime T: type, a: Vec(T), b: Vec(T), comptime odd: bool) Vec(T) {
+    comptime var mask: [block]i32 = undefined;
+    inline for (&mask, 0..) |*m, k| {
+        const j = 2 * k + @intFromBool(odd);
+        m.* = if (j < block) j else ~@as(i32, j - block);
+    }
+    return @shuffle(T, a, b, mask);
+}
+
+/// Lane k of the result is the min (max) of elements k·n … k·n + n - 1 of
+/// the n vectors `v` read as one sequence: log2(n) rounds of combining
+/// neighbours, each of which halves a run and keeps the runs in order.
+fn runReduce(comptime T: type, comptime n: usize, comptime op: std.builtin.ReduceOp, v: [n]Vec(T)) Vec(T) {
+    if (n == 1) return v[0];
+    var next: [n / 2]Vec(T) = undefined;
+    inline for (&next, 0..) |*r, k| {
+        const a = halves(T, v[2 * k], v[2 * k + 1], false);
+        const b = halves(T, v[2 * k], v[2 * k + 1], true);
+        r.* = if (op == .Min) @min(a, b) else @max(a, b);
+    }
+    return runReduce(T, n / 2, op, next);
+}
+
+/// Sets first … of row `row` (an outer index times count) whose runs have
+/// g < block elements, g a power of two: `block` sets from g blocks at a
+/// time, merged into mins/maxs. Returns the first set not done.
+fn shortRuns(comptime S: DType, comptime g: usize, job: *const types.SetRanges, row: usize, first: usize, last: usize) usize {
+    const C = S.Compute();
+    const inf: Vec(C) = @splat(std.math.inf(C));
+    var s = first;
+    while (s + block <= last) : (s += block) {
+        const begin = (row + s) * g;
+        var lo: [g]Vec(C) = undefined;
+        var hi: [g]Vec(C) = undefined;
+        inline for (0..g) |k| {
+            stream.prefetchAhead(job.src, S.byteCount(begin + k * block));
+            const x = floats.loadFloats(S, job.src, begin + k * block);
+            // NaN is ignored: it becomes the bound's identity.
+            lo[k] = @select(C, x != x, inf, x);
+            hi[k] = @select(C, x != x, -inf, x);
+        }
+        const new_lo: Vec(f64) = @floatCast(runReduce(C, g, .Min, lo));
+        const new_hi: Vec(f64) = @floatCast(runReduce(C, g, .Max, hi));
+        const old_lo: Vec(f64) = job.mins[s..][0..block].*;
+        const old_hi: Vec(f64) = job.maxs[s..][0..block].*;
+        job.mins[s..][0..block].* = @min(old_lo, new_lo);
+        job.maxs[s..][0..block].* = @max(old_hi, new_hi);
+    }
+    return s;
+}
 
 /// Sets [first, last) of `job`: each set's runs, one per outer index.
 fn setRanges(comptime S: DType, job: *const types.SetRanges, first: usize, last: usize) void {
@@ -53,11 +106,18 @@ fn setRanges(comptime S: DType, job: *const types.SetRanges, first: usize, last:
         job.maxs[s] = -std.math.inf(f64);
     }
     for (0..job.outer) |o| {
-        for (first..last) |s| {
-            const begin = (o * job.count + s) * job.inner;
+        const row = o * job.count;
+        var done = first;
+        if (job.inner < block) {
+            inline for (0..comptime std.math.log2_int(usize, block)) |e| {
+                if (job.inner == 1 << e) done = shortRuns(S, 1 << e, job, row, first, last);
+            }
+        }
+        for (done..last) |s| {
+            const begin = (row + s) * job.inner;
             var lo = job.mins[s];
             var hi = job.maxs[s];
-            if (job.inner >= vector_run_min) {
+            if (job.inner >= vector_run_min or job.inner % block == 0) {
                 const r = rangeOf(S, job.src, begin, begin + job.inner);
                 lo = @min(lo, r.min);
                 hi = @max(hi, r.max);
@@ -98,6 +158,30 @@ pub const entries = .{
     .minmax = &minmax,
     .minmax_sets = &minmaxSets,
 };
+
+test "short runs: every power-of-two run length, sets past the last whole block, NaN" {
+    const count = 2 * block + 3;
+    const outer = 3;
+    var x: [outer * count * block]f32 = undefined;
+    for (&x, 0..) |*v, k| v.* = @as(f32, @floatFromInt((k * 7919) % 1009)) - 500;
+    x[3] = std.math.nan(f32);
+    x[x.len - 1] = std.math.nan(f32);
+    var mins: [count]f64 = undefined;
+    var maxs: [count]f64 = undefined;
+    inline for (0..comptime std.math.log2_int(usize, block) + 1) |e| {
+        const inner = 1 << e;
+        const job = types.SetRanges{ .src = @ptrCast(&x), .src_type = .f32, .outer = outer, .count = count, .inner = inner, .mins = &mins, .maxs = &maxs };
+        minmaxSets(&job, 1, count);
+        for (1..count) |s| {
+            var want = MinMax{ .min = std.math.inf(f64), .max = -std.math.inf(f64) };
+            for (0..outer) |o| for (x[(o * count + s) * inner ..][0..inner]) |v| {
+                if (v < want.min) want.min = v;
+                if (v > want.max) want.max = v;
+            };
+            try std.testing.expectEqual(want, MinMax{ .min = mins[s], .max = maxs[s] });
+        }
+    }
+}
 
 test "ranges ignore NaN and agree between the vector and scalar paths" {
     var x: [3 * vector_run_min]f32 = undefined;

@@ -1,8 +1,10 @@
 //! Rounding a block of compute-type values to integer-valued floats: half
 //! to even, or stochastically with the counter-based generator of
-//! docs/semantics.md (SplitMix64 keys, lowbias32 of the element's index).
+//! docs/semantics.md (SplitMix64 keys, lowbias32 of a counter: one hash per
+//! two float32 elements, one per float64 element).
 
 const std = @import("std");
+const builtin = @import("builtin");
 const simd = @import("simd.zig");
 const RoundMode = @import("types.zig").RoundMode;
 
@@ -33,30 +35,67 @@ pub fn lowbias32(comptime n: comptime_int, v: @Vector(n, u32)) @Vector(n, u32) {
 /// chi-square tests of pairs of neighbours).
 const weyl: u32 = 0x9E37_79B1;
 
-/// The uniform u in [0, 1) of stochastic rounding for elements i .. i+block
-/// (docs/semantics.md): lowbias32 of the index's low half times `weyl`, keyed
-/// by a word from SplitMix64(seed) and the index's high half. `i` is a
-/// multiple of the block, so the high half and the key are the same in every
-/// lane, and (i + lane)·weyl = i·weyl + lane·weyl needs one scalar multiply.
-fn uniforms(comptime C: type, key: u64, i: usize) Vec(C) {
-    const lanes_weyl = comptime std.simd.iota(u32, block) *% @as(Vec(u32), @splat(weyl));
-    const spread = @as(Vec(u32), @splat(@as(u32, @truncate(i)) *% weyl)) +% lanes_weyl;
-    const hi: u32 = @truncate(@as(u64, i) >> 32);
-    const k = @as(u32, @truncate(key)) ^ lowbias32(1, .{hi ^ @as(u32, @truncate(key >> 32))})[0];
-    const h = lowbias32(block, spread ^ @as(Vec(u32), @splat(k)));
-    if (C == f32) return @as(Vec(f32), @floatFromInt(@as(Vec(i32), @bitCast(h >> @splat(8))))) * @as(Vec(f32), @splat(0x1p-24));
-    return @as(Vec(f64), @floatFromInt(h)) * @as(Vec(f64), @splat(0x1p-32));
+/// The key of a call: SplitMix64(seed), and the word K(j) it gives with the
+/// counters' high half, kept for the last high half seen (it changes every
+/// 2^32 counters, so the hash of it leaves the per-block work).
+pub const Key = struct {
+    k: u64,
+    hi: u32 = 0,
+    word: u32,
+
+    pub fn init(seed: u64) Key {
+        const k = splitmix64(seed);
+        return .{ .k = k, .word = keyWord(k, 0) };
+    }
+
+    fn at(self: *Key, hi: u32) u32 {
+        if (hi != self.hi) {
+            self.hi = hi;
+            self.word = keyWord(self.k, hi);
+        }
+        return self.word;
+    }
+};
+
+/// K(j) = lo32(k) ^ lowbias32(hi32(j) ^ hi32(k)).
+fn keyWord(k: u64, hi: u32) u32 {
+    return @as(u32, @truncate(k)) ^ lowbias32(1, .{hi ^ @as(u32, @truncate(k >> 32))})[0];
+}
+
+/// h(j) for counters j .. j+n (docs/semantics.md): lowbias32 of the
+/// counter's low half times `weyl`, keyed by K(j). `j` is a multiple of n,
+/// so the high half and K are the same in every lane, and (j + lane)·weyl =
+/// j·weyl + lane·weyl needs one scalar multiply.
+fn hashes(comptime n: comptime_int, key: *Key, j: u64) @Vector(n, u32) {
+    const lanes_weyl = comptime std.simd.iota(u32, n) *% @as(@Vector(n, u32), @splat(weyl));
+    const spread = @as(@Vector(n, u32), @splat(@as(u32, @truncate(j)) *% weyl)) +% lanes_weyl;
+    return lowbias32(n, spread ^ @as(@Vector(n, u32), @splat(key.at(@truncate(j >> 32)))));
+}
+
+/// Whether u < f for the uniforms of elements i .. i+block (i is even) and
+/// fractions f in [0, 1). float32: one hash serves two elements, h(i/2)'s
+/// low 16 bits element i and its high 16 bits element i+1, u = (h16 + 1/2)·2^-16,
+/// compared as h16 + 1/2 < f·2^16 (both sides scaled exactly). float64: one
+/// hash per element, u = h(i)·2^-32.
+fn below(comptime C: type, key: *Key, i: usize, f: Vec(C)) @Vector(block, bool) {
+    if (C == f64) return @as(Vec(f64), @floatFromInt(hashes(block, key, i))) * @as(Vec(f64), @splat(0x1p-32)) < f;
+    var h = hashes(block / 2, key, i >> 1);
+    // Lane 2m of the u16 view must be hash m's low half.
+    if (comptime builtin.cpu.arch.endian() == .big) h = std.math.rotl(@Vector(block / 2, u32), h, 16);
+    const halves: Vec(u16) = @bitCast(h);
+    return @as(Vec(f32), @floatFromInt(halves)) + @as(Vec(f32), @splat(0.5)) < f * @as(Vec(f32), @splat(0x1p16));
 }
 
 /// y rounded to an integer-valued float: half to even, or stochastically
 /// (up with probability frac(y), the comparison u < y - floor(y)); `key` is
-/// splitmix64(seed), `i` the index of the block's first element in the call.
-pub fn round(comptime C: type, comptime mode: RoundMode, y: Vec(C), key: u64, i: usize) Vec(C) {
+/// the call's (Key.init(seed)), `i` the index of the block's first element in
+/// the call.
+pub fn round(comptime C: type, comptime mode: RoundMode, y: Vec(C), key: *Key, i: usize) Vec(C) {
     switch (mode) {
         .nearest => return simd.roundEven(C, y),
         .stochastic => {
             const fl = simd.floor(C, y);
-            return fl + @select(C, uniforms(C, key, i) < y - fl, @as(Vec(C), @splat(1)), @as(Vec(C), @splat(0)));
+            return fl + @select(C, below(C, key, i, y - fl), @as(Vec(C), @splat(1)), @as(Vec(C), @splat(0)));
         },
         else => @compileError("unknown round mode"),
     }
@@ -71,21 +110,30 @@ test "lowbias32 known value" {
 }
 
 test "stochastic uniforms: vector lanes follow the scalar formula, high index bits count" {
-    const key = splitmix64(12345);
-    const i: usize = (5 << 32) + 64;
-    const u = uniforms(f32, key, i);
+    var key = Key.init(12345);
+    const i: usize = (5 << 33) + 2 * block;
+    const f = std.simd.iota(f32, block) * @as(Vec(f32), @splat(1.0 / @as(f32, block)));
+    const f64s = std.simd.iota(f64, block) * @as(Vec(f64), @splat(1.0 / @as(f64, block)));
+    const b = below(f32, &key, i, f);
+    const b64 = below(f64, &key, i, f64s);
     for (0..block) |lane| {
         const idx: u64 = i + lane;
-        const k = @as(u32, @truncate(key)) ^ lowbias32(1, .{@as(u32, @truncate(idx >> 32)) ^ @as(u32, @truncate(key >> 32))})[0];
-        const h = lowbias32(1, .{(@as(u32, @truncate(idx)) *% weyl) ^ k})[0];
-        try testing.expectEqual(@as(f32, @floatFromInt(h >> 8)) * 0x1p-24, u[lane]);
+        const h16: u16 = @truncate(scalarHash(key.k, idx >> 1) >> @intCast(16 * (idx & 1)));
+        try testing.expectEqual((@as(f32, @floatFromInt(h16)) + 0.5) * 0x1p-16 < f[lane], b[lane]);
+        try testing.expectEqual(@as(f64, @floatFromInt(scalarHash(key.k, idx))) * 0x1p-32 < f64s[lane], b64[lane]);
     }
-    try testing.expect(uniforms(f32, key, 64)[0] != u[0]);
+    try testing.expect(hashes(block, &key, 0)[0] != hashes(block, &key, 1 << 32)[0]);
+    try testing.expectEqual(scalarHash(key.k, 3 << 32), hashes(block, &key, 3 << 32)[0]);
+}
+
+fn scalarHash(k: u64, j: u64) u32 {
+    return lowbias32(1, .{(@as(u32, @truncate(j)) *% weyl) ^ keyWord(k, @truncate(j >> 32))})[0];
 }
 
 test "stochastic rounding stays between floor and ceiling" {
     const y: Vec(f32) = @splat(2.25);
-    const r = round(f32, .stochastic, y, splitmix64(7), 0);
+    var key = Key.init(7);
+    const r = round(f32, .stochastic, y, &key, 0);
     for (0..block) |k| try testing.expect(r[k] == 2 or r[k] == 3);
-    try testing.expectEqual(@as(f32, 2), round(f32, .nearest, @splat(2.5), 0, 0)[0]);
+    try testing.expectEqual(@as(f32, 2), round(f32, .nearest, @splat(2.5), &key, 0)[0]);
 }

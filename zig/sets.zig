@@ -131,8 +131,8 @@ pub fn Params(comptime C: type, comptime Q: DType) type {
         const L = Lanes(C, Q);
 
         single: L,
-        /// splitmix64 of the call's seed: stochastic rounding's key.
-        key: u64,
+        /// Stochastic rounding's key, from the call's seed.
+        key: rounding.Key,
         scales: ?[*]const u8,
         scale_type: DType,
         zero_points: [*]const i64,
@@ -148,13 +148,16 @@ pub fn Params(comptime C: type, comptime Q: DType) type {
         ahead_first: usize = 0,
         ahead_len: usize = 0,
         ahead: Record(C, Q, ArrayOf(ahead_sets)) = undefined,
+        /// Element index of the first set of `ahead` when sets are shorter
+        /// than a block (`short`).
+        window: usize = 0,
 
         const ahead_sets = 64;
 
         pub fn init(a: *const types.Args) @This() {
             return .{
                 .single = if (a.scales == null) splat(C, Q, initSet(C, Q, a.scale, a.zero_point)) else undefined,
-                .key = rounding.splitmix64(a.seed),
+                .key = rounding.Key.init(a.seed),
                 .scales = a.scales,
                 .scale_type = a.scale_type,
                 .zero_points = a.zero_points,
@@ -173,14 +176,14 @@ pub fn Params(comptime C: type, comptime Q: DType) type {
                 p.set_end += p.inner;
                 return p.current();
             }
-            if (p.seek(scales, index)) return p.current();
-            if (comptime Q.bits() <= 16) {
-                // Per channel along the last axis: the lanes are consecutive sets.
-                if (p.inner == 1) {
-                    const first = index % p.count;
-                    if (first + block <= p.count) return p.consecutive(block, scales, first);
+            if (p.inner < block) {
+                inline for (0..comptime std.math.log2_int(usize, block)) |e| {
+                    if (p.inner == 1 << e) {
+                        if (p.short(1 << e, scales, index)) |l| return l;
+                    }
                 }
             }
+            if (p.seek(scales, index)) return p.current();
             return p.perLane(scales, index, index / p.inner);
         }
 
@@ -199,6 +202,40 @@ pub fn Params(comptime C: type, comptime Q: DType) type {
             const lo: V = @floatFromInt(@as(Z, @splat(@as(i32, @intCast(Q.qmin())))) - zp);
             const hi: V = @floatFromInt(@as(Z, @splat(@as(i32, @intCast(Q.qmax())))) - zp);
             return .{ .scale = scale, .inv_scale = @as(V, @splat(1)) / scale, .lo = lo, .hi = hi, .lo_near = lo, .hi_near = hi, .zp = zp };
+        }
+
+        /// A block of sets of g < block elements (g a power of two; g = 1 is
+        /// per channel along the last axis): sets k … k + block/g - 1 of
+        /// `ahead`, each spread over g lanes, found without a division.
+        /// Null where the block wraps past the last set.
+        inline fn short(p: *@This(), comptime g: usize, scales: [*]const u8, index: usize) ?L {
+            const w = block / g;
+            if (index % g != 0) return null;
+            if (index < p.window or index + block > p.window + p.ahead_len * g) {
+                if (!p.moveWindow(g, scales, index)) return null;
+            }
+            const k = (index - p.window) / g;
+            const spread = comptime blk: {
+                var m: [block]i32 = undefined;
+                for (&m, 0..) |*x, l| x.* = l / g;
+                break :blk m;
+            };
+            var l: L = undefined;
+            inline for (fields) |f| {
+                const T = @typeInfo(@FieldType(L, f)).vector.child;
+                const few: @Vector(w, T) = @field(p.ahead, f)[k..][0..w].*;
+                @field(l, f) = @shuffle(T, few, undefined, spread);
+            }
+            return l;
+        }
+
+        /// Prepares the sets from the one of element `index` on; false if
+        /// the block at `index` still runs past them (past the last set).
+        noinline fn moveWindow(p: *@This(), comptime g: usize, scales: [*]const u8, index: usize) bool {
+            const first = index / g;
+            p.refill(scales, first % p.count);
+            p.window = first * g;
+            return index + block <= p.window + p.ahead_len * g;
         }
 
         inline fn current(p: *const @This()) L {
@@ -342,6 +379,29 @@ test "smallest invertible scales are subnormal" {
         const s = smallestInvertible(C);
         try testing.expect(s < std.math.floatMin(C) and std.math.isFinite(1 / s));
         try testing.expect(!std.math.isFinite(1 / std.math.nextAfter(C, s, 0)));
+    }
+}
+
+test "blocks of short sets get each lane's set, across windows and wraps" {
+    var scales: [3 * 64 + 5]f32 = undefined;
+    var zps: [scales.len]i64 = undefined;
+    for (&scales, &zps, 0..) |*s, *z, k| {
+        s.* = @floatFromInt(k + 1);
+        z.* = @intCast(k % 256);
+    }
+    inline for (0..comptime std.math.log2_int(usize, block)) |e| {
+        const inner = 1 << e;
+        const a = types.Args{ .src = undefined, .dst = undefined, .float_type = .f32, .quant_type = .uint8, .scale = 0, .zero_point = 0, .round_mode = .nearest, .reduce_op = .set, .seed = 0, .stream = 0, .scales = @ptrCast(&scales), .scale_type = .f32, .zero_points = &zps, .inner = inner, .count = scales.len };
+        var p = Params(f32, .uint8).init(&a);
+        var index: usize = 0;
+        while (index < 2 * scales.len * inner) : (index += block) {
+            const l = p.at(index);
+            for (0..block) |k| {
+                const s = ((index + k) / inner) % scales.len;
+                try testing.expectEqual(1 / scales[s], l.inv_scale[k]);
+                try testing.expectEqual(@as(i32, @intCast(zps[s])), l.zp[k]);
+            }
+        }
     }
 }
 

@@ -79,7 +79,7 @@ inline fn quantizeBlock(comptime c: Case, p: *Params(c), src: [*]const u8, dst: 
     const C = c.float_type.Compute();
     const l = p.at(index);
     const y = floats.loadFloats(c.float_type, src, i) * l.inv_scale;
-    packing.store(c.quant_type, dst, i, toQuant(c.quant_type, C, rounding.round(C, c.round_mode, y, p.key, index), l));
+    packing.store(c.quant_type, dst, i, toQuant(c.quant_type, C, rounding.round(C, c.round_mode, y, &p.key, index), l));
 }
 
 fn dequantizeBlock(comptime c: Case, p: *Params(c), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
@@ -95,7 +95,7 @@ fn dequantizeBlock(comptime c: Case, p: *Params(c), src: [*]const u8, dst: [*]u8
 inline fn fakeBlock(comptime c: Case, p: *Params(c), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
     const C = c.float_type.Compute();
     const l = p.at(index);
-    const r = rounding.round(C, c.round_mode, floats.loadFloats(c.float_type, src, i) * l.inv_scale, p.key, index);
+    const r = rounding.round(C, c.round_mode, floats.loadFloats(c.float_type, src, i) * l.inv_scale, &p.key, index);
     // + 0 turns -0 into +0, as the integer round trip does.
     var v = @select(C, r != r, splat(C, 0), r + splat(C, 0));
     v = @select(C, r > l.hi, l.hi_near, v);
