@@ -64,11 +64,17 @@ class Quantized:
 
 def _params(backend: Any, src: _arrays.Buffer, qdt: DataType, scale: Any, zero_point: Any, symmetric: bool) -> tuple[float, int]:
     """Checked parameters, computed from the data when neither is given."""
+    zero_point = _float8_zero_point(qdt, scale, zero_point)
     if scale is None and zero_point is None:
         scale, zero_point = backend.compute_params(src.ptr, src.dtype, src.numel, qdt, bool(symmetric))
     elif scale is None or zero_point is None:
         raise ValueError("scale, zero_point: give both, or neither to compute them from x")
     return check_scale(scale, src.dtype), check_zero_point(zero_point, qdt)
+
+
+def _float8_zero_point(qdt: DataType, scale: Any, zero_point: Any) -> Any:
+    """FP8 types take a scale alone: their zero point defaults to 0."""
+    return 0 if zero_point is None and scale is not None and qdt.is_float8 else zero_point
 
 
 def _computed_sets(backend: Any, src: _arrays.Buffer, qdt: DataType, symmetric: bool, lay: _groups.Layout) -> _groups.Sets:
@@ -83,6 +89,8 @@ def _sets(backend: Any, src: _arrays.Buffer, qdt: DataType, scale: Any, zero_poi
     """Checked per-set parameters, computed from the data when neither is given."""
     if scale is None and zero_point is None:
         return _computed_sets(backend, src, qdt, symmetric, lay)
+    if zero_point is None and qdt.is_float8:
+        zero_point = np.zeros(lay.count, np.int64)
     return _groups.checked(scale, zero_point, src.dtype, qdt, lay)
 
 
@@ -291,6 +299,8 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
         logical = buf.shape if shape is None else shape
         if math.prod(logical) != buf.numel:
             raise ValueError(f"shape: {logical} has {math.prod(logical)} elements, q has {buf.numel}")
+    if zero_point is None and qdt.is_float8:
+        zero_point = 0 if axis is None and group_size is None else np.zeros(np.shape(scale), np.int64)
     if scale is None or zero_point is None:
         raise ValueError("scale, zero_point: required to dequantize a plain integer array")
     return _Source(buf._replace(dtype=qdt, numel=math.prod(logical)), qdt, scale, zero_point, logical, axis, group_size)
