@@ -73,9 +73,12 @@ class Quantized:
 
 
 def _computed(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero_point: Any, symmetric: bool) -> tuple[float, int]:
-    """Parameters computed from the data, where one of scale and zero_point is missing."""
+    """Parameters computed from the data, where one of scale and zero_point is
+    missing; an FP8 type takes a scale alone (its zero point is 0)."""
     if scale is None and zero_point is None:
         return backend.compute_params(src.ptr, src.dtype, src.numel, qdt, bool(symmetric))
+    if zero_point is None and qdt.is_float8:
+        return scale, 0
     raise ValueError("scale, zero_point: give both, or neither to compute them from x")
 
 
@@ -91,6 +94,8 @@ def _sets(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero_point: Any,
     """Checked per-set parameters, computed from the data when neither is given."""
     if scale is None and zero_point is None:
         return _computed_sets(backend, src, qdt, symmetric, lay)
+    if zero_point is None and qdt.is_float8:
+        zero_point = np.zeros(lay.count, np.int64)
     return _groups.checked(scale, zero_point, src.dtype, qdt, lay)
 
 
@@ -298,6 +303,8 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
         logical = buf.shape if shape is None else shape
         if math.prod(logical) != buf.numel:
             raise ValueError(f"shape: {logical} has {math.prod(logical)} elements, q has {buf.numel}")
+    if zero_point is None and qdt.is_float8:
+        zero_point = 0 if axis is None and group_size is None else np.zeros(np.shape(scale), np.int64)
     if scale is None or zero_point is None:
         raise ValueError("scale, zero_point: required to dequantize a plain integer array")
     buf = _new(Buffer, (buf.array, buf.kind, buf.ptr, qdt, buf.shape, math.prod(logical)))

@@ -197,7 +197,8 @@ def torch_facts() -> TorchFacts:
     return TorchFacts(torch, torch.strided, packed, storage)
 
 
-NUMPY_TYPES = {numpy_storage(dt): dt for dt in DataType if not dt.is_packed and (dt is not DataType.BF16 or has_numpy_bfloat16())}
+# bfloat16 and float8 arrays are ml_dtypes'.
+NUMPY_TYPES = {numpy_storage(dt): dt for dt in DataType if not dt.is_packed and ((dt is not DataType.BF16 and not dt.is_float8) or has_numpy_bfloat16())}
 
 
 def empty(kind: str, shape: tuple[int, ...], dt: DataType, *, zeros: bool = False) -> Buffer:

@@ -116,6 +116,8 @@ ROWS = (
     Row("quantize", "float32", "int4", group=32),
     Row("quantize", "float32", "int4", group=128),
     Row("dequantize", "float32", "int4", group=32),
+    Row("quantize", "float32", "float8_e4m3fn"),
+    Row("dequantize", "float32", "float8_e4m3fn"),
     Row("gguf_quantize", "float32", "Q8_0"),
     Row("gguf_quantize", "float32", "Q4_0"),
     Row("gguf_quantize", "float32", "Q4_1"),
@@ -279,6 +281,8 @@ def torch_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
     xt = inp.x if not isinstance(inp.x, np.ndarray) else torch.from_numpy(inp.x)
     if r.op == "compute_params":
         return _bench_calls.torch_params(torch, xt, qmin, qmax), None
+    if r.quant_dtype.startswith("float8"):
+        return _torch_float8(torch, xt, inp, s)
     if r.quant_dtype not in _TORCH_QTYPES:
         return None, f"torch has no quantized {r.quant_dtype}"
     tq = getattr(torch, _TORCH_QTYPES[r.quant_dtype])
@@ -300,6 +304,22 @@ def torch_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
     return lambda: qt.dequantize().to(fdt), None
 
 
+def _torch_float8(torch: Any, xt: Any, inp: Inputs, s: float) -> tuple[Callable[[], Any] | None, str | None]:
+    """torch's scaled FP8 cast, the form torchao's float8 training uses."""
+    r = inp.row
+    if r.round_mode == "stochastic" or r.reduce == "add":
+        return None, "torch's FP8 cast rounds to nearest and stores"
+    tdt = getattr(torch, r.quant_dtype)
+    top = float(torch.finfo(tdt).max)
+    inv = torch.tensor(np.float32(1) / np.float32(s))
+    if r.op == "quantize":
+        return lambda: (xt * inv).clamp(-top, top).to(tdt), None
+    q = (torch.from_numpy(inp.x32) * inv).clamp(-top, top).to(tdt)
+    if r.op == "dequantize":
+        return lambda: q.to(getattr(torch, r.float_dtype)) * s, None
+    return lambda: ((xt * inv).clamp(-top, top).to(tdt).float() * s).to(xt.dtype), None
+
+
 def decomposed_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
     torch, r = inp.torch, inp.row
     from torch.ao.quantization.fx import _decomposed  # noqa: F401  registers the ops
@@ -313,6 +333,8 @@ def decomposed_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
     if r.op == "compute_params":
         eps = torch.finfo(torch.float32).eps
         return lambda: ops.choose_qparams.tensor(xt, qmin, qmax, eps, torch.uint8), None
+    if r.quant_dtype.startswith("float8"):
+        return None, "no decomposed FP8 op (torch's scaled cast is the torch row)"
     if r.quant_dtype not in ("uint8", "int8"):
         return None, f"decomposed ops store one element per byte: no packed {r.quant_dtype}"
     if r.round_mode == "stochastic":

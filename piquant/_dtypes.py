@@ -35,6 +35,8 @@ class DataType(Enum):
     INT32 = 25
     UINT64 = 26
     INT64 = 27
+    FLOAT8_E4M3FN = 28
+    FLOAT8_E5M2 = 29
 
     # Members are singletons that compare by identity; Enum's default hash
     # (of the name, in Python) made every dict lookup by DataType slow.
@@ -56,7 +58,13 @@ class DataType(Enum):
 
     @property
     def is_signed(self) -> bool:
-        return self._value_ >= 16 and self._value_ & 1 == 1
+        """Of the integer types (FP8 codes are raw bytes)."""
+        return 16 <= self._value_ < 28 and self._value_ & 1 == 1
+
+    @property
+    def is_float8(self) -> bool:
+        """FP8 types quantize with a scale alone: their zero point is 0."""
+        return self._value_ in (28, 29)
 
     @property
     def stride(self) -> int:
@@ -99,13 +107,13 @@ _NAMES = {
     DataType.F64: "float64",
 } | {dt: dt.name.lower() for dt in DataType if dt.value >= 16}
 _BITS = {DataType.F32: 32, DataType.BF16: 16, DataType.F16: 16, DataType.F64: 64} | {
-    dt: int("".join(ch for ch in dt.name if ch.isdigit())) for dt in DataType if dt.value >= 16
+    dt: 8 if dt.is_float8 else int("".join(ch for ch in dt.name if ch.isdigit())) for dt in DataType if dt.value >= 16
 }
 for _dt in DataType:
     _dt._bits = _BITS[_dt]  # type: ignore[attr-defined]
     _signed = _dt.is_signed
     _dt._qmin = -(1 << (_dt._bits - 1)) if _signed else 0  # type: ignore[attr-defined]
-    _dt._qmax = (1 << (_dt._bits - 1)) - 1 if _signed else (1 << _dt._bits) - 1  # type: ignore[attr-defined]
+    _dt._qmax = 0 if _dt.is_float8 else (1 << (_dt._bits - 1)) - 1 if _signed else (1 << _dt._bits) - 1  # type: ignore[attr-defined]
 del _dt, _signed
 _BY_NAME = {v: k for k, v in _NAMES.items()} | {
     "f32": DataType.F32,
@@ -122,9 +130,13 @@ _BY_NAME = {v: k for k, v in _NAMES.items()} | {
 }
 
 # numpy storage dtypes of each type's data.
-_NP_STORAGE: dict[DataType, np.dtype] = {dt: np.dtype(np.uint8) if dt.is_packed else np.dtype(dt.short_name) for dt in DataType if dt is not DataType.BF16}
+_NP_STORAGE: dict[DataType, np.dtype] = {
+    dt: np.dtype(np.uint8) if dt.is_packed else np.dtype(dt.short_name) for dt in DataType if dt is not DataType.BF16 and not dt.is_float8
+}
 if _NP_BF16 is not None:
     _NP_STORAGE[DataType.BF16] = _NP_BF16
+    _NP_STORAGE[DataType.FLOAT8_E4M3FN] = np.dtype(ml_dtypes.float8_e4m3fn)
+    _NP_STORAGE[DataType.FLOAT8_E5M2] = np.dtype(ml_dtypes.float8_e5m2)
 
 _torch_map: dict[Any, DataType] | None = None
 
@@ -161,8 +173,8 @@ def resolve(dtype: Any, arg: str, *, quantized: bool | None = None) -> DataType:
         dt = _resolve(dtype)
         if dt is not None and len(_RESOLVED) < 256:
             _RESOLVED[dtype] = dt
-    if dt is None or (quantized is not None and (dt._value_ >= 16) != quantized):
-        side = {True: "a quantized type (uint2 … int64)", False: "a float type (float32, bfloat16, float16, float64)"}
+    if dt is None or (quantized is not None and dt.is_quantized != quantized):
+        side = {True: "a quantized type (uint2 … int64, float8_e4m3fn, float8_e5m2)", False: "a float type (float32, bfloat16, float16, float64)"}
         expected = side.get(quantized, "a piquant dtype") if quantized is not None else "a piquant dtype"
         raise TypeError(f"{arg}: expected {expected}, got {dtype!r}")
     return dt
@@ -194,4 +206,4 @@ def numpy_storage(dt: DataType) -> np.dtype:
     try:
         return _NP_STORAGE[dt]
     except KeyError:
-        raise TypeError("bfloat16 numpy arrays need the ml_dtypes package (pip install ml_dtypes)") from None
+        raise TypeError(f"{dt.short_name} numpy arrays need the ml_dtypes package (pip install ml_dtypes)") from None

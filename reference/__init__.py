@@ -13,6 +13,8 @@ quantize (and its generator of stochastic rounding) ``quantize``
 dequantize                                         ``dequantize``
 fake_quantize                                      ``fake_quantize``
 compute_params                                     ``compute_params``
+FP8 types                                          ``float8``
+MX block formats and NVFP4                         ``mx``
 GGUF block formats                                 ``gguf``
 GGUF K-quants                                      ``gguf_kquants``
 =================================================  ======================
@@ -28,7 +30,7 @@ first element in the lowest bits.
 
 from __future__ import annotations
 
-from . import gguf
+from . import float8, gguf, mx
 from .compute_params import Params, compute_params, minmax
 from .dequantize import _exact_difference, dequantize
 from .fake_quantize import fake_quantize
@@ -70,4 +72,4 @@ __all__ = [
 ]
 
 # Not in __all__: the reference's own tests check these building blocks.
-_ = (Params, gguf, _exact_difference, _float_bound, _nearest_float)
+_ = (Params, float8, gguf, mx, _exact_difference, _float_bound, _nearest_float)

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import float8
 from .parameters import layout
 from .types import _float_kind, _nearest_float, _to_compute, compute_dtype, qrange
 
@@ -46,6 +47,7 @@ def compute_params(
     symmetric: scale = max(max(-lo, hi) / (width / 2), eps), zero_point = 0 for signed
     types and (qmin + qmax + 1) // 2 for unsigned ones; eps is c's machine
     epsilon. An infinite value, or a range whose width overflows, raises.
+    FP8 types (either scheme): scale = max(amax / max, tiny), 1 if amax = 0.
     With ``axis`` or ``group_size``, the same for each set's elements (see
     `layout`): arrays of the params shape, zero points int64 (uint64 for uint64)."""
     x = np.asarray(x)
@@ -70,6 +72,8 @@ def _params_of(x: np.ndarray, dtype: str, symmetric: bool, float_dtype: str | No
     if mn > mx:
         mn = mx = c(0)
     lo, hi = min(mn, c(0)), max(mx, c(0))
+    if float8.is_float8(dtype):  # scale only, symmetric by nature
+        return Params(float8.params(lo, hi, dtype), 0)
     width = _nearest_float(qmax - qmin, c)
     eps = np.finfo(c).eps
     with np.errstate(over="ignore"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from . import float8
 from .parameters import _expand, _sets, layout
 from .types import _M64, FLOAT_DTYPES, _from_compute, _to_compute, bits, compute_dtype, storage_dtype, unpack_bits
 
@@ -30,6 +31,8 @@ def _values(q: np.ndarray, dtype: str, numel: int | None) -> np.ndarray:
     """Stored quantized data as an integer array of element values."""
     q = np.asarray(q)
     nb = bits(dtype)
+    if float8.is_float8(dtype):
+        return q.reshape(-1).view(np.uint8)
     if nb < 8:
         n = (8 // nb) * q.size if numel is None else numel
         return unpack_bits(q, n, nb, signed=dtype.startswith("i"))
@@ -51,7 +54,7 @@ def dequantize(
     group_size: int | None = None,
 ) -> np.ndarray:
     """x = c(q - zero_point) · c(scale) in the compute type c of out_dtype
-    (q - zero_point exact, then rounded to nearest), rounded to out_dtype
+    (q - zero_point exact, then rounded to nearest; FP8: c(q)), rounded to out_dtype
     (set), or out = round(c(out) + x) (add). bfloat16 results are uint16 bits
     unless ``out`` is an ml_dtypes array. ``numel``: the element count of
     packed input (default: all fields). ``axis``/``group_size`` as in
@@ -66,7 +69,8 @@ def dequantize(
     s, zps = _sets(out_dtype, dtype, scale, zero_point, count, axis is not None or group_size is not None)
     c = compute_dtype(out_dtype)
     with np.errstate(over="ignore", invalid="ignore"):
-        x = _exact_difference(v, zps, inner, c) * _expand(s, count, inner, v.size)
+        d = float8.decode(v, dtype).astype(c) if float8.is_float8(dtype) else _exact_difference(v, zps, inner, c)
+        x = d * _expand(s, count, inner, v.size)
         if reduce == "add":
             if out is None:
                 raise ValueError("out: reduce='add' needs the array to add into")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from . import float8
 from .parameters import _expand, _sets, layout
 from .types import _M64, _float_bound, _float_kind, _to_compute, bits, compute_dtype, pack_bits, qrange, storage_dtype
 
@@ -117,7 +118,8 @@ def quantize(
     floor(y) + (u < y - floor(y)) with u = uniforms(seed)[i], i the flat index.
     With ``axis`` or ``group_size``, scale and zero_point hold one value per
     set (see `layout`) and each element uses its set's. Results of 8 bits and
-    more keep x's shape; 2/4-bit results are packed flat."""
+    more keep x's shape; 2/4-bit results are packed flat. FP8 types
+    (zero_point 0) encode y instead: see `float8.encode`."""
     x = np.asarray(x)
     kind = _float_kind(x, float_dtype)
     count, inner, _ = layout(x.shape, axis, group_size)
@@ -126,6 +128,8 @@ def quantize(
     xc = _to_compute(x, kind)
     with np.errstate(over="ignore", invalid="ignore"):
         y = xc * _expand(c(1) / s, count, inner, xc.size)
+    if float8.is_float8(dtype):
+        return float8.encode(y, dtype, lambda t: _round(t, round_mode, seed)).view(storage_dtype(dtype)).reshape(x.shape)
     q = _saturate(_round(y, round_mode, seed), dtype, zps, inner)
     if bits(dtype) < 8:
         return pack_bits(q, bits(dtype))

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import float8
+
 FLOAT_DTYPES = ("float32", "bfloat16", "float16", "float64")
 _BITS = {
     "uint2": 2, "int2": 2, "uint4": 4, "int4": 4, "uint8": 8, "int8": 8,
     "uint16": 16, "int16": 16, "uint32": 32, "int32": 32, "uint64": 64, "int64": 64,
+    "float8_e4m3fn": 8, "float8_e5m2": 8,
 }  # fmt: skip
 QUANTIZED_DTYPES = tuple(_BITS)
 _M64 = (1 << 64) - 1
+_FLOAT8 = float8.FORMATS
 
 
 def bits(dtype: str) -> int:
@@ -22,8 +26,11 @@ def bits(dtype: str) -> int:
 
 
 def qrange(dtype: str) -> tuple[int, int]:
-    """(qmin, qmax) of a quantized dtype."""
+    """(qmin, qmax) of a quantized dtype; FP8 types have none, and (0, 0)
+    holds their zero point to 0."""
     b = bits(dtype)
+    if dtype in _FLOAT8:
+        return 0, 0
     if dtype.startswith("u"):
         return 0, (1 << b) - 1
     return -(1 << (b - 1)), (1 << (b - 1)) - 1
@@ -31,6 +38,8 @@ def qrange(dtype: str) -> tuple[int, int]:
 
 def storage_dtype(dtype: str) -> np.dtype:
     """numpy dtype of the stored data (uint8 bytes for packed types)."""
+    if dtype in _FLOAT8:
+        return _FLOAT8[dtype].storage
     return np.dtype(np.uint8) if bits(dtype) < 8 else np.dtype(dtype)
 
 

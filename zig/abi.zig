@@ -310,7 +310,7 @@ fn checkBuffers(ctx: ?*Context, in: ?*const anyopaque, out: ?*anyopaque, numel: 
 
 fn checkTypes(float_arg: []const u8, f: DType, quant_arg: []const u8, q: DType) c_int {
     if (!f.isFloat()) return fail(.unsupported_dtype, "{s}: expected a float type (F32, BF16, F16, F64), got {d}", .{ float_arg, @intFromEnum(f) });
-    if (!q.isQuantized()) return fail(.unsupported_dtype, "{s}: expected a quantized type (UINT2 ... INT64), got {d}", .{ quant_arg, @intFromEnum(q) });
+    if (!q.isQuantized()) return fail(.unsupported_dtype, "{s}: expected a quantized type (UINT2 ... INT64, FLOAT8_E4M3FN, FLOAT8_E5M2), got {d}", .{ quant_arg, @intFromEnum(q) });
     return 0;
 }
 
@@ -446,12 +446,17 @@ fn run(ctx: *Context, kernel: types.Kernel, args: types.Args, params: ParamArg, 
     return 0;
 }
 
+/// The kernel table slot of an operation for the family of quantized type q.
+fn familyKernel(k: *const types.KernelTable, comptime op: enum { quantize, dequantize, fake_quantize }, q: DType) types.Kernel {
+    return if (q.isFloat8()) @field(k, "float8_" ++ @tagName(op)) else @field(k, @tagName(op));
+}
+
 fn quantizeWith(handle: ?*Handle, in: ?*const anyopaque, dtype_in: DType, out: ?*anyopaque, dtype_out: DType, numel: usize, params: ParamArg, round_mode: types.RoundMode, seed: u64) c_int {
     const ctx: ?*Context = contexts.enter(handle) catch |e| return rejected(e);
     defer contexts.leave(handle);
     const s = checkCall(ctx, in, out, numel, "dtype_in", dtype_in, "dtype_out", dtype_out, params, round_mode, null);
     if (s != 0) return s;
-    return run(ctx.?, ctx.?.kernels.quantize, .{
+    return run(ctx.?, familyKernel(ctx.?.kernels, .quantize, dtype_out), .{
         .src = @ptrCast(in orelse @as(*const anyopaque, &no_elements)),
         .dst = @ptrCast(out orelse @as(*anyopaque, &no_output)),
         .float_type = dtype_in,
@@ -470,7 +475,7 @@ fn dequantizeWith(handle: ?*Handle, in: ?*const anyopaque, dtype_in: DType, out:
     defer contexts.leave(handle);
     const s = checkCall(ctx, in, out, numel, "dtype_out", dtype_out, "dtype_in", dtype_in, params, null, reduce_op);
     if (s != 0) return s;
-    return run(ctx.?, ctx.?.kernels.dequantize, .{
+    return run(ctx.?, familyKernel(ctx.?.kernels, .dequantize, dtype_in), .{
         .src = @ptrCast(in orelse @as(*const anyopaque, &no_elements)),
         .dst = @ptrCast(out orelse @as(*anyopaque, &no_output)),
         .float_type = dtype_out,
@@ -489,7 +494,7 @@ fn fakeQuantizeWith(handle: ?*Handle, in: ?*const anyopaque, dtype: DType, out: 
     defer contexts.leave(handle);
     const s = checkCall(ctx, in, out, numel, "dtype", dtype, "dtype_q", dtype_q, params, round_mode, reduce_op);
     if (s != 0) return s;
-    return run(ctx.?, ctx.?.kernels.fake_quantize, .{
+    return run(ctx.?, familyKernel(ctx.?.kernels, .fake_quantize, dtype_q), .{
         .src = @ptrCast(in orelse @as(*const anyopaque, &no_elements)),
         .dst = @ptrCast(out orelse @as(*anyopaque, &no_output)),
         .float_type = dtype,

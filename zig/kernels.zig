@@ -14,6 +14,7 @@ const isa_list = @import("isa.zig");
 const providers = .{
     @import("formats/affine.zig"),
     @import("formats/gguf.zig"),
+    @import("formats/float8.zig"),
     @import("minmax.zig"),
 };
 

@@ -24,21 +24,30 @@ pub const DType = enum(c_int) {
     int32 = 25,
     uint64 = 26,
     int64 = 27,
+    float8_e4m3fn = 28,
+    float8_e5m2 = 29,
     _,
 
     pub const floats = [_]DType{ .f32, .bf16, .f16, .f64 };
     pub const quantized = [_]DType{ .uint2, .int2, .uint4, .int4, .uint8, .int8, .uint16, .int16, .uint32, .int32, .uint64, .int64 };
+    /// FP8 types quantize with a scale alone (formats/float8.zig).
+    pub const float8 = [_]DType{ .float8_e4m3fn, .float8_e5m2 };
 
     pub fn isFloat(t: DType) bool {
         return std.mem.indexOfScalar(DType, &floats, t) != null;
     }
 
     pub fn isQuantized(t: DType) bool {
-        return std.mem.indexOfScalar(DType, &quantized, t) != null;
+        return std.mem.indexOfScalar(DType, &quantized, t) != null or t.isFloat8();
     }
 
+    pub fn isFloat8(t: DType) bool {
+        return t == .float8_e4m3fn or t == .float8_e5m2;
+    }
+
+    /// Of the integer types; FP8 codes are stored as raw bytes.
     pub fn isSigned(t: DType) bool {
-        return @intFromEnum(t) & 1 == 1;
+        return !t.isFloat8() and @intFromEnum(t) & 1 == 1;
     }
 
     /// Bits per element in memory.
@@ -49,7 +58,7 @@ pub const DType = enum(c_int) {
             .f64 => 64,
             .uint2, .int2 => 2,
             .uint4, .int4 => 4,
-            .uint8, .int8 => 8,
+            .uint8, .int8, .float8_e4m3fn, .float8_e5m2 => 8,
             .uint16, .int16 => 16,
             .uint32, .int32 => 32,
             .uint64, .int64 => 64,
@@ -57,12 +66,14 @@ pub const DType = enum(c_int) {
         };
     }
 
+    /// FP8 types have no integer range: [0, 0] holds their zero point to 0.
     pub fn qmin(t: DType) i128 {
         if (!t.isSigned()) return 0;
         return -(@as(i128, 1) << @intCast(t.bits() - 1));
     }
 
     pub fn qmax(t: DType) i128 {
+        if (t.isFloat8()) return 0;
         if (!t.isSigned()) return (@as(i128, 1) << @intCast(t.bits())) - 1;
         return (@as(i128, 1) << @intCast(t.bits() - 1)) - 1;
     }
@@ -201,6 +212,10 @@ pub const KernelTable = extern struct {
     /// Element ranges of these two are whole GGUF blocks.
     gguf_quantize: Kernel,
     gguf_dequantize: Kernel,
+    /// quantize, dequantize and fake_quantize of the FP8 types.
+    float8_quantize: Kernel,
+    float8_dequantize: Kernel,
+    float8_fake_quantize: Kernel,
     /// Whether sets [begin, end) of per-channel/per-group parameters are
     /// all valid for a call with these float and quantized types.
     valid_sets: *const fn (float_type: DType, quant_type: DType, scales: [*]const u8, scale_type: DType, zero_points: [*]const i64, begin: usize, end: usize) callconv(.c) bool,

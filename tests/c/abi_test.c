@@ -226,6 +226,22 @@ int main(int argc, char **argv) {
     EXPECT(Q(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_DTYPE_UINT64, N, 0.1, (int64_t)(UINT64_C(1) << 63), PIQUANT_ROUND_NEAREST, 0) == PIQUANT_OK,
            "quantize: uint64 zero point 2^63");
 
+    /* FP8: a scale and zero point 0 only; 17 is a tie between 16 and 18 (E4M3), past max saturates. */
+    memset(q, 0xAB, N);
+    expect_error(Q(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_DTYPE_FLOAT8_E4M3FN, N, 0.1, 1, PIQUANT_ROUND_NEAREST, 0),
+                 PIQUANT_ERR_INVALID_VALUE, "zero_point", q, N, "quantize: FP8 zero_point other than 0");
+    {
+        float f8in[3] = {17.0f, 1e9f, -0.0f};
+        uint8_t f8q[3];
+        float f8back[3];
+        EXPECT(Q(ctx, f8in, PIQUANT_DTYPE_F32, f8q, PIQUANT_DTYPE_FLOAT8_E4M3FN, 3, 1.0, 0, PIQUANT_ROUND_NEAREST, 0) == PIQUANT_OK &&
+                   f8q[0] == 0x58 && f8q[1] == 0x7E && f8q[2] == 0x80,
+               "quantize: FP8 E4M3 ties to even, saturates, keeps -0");
+        EXPECT(piquant_dequantize(ctx, f8q, PIQUANT_DTYPE_FLOAT8_E4M3FN, f8back, PIQUANT_DTYPE_F32, 3, 0.5, 0, PIQUANT_REDUCE_SET) == PIQUANT_OK &&
+                   f8back[0] == 8.0f && f8back[1] == 224.0f,
+               "dequantize: FP8 E4M3 codes times the scale");
+    }
+
     memset(y, 0xAB, sizeof y);
     expect_error(piquant_dequantize(ctx, q, PIQUANT_DTYPE_F32, y, PIQUANT_DTYPE_F32, N, 0.1, 0, PIQUANT_REDUCE_SET),
                  PIQUANT_ERR_UNSUPPORTED_DTYPE, "dtype_in", (const uint8_t *)y, sizeof y, "dequantize: float dtype_in");

@@ -52,6 +52,7 @@ static size_t bytes_for(int t, size_t n) {
         case PIQUANT_DTYPE_UINT2: case PIQUANT_DTYPE_INT2: return (n + 3) / 4;
         case PIQUANT_DTYPE_UINT4: case PIQUANT_DTYPE_INT4: return (n + 1) / 2;
         case PIQUANT_DTYPE_UINT8: case PIQUANT_DTYPE_INT8: return n;
+        case PIQUANT_DTYPE_FLOAT8_E4M3FN: case PIQUANT_DTYPE_FLOAT8_E5M2: return n;
         case PIQUANT_DTYPE_UINT16: case PIQUANT_DTYPE_INT16: return n * 2;
         case PIQUANT_DTYPE_UINT32: case PIQUANT_DTYPE_INT32: return n * 4;
         case PIQUANT_DTYPE_UINT64: case PIQUANT_DTYPE_INT64: return n * 8;

@@ -35,7 +35,10 @@ typedef enum piquant_status {
  * Arithmetic is done in float64 when the float side is F64, else in float32.
  * 2- and 4-bit types are packed 4 or 2 per byte, first element in the lowest
  * bits (torch.quint2x4 / quint4x2 layout); unused fields of a last byte are 0.
- * Quantized types of 8 bits and more are stored as the C integer type. */
+ * Quantized types of 8 bits and more are stored as the C integer type; FP8
+ * types as their one-byte codes (docs/semantics.md, FP8 types): they take a
+ * scale and zero_point 0, and quantize to the nearest FP8 value of
+ * clamp(c(in[i]) * (1/scale), -max, max) (NaN stays NaN). */
 typedef enum piquant_dtype {
     PIQUANT_DTYPE_F32 = 0,
     PIQUANT_DTYPE_BF16 = 1,   /* the upper 16 bits of an IEEE binary32 */
@@ -52,7 +55,9 @@ typedef enum piquant_dtype {
     PIQUANT_DTYPE_UINT32 = 24,
     PIQUANT_DTYPE_INT32 = 25,
     PIQUANT_DTYPE_UINT64 = 26,
-    PIQUANT_DTYPE_INT64 = 27
+    PIQUANT_DTYPE_INT64 = 27,
+    PIQUANT_DTYPE_FLOAT8_E4M3FN = 28, /* OCP FP8 E4M3 (no inf; max 448), zero_point 0 */
+    PIQUANT_DTYPE_FLOAT8_E5M2 = 29    /* OCP FP8 E5M2 (max 57344), zero_point 0 */
 } piquant_dtype;
 
 typedef enum piquant_round_mode {
