@@ -12,6 +12,8 @@ import numpy as np
 from . import _arrays
 from ._dtypes import DataType
 
+_new = tuple.__new__  # builds a NamedTuple without its generated __new__ (small calls)
+
 
 class Layout(NamedTuple):
     """Element i (flat, row-major) uses parameter set (i // inner) % count."""
@@ -43,7 +45,7 @@ def layout(shape: tuple[int, ...], axis: Any, group_size: Any) -> Layout | None:
         if not -ndim <= k < ndim:
             raise ValueError(f"axis: expected an axis of a {ndim}-d array (from {-ndim} to {ndim - 1}), got {k}")
         k %= ndim
-        return Layout(shape[k], math.prod(shape[k + 1 :]), (shape[k],), k, None)
+        return _new(Layout, (shape[k], math.prod(shape[k + 1 :]), (shape[k],), k, None))
     g = _int_arg(group_size, "group_size")
     if g < 1:
         raise ValueError(f"group_size: expected a positive integer, got {g}")
@@ -51,7 +53,7 @@ def layout(shape: tuple[int, ...], axis: Any, group_size: Any) -> Layout | None:
         raise ValueError("group_size: groups run along the last axis; a 0-d array has none")
     if shape[-1] % g:
         raise ValueError(f"group_size: the last axis has {shape[-1]} elements, which is not a multiple of group_size={g}")
-    return Layout(math.prod(shape) // g, g, shape[:-1] + (shape[-1] // g,), None, g)
+    return _new(Layout, (math.prod(shape) // g, g, shape[:-1] + (shape[-1] // g,), None, g))
 
 
 class Sets(NamedTuple):
@@ -190,7 +192,6 @@ def _as_given(a: Any, dtype: np.dtype, other: np.dtype | None, lay: Layout) -> b
     return (dt is dtype or dt is other) and (a.shape == lay.shape or a.shape == (lay.count,)) and a.flags.c_contiguous
 
 
-_new = tuple.__new__  # builds a NamedTuple without its generated __new__ (small calls)
 _F32, _F64, _I64, _U64 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.uint64)
 _UINT64 = DataType.UINT64
 
