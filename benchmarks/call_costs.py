@@ -102,9 +102,9 @@ def setup() -> dict[str, Any]:
     buf = bytearray(fmt.size)
     pin = ctypes.c_char.from_buffer(buf)
     addr = ctypes.addressof(pin)
-    fmt.pack_into(buf, 0, 0, 0, 20, 0, 0, 0, x.ctypes.data, q8.ctypes.data, N, s, zp, 0)
+    fmt.pack_into(buf, 0, 0, 0, 20, 0, 0, 0, x.ctypes.data, q8.ctypes.data, N, s, zp, 0, 0, 0, 0, 0, 0)
     call = _native.Call(0, 0, 20, 0, 0, 0, x.ctypes.data, q8.ctypes.data, N, s, zp, 0)
-    packed = fmt.pack(0, 0, 20, 0, 0, 0, x.ctypes.data, q8.ctypes.data, N, s, zp, 0)
+    packed = fmt.pack(0, 0, 20, 0, 0, 0, x.ctypes.data, q8.ctypes.data, N, s, zp, 0, 0, 0, 0, 0, 0)
     # Targets of the packing pieces, never executed (their addresses are dummies).
     scratch_buf = bytearray(fmt.size)
     scratch_call = _native.Call()
@@ -148,8 +148,8 @@ PIECES: list[tuple[str, str, str]] = [
     ("buffer address", "addressof(c_char.from_buffer(x)) (numpy, writable)", "ctypes.addressof(ctypes.c_char.from_buffer(x))"),
     ("buffer address", "x.__array_interface__['data'][0] (numpy)", "x.__array_interface__['data'][0]"),
     ("buffer address", "t.data_ptr() (torch)", "t.data_ptr()"),
-    ("struct packing", "struct.pack, 12 fields, into new bytes (what NativeBackend.run does)", "fmt.pack(0, 0, 20, 0, 0, 0, 1, 2, N, s, zp, 0)"),
-    ("struct packing", "struct.pack_into, 12 fields", "fmt.pack_into(scratch_buf, 0, 0, 0, 20, 0, 0, 0, 1, 2, N, s, zp, 0)"),
+    ("struct packing", "struct.pack, 17 fields, into new bytes (what NativeBackend.run does)", "fmt.pack(0, 0, 20, 0, 0, 0, 1, 2, N, s, zp, 0, 0, 0, 0, 0, 0)"),
+    ("struct packing", "struct.pack_into, 17 fields", "fmt.pack_into(scratch_buf, 0, 0, 0, 20, 0, 0, 0, 1, 2, N, s, zp, 0, 0, 0, 0, 0, 0)"),
     ("struct packing", "Call: set 12 fields", "c = scratch_call; c.op = 0; c.float_type = 0; c.quant_type = 20; c.round_mode = 0; c.reduce_op = 0; "
      "c.reserved = 0; c.in_ = 1; c.out = 2; c.numel = N; c.scale = s; c.zero_point = zp; c.seed = 0"),
     ("struct packing", "Call: set the 4 fields a call changes", "c = scratch_call; c.in_ = 1; c.out = 2; c.numel = N; c.scale = s"),

@@ -195,7 +195,7 @@ def quantize(
         backend.run(QUANTIZE, src.dtype, qdt, src.ptr, dst.ptr, src.numel, s, zp, mode, 0, 0 if seed is None and mode == 0 else check_seed(seed, mode))
         return Quantized(dst.array, qdt, src.shape, s, zp)
     if src.numel:
-        backend.quantize_sets(src.ptr, src.dtype, dst.ptr, qdt, src.numel, sets, mode, check_seed(seed, mode))
+        backend.run(QUANTIZE, src.dtype, qdt, src.ptr, dst.ptr, src.numel, 0.0, 0, mode, 0, check_seed(seed, mode), sets)
     else:
         _groups.check_values(sets, src.dtype, qdt)
     scales, zps = _groups.as_arrays(sets, src.dtype, lay, src.kind)
@@ -245,7 +245,7 @@ def fake_quantize(
     if lay is None:
         backend.run(FAKE_QUANTIZE, src.dtype, qdt, src.ptr, dst.ptr, src.numel, s, zp, mode, op, 0 if seed is None and mode == 0 else check_seed(seed, mode))
     elif src.numel:
-        backend.fake_quantize_sets(src.ptr, src.dtype, dst.ptr, src.numel, qdt, sets, mode, check_seed(seed, mode), op)
+        backend.run(FAKE_QUANTIZE, src.dtype, qdt, src.ptr, dst.ptr, src.numel, 0.0, 0, mode, op, check_seed(seed, mode), sets)
     else:
         _groups.check_values(sets, src.dtype, qdt)
     return dst.array
@@ -361,7 +361,7 @@ def dequantize_buffer(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero
     if lay is not None:
         sets = _groups.checked(scale, zero_point, dst.dtype, qdt, lay)
         if src.numel:
-            backend.dequantize_sets(src.ptr, qdt, dst.ptr, dst.dtype, src.numel, sets, op)
+            backend.run(DEQUANTIZE, dst.dtype, qdt, src.ptr, dst.ptr, src.numel, 0.0, 0, 0, op, 0, sets)
         else:
             _groups.check_values(sets, dst.dtype, qdt)
         return dst.array

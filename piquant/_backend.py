@@ -62,11 +62,12 @@ def available_isas() -> list[str]:
     return [lib.piquant_isa_name(i).decode() for i in range(32) if mask >> i & 1]
 
 
-# piquant_op: the operation a piquant_call (one call of any per-tensor form) runs.
+# piquant_op: the operation a piquant_call (one call of any form) runs.
 QUANTIZE, DEQUANTIZE, FAKE_QUANTIZE = 0, 1, 2
 # One struct and one ctypes argument cost less than ten arguments
 # (benchmarks/call_costs.py); packed into bytes, which the library only reads.
 _CALL = _native.packer(_native.Call)
+_F32, _F64 = DataType.F32.value, DataType.F64.value
 
 
 class NativeBackend:
@@ -95,12 +96,19 @@ class NativeBackend:
         self._lib.piquant_context_destroy(self._ctx)
 
     def run(self, op: int, fdt: DataType, qdt: DataType, src: int, dst: int, n: int, scale: float, zp: int, mode: int, reduce: int,
-            seed: int) -> None:
-        """One per-tensor call (piquant_call): quantize from the fdt buffer src
-        into the qdt buffer dst, dequantize from qdt src into fdt dst, or
-        fake-quantize fdt to fdt. scale and zp are checked by the caller;
-        the library checks them again and answers a status."""
-        call = _CALL.pack(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, scale, zp - (1 << 64) if zp >= 1 << 63 else zp, seed)
+            seed: int, sets: Sets | None = None) -> None:
+        """One call (piquant_call): quantize from the fdt buffer src into the
+        qdt buffer dst, dequantize from qdt src into fdt dst, or fake-quantize
+        fdt to fdt; with scale and zp, or with sets per channel or group (then
+        scale and zp are not read; sets.count >= 1). The caller checks scale
+        and zp; the library checks them, and sets, and answers a status."""
+        if sets is None:
+            call = _CALL.pack(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, scale, zp - (1 << 64) if zp >= 1 << 63 else zp, seed,
+                              0, 0, 0, 0, 0)
+        else:
+            scales = sets.scales
+            call = _CALL.pack(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, 0.0, 0, seed, address(scales),
+                              address(sets.zero_points), sets.count, sets.inner, _F32 if scales.itemsize == 4 else _F64)
         status = self._execute(self._ctx, call)
         if status:
             _native.raise_status(self._lib, status)
@@ -108,20 +116,6 @@ class NativeBackend:
     def _check(self, status: int) -> None:
         if status:
             _native.raise_status(self._lib, status)
-
-    @staticmethod
-    def _groups(sets: Sets) -> Any:
-        scale_type = (DataType.F32 if sets.scales.dtype == np.float32 else DataType.F64).value
-        return ctypes.byref(_native.GroupParams(address(sets.scales), address(sets.zero_points), sets.count, sets.inner, scale_type))
-
-    def quantize_sets(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, sets: Sets, mode: int, seed: int) -> None:
-        self._check(self._lib.piquant_quantize_grouped(self._ctx, src, src_dt.value, dst, dst_dt.value, n, self._groups(sets), mode, seed))
-
-    def dequantize_sets(self, src: int, src_dt: DataType, dst: int, dst_dt: DataType, n: int, sets: Sets, op: int) -> None:
-        self._check(self._lib.piquant_dequantize_grouped(self._ctx, src, src_dt.value, dst, dst_dt.value, n, self._groups(sets), op))
-
-    def fake_quantize_sets(self, src: int, dt: DataType, dst: int, n: int, q_dt: DataType, sets: Sets, mode: int, seed: int, op: int) -> None:
-        self._check(self._lib.piquant_fake_quantize_grouped(self._ctx, src, dt.value, dst, n, q_dt.value, self._groups(sets), mode, seed, op))
 
     def compute_params_sets(self, src: int, src_dt: DataType, n: int, q_dt: DataType, symmetric: bool, count: int, inner: int) -> Sets:
         scales, zps = np.empty(count, np.float64), np.empty(count, np.int64)
@@ -171,9 +165,17 @@ class ReferenceBackend:
         pass
 
     def run(self, op: int, fdt: DataType, qdt: DataType, src: int, dst: int, n: int, scale: float, zp: int, mode: int, reduce: int,
-            seed: int) -> None:
+            seed: int, sets: Sets | None = None) -> None:
         """NativeBackend.run on the reference."""
-        if op == QUANTIZE:
+        if sets is not None:
+            sets = sets._replace(scales=sets.scales.reshape(-1), zero_points=sets.zero_points.reshape(-1))
+            if op == QUANTIZE:
+                self.quantize_sets(src, fdt, dst, qdt, n, sets, mode, seed)
+            elif op == DEQUANTIZE:
+                self.dequantize_sets(src, qdt, dst, fdt, n, sets, reduce)
+            else:
+                self.fake_quantize_sets(src, fdt, dst, n, qdt, sets, mode, seed, reduce)
+        elif op == QUANTIZE:
             self.quantize(src, fdt, dst, qdt, n, scale, zp, mode, seed)
         elif op == DEQUANTIZE:
             self.dequantize(src, qdt, dst, fdt, n, scale, zp, reduce)

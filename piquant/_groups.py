@@ -12,6 +12,8 @@ import numpy as np
 from . import _arrays
 from ._dtypes import DataType
 
+_new = tuple.__new__  # builds a NamedTuple without its generated __new__ (small calls)
+
 
 class Layout(NamedTuple):
     """Element i (flat, row-major) uses parameter set (i // inner) % count."""
@@ -43,7 +45,7 @@ def layout(shape: tuple[int, ...], axis: Any, group_size: Any) -> Layout | None:
         if not -ndim <= k < ndim:
             raise ValueError(f"axis: expected an axis of a {ndim}-d array (from {-ndim} to {ndim - 1}), got {k}")
         k %= ndim
-        return Layout(shape[k], math.prod(shape[k + 1 :]), (shape[k],), k, None)
+        return _new(Layout, (shape[k], math.prod(shape[k + 1 :]), (shape[k],), k, None))
     g = _int_arg(group_size, "group_size")
     if g < 1:
         raise ValueError(f"group_size: expected a positive integer, got {g}")
@@ -51,15 +53,15 @@ def layout(shape: tuple[int, ...], axis: Any, group_size: Any) -> Layout | None:
         raise ValueError("group_size: groups run along the last axis; a 0-d array has none")
     if shape[-1] % g:
         raise ValueError(f"group_size: the last axis has {shape[-1]} elements, which is not a multiple of group_size={g}")
-    return Layout(math.prod(shape) // g, g, shape[:-1] + (shape[-1] // g,), None, g)
+    return _new(Layout, (math.prod(shape) // g, g, shape[:-1] + (shape[-1] // g,), None, g))
 
 
 class Sets(NamedTuple):
     """Parameter arrays as the backends take them (the native library checks
     their values; `check_values` does for the reference)."""
 
-    scales: np.ndarray  # float32 or float64, contiguous, one per set
-    zero_points: np.ndarray  # int64 (uint64 for UINT64), contiguous, one per set
+    scales: np.ndarray  # float32 or float64, contiguous, one per set (flat or of the parameter shape)
+    zero_points: np.ndarray  # int64 (uint64 for UINT64), contiguous, one per set (as scales)
     count: int  # type: ignore[assignment]  # as in Layout
     inner: int
 
@@ -157,14 +159,15 @@ def _zero_points(zero_point: Any, qdt: DataType, lay: Layout) -> np.ndarray:
 def check_values(sets: Sets, fdt: DataType, qdt: DataType) -> None:
     """Every scale valid in the compute precision, every zero point in range
     (what the native library checks, with the same messages)."""
+    scales = sets.scales.reshape(-1)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        c = sets.scales.astype(np.float64 if fdt is DataType.F64 else np.float32)
+        c = scales.astype(np.float64 if fdt is DataType.F64 else np.float32)
         ok = (c > 0) & np.isfinite(c) & np.isfinite(c.dtype.type(1) / c)
     if not ok.all():
         k = int(np.argmin(ok))
         precision = "float64" if fdt is DataType.F64 else "float32"
-        raise ValueError(f"scale[{k}]: expected a finite number > 0 whose reciprocal is finite in {precision}, got {float(sets.scales[k])!r}")
-    z = sets.zero_points
+        raise ValueError(f"scale[{k}]: expected a finite number > 0 whose reciprocal is finite in {precision}, got {float(scales[k])!r}")
+    z = sets.zero_points.reshape(-1)
     bad = (z < qdt.qmin) | (z > qdt.qmax) if qdt is not DataType.UINT64 else np.zeros(z.shape, bool)
     if bad.any():
         k = int(np.argmax(bad))
@@ -174,13 +177,31 @@ def check_values(sets: Sets, fdt: DataType, qdt: DataType) -> None:
 def checked(scale: Any, zero_point: Any, fdt: DataType, qdt: DataType, lay: Layout) -> Sets:
     if scale is None or zero_point is None:
         raise ValueError("scale, zero_point: give both, or neither to compute them from x")
+    if _as_given(scale, _F32, _F64, lay) and _as_given(zero_point, _U64 if qdt is _UINT64 else _I64, None, lay):
+        return _new(Sets, (scale, zero_point, lay.count, lay.inner))  # what _scales and _zero_points return for them
     return Sets(_scales(scale, lay), _zero_points(zero_point, qdt, lay), lay.count, lay.inner)
+
+
+def _as_given(a: Any, dtype: np.dtype, other: np.dtype | None, lay: Layout) -> bool:
+    """a is a numpy array that the checks would pass through unchanged: one
+    of the wanted dtypes (by identity: numpy's own dtype objects), contiguous,
+    of the parameter shape. Sets may hold it in either shape."""
+    if type(a) is not np.ndarray:
+        return False
+    dt = a.dtype
+    return (dt is dtype or dt is other) and (a.shape == lay.shape or a.shape == (lay.count,)) and a.flags.c_contiguous
+
+
+_F32, _F64, _I64, _U64 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.uint64)
+_UINT64 = DataType.UINT64
 
 
 def as_arrays(sets: Sets, fdt: DataType, lay: Layout, kind: str) -> tuple[Any, Any]:
     """The parameters as the caller sees them: scales in the compute precision
     and zero points, shaped like the parameter arrays, numpy or torch like x."""
-    scales = sets.scales.astype(np.float64 if fdt is DataType.F64 else np.float32, copy=False)
+    scales = sets.scales
+    if scales.dtype is not (_F64 if fdt is DataType.F64 else _F32):
+        scales = scales.astype(np.float64 if fdt is DataType.F64 else np.float32)
     scales = scales if scales.shape == lay.shape else scales.reshape(lay.shape)
     zps = sets.zero_points if sets.zero_points.shape == lay.shape else sets.zero_points.reshape(lay.shape)
     if kind == _arrays.TORCH:

@@ -51,18 +51,36 @@ class Call(ctypes.Structure):
         ("scale", c_double),
         ("zero_point", c_int64),
         ("seed", c_uint64),
+        ("params", GroupParams),  # per channel or group if params.count != 0
     ]
 
 
 _STRUCTS: dict[str, type[ctypes.Structure]] = {"piquant_minmax_result": MinMax, "piquant_params": GroupParams, "piquant_call": Call}
 
 
-def packer(s: type[ctypes.Structure]) -> struct.Struct:
-    """A struct.Struct with the layout of a Structure of scalar fields (native
-    alignment, as C lays it out): pack_into a buffer costs less than setting
-    the fields one by one (benchmarks/call_costs.py)."""
+def scalar_fields(s: type[ctypes.Structure], base: int = 0) -> list[tuple[str, int, Any]]:
+    """(dotted name, offset, ctypes type) of each scalar in a Structure, nested
+    Structures flattened, in order."""
     fields: Any = s._fields_
-    fmt = "@" + "".join(t._type_ for _, t in fields)
+    out = []
+    for name, t in fields:
+        offset = base + getattr(s, name).offset
+        if issubclass(t, ctypes.Structure):
+            out += [(f"{name}.{n}", o, u) for n, o, u in scalar_fields(t, offset)]
+        else:
+            out.append((name, offset, t))
+    return out
+
+
+def packer(s: type[ctypes.Structure]) -> struct.Struct:
+    """A struct.Struct with the layout of a Structure (native alignment, as C
+    lays it out; nested Structures flattened: their fields are packed in
+    place, one value each): pack_into a buffer costs less than setting the
+    fields one by one (benchmarks/call_costs.py)."""
+    fmt = "@"
+    for _, offset, t in scalar_fields(s):
+        pad = offset - struct.calcsize(fmt)  # what C puts before the field beyond its alignment
+        fmt += f"{pad}x{t._type_}" if pad else t._type_
     return struct.Struct(f"{fmt}{ctypes.sizeof(s) - struct.calcsize(fmt)}x")  # with the trailing padding
 
 
@@ -106,7 +124,7 @@ _SIGNATURES = {
     ),
 }
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 
 def explicit_path() -> Path | None:

@@ -10,6 +10,7 @@ passed as ints) or a POINTER to the matching type; `const char *` is c_char_p.
 from __future__ import annotations
 
 import ctypes
+import functools
 import keyword
 import os
 import re
@@ -130,7 +131,7 @@ def test_header_is_parsed():
         ["piquant_context*", "const void*", "piquant_dtype", "void*", "piquant_dtype", "size_t", "double", "int64_t", "piquant_round_mode", "uint64_t"],
     )
     assert h.functions["piquant_context_create"] == ("int", ["size_t", "const char*", "piquant_context**"])
-    assert h.structs["piquant_call"][6] == ("in", "const void*") and len(h.structs["piquant_call"]) == 12
+    assert h.structs["piquant_call"][6] == ("in", "const void*") and h.structs["piquant_call"][12] == ("params", "piquant_params")
     assert {"piquant_dtype", "piquant_status", "piquant_op"} <= h.enums and "piquant_context" in h.opaque
 
 
@@ -220,14 +221,16 @@ def test_struct_layout_matches_the_c_compiler(tmp_path):
 
 
 def test_packer_lays_out_what_the_structure_reads(tmp_path):
-    """_native.packer(S) packs the bytes S reads field by field, at the size C gives S."""
+    """_native.packer(S) packs the bytes S reads field by field (those of a
+    nested struct in place), at the size C gives S."""
     layout = _c_layout(tmp_path)
     for name, s in _native._STRUCTS.items():
         p = _native.packer(s)
         assert p.size == ctypes.sizeof(s) == layout[name], name
-        fields = [f for f, _ in s._fields_]
-        values = [(k + 1) * 1.5 if t is ctypes.c_double else (k + 1) * 0x0101 for k, (_, t) in enumerate(s._fields_)]
+        fields = _native.scalar_fields(s)
+        values = [(k + 1) * 1.5 if t is ctypes.c_double else (k + 1) * 0x0101 for k, (_, _, t) in enumerate(fields)]
         buf = bytearray(p.size)
         p.pack_into(buf, 0, *values)
         view = s.from_buffer(buf)
-        assert [getattr(view, f) for f in fields] == values, name
+        assert [functools.reduce(getattr, f.split("."), view) for f, _, _ in fields] == values, name
+    assert [f for f, _, _ in _native.scalar_fields(_native.Call)][-2:] == ["params.inner", "params.scale_type"]

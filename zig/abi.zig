@@ -16,7 +16,7 @@ const options = @import("build_options");
 const DType = types.DType;
 const Isa = @import("isa.zig").Isa;
 
-pub const abi_version: u32 = 3;
+pub const abi_version: u32 = 4;
 
 pub const Status = enum(c_int) {
     ok = 0,
@@ -599,16 +599,20 @@ pub const Call = extern struct {
     scale: f64,
     zero_point: i64,
     seed: u64,
+    /// Per channel or group when params.count != 0 (scale and zero_point
+    /// are then ignored), else per tensor.
+    params: GroupParams,
 
     pub const Op = enum(c_int) { quantize = 0, dequantize = 1, fake_quantize = 2, _ };
 };
 
 export fn piquant_execute(ctx: ?*Handle, call: ?*const Call) c_int {
     const c = call orelse return fail(.invalid_argument, "call: expected a pointer, got NULL", .{});
+    const p: ParamArg = if (c.params.count == 0) .{ .tensor = .{ .scale = c.scale, .zero_point = c.zero_point } } else .{ .groups = &c.params };
     return switch (c.op) {
-        .quantize => piquant_quantize(ctx, c.in, c.float_type, c.out, c.quant_type, c.numel, c.scale, c.zero_point, c.round_mode, c.seed),
-        .dequantize => piquant_dequantize(ctx, c.in, c.quant_type, c.out, c.float_type, c.numel, c.scale, c.zero_point, c.reduce_op),
-        .fake_quantize => piquant_fake_quantize(ctx, c.in, c.float_type, c.out, c.numel, c.quant_type, c.scale, c.zero_point, c.round_mode, c.seed, c.reduce_op),
+        .quantize => quantizeWith(ctx, c.in, c.float_type, c.out, c.quant_type, c.numel, p, c.round_mode, c.seed),
+        .dequantize => dequantizeWith(ctx, c.in, c.quant_type, c.out, c.float_type, c.numel, p, c.reduce_op),
+        .fake_quantize => fakeQuantizeWith(ctx, c.in, c.float_type, c.out, c.numel, c.quant_type, p, c.round_mode, c.seed, c.reduce_op),
         _ => fail(.invalid_argument, "call.op: expected 0 (quantize), 1 (dequantize) or 2 (fake_quantize), got {d}", .{@intFromEnum(c.op)}),
     };
 }

@@ -282,6 +282,27 @@ int main(int argc, char **argv) {
         g.inner = N / 4;
         EXPECT(piquant_quantize_grouped(ctx, x, PIQUANT_DTYPE_F32, q, PIQUANT_DTYPE_UINT8, N, &g, PIQUANT_ROUND_NEAREST, 0) == PIQUANT_OK, "grouped quantize");
         EXPECT(piquant_dequantize_grouped(ctx, q, PIQUANT_DTYPE_UINT8, y, PIQUANT_DTYPE_F32, N, &g, PIQUANT_REDUCE_SET) == PIQUANT_OK, "grouped dequantize");
+        {
+            /* The same through piquant_execute: params.count != 0 selects them (scale and zero_point unread). */
+            static uint8_t q2[N];
+            memset(&call, 0, sizeof call);
+            call.op = PIQUANT_OP_QUANTIZE;
+            call.float_type = PIQUANT_DTYPE_F32;
+            call.quant_type = PIQUANT_DTYPE_UINT8;
+            call.in = x;
+            call.out = q2;
+            call.numel = N;
+            call.scale = NAN;
+            call.zero_point = -1;
+            call.params = g;
+            EXPECT(piquant_execute(ctx, &call) == PIQUANT_OK && memcmp(q, q2, N) == 0, "execute: grouped quantize as piquant_quantize_grouped");
+            scales[1] = -1.0;
+            memset(q2, 0xAB, N);
+            expect_error(piquant_execute(ctx, &call), PIQUANT_ERR_INVALID_VALUE, "params.scales[1]", q2, N, "execute: bad set named");
+            scales[1] = 0.1;
+            call.params.count = 0; /* per tensor: now the NaN scale is read */
+            expect_error(piquant_execute(ctx, &call), PIQUANT_ERR_INVALID_VALUE, "scale: expected", q2, N, "execute: per tensor without params");
+        }
         EXPECT(piquant_compute_params_grouped(ctx, x, PIQUANT_DTYPE_F32, N, PIQUANT_DTYPE_INT4, 1, 8, N / 8, scales, NULL) == PIQUANT_ERR_INVALID_ARGUMENT, "grouped params: NULL out");
         {
             double s8[8];

@@ -134,6 +134,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             piquant_fake_quantize_grouped(ctx[h.threads & 1], in, (piquant_dtype)call.float_type, out, numel, (piquant_dtype)call.quant_type, &g,
                                           (piquant_round_mode)call.round_mode, call.seed, (piquant_reduce_op)call.reduce_op);
         }
+        /* And as one piquant_call carrying the sets. */
+        call.params = g;
+        piquant_execute(ctx[h.threads & 1], &call);
     }
     {
         /* GGUF both ways, on buffers sized for whole blocks of the type. */

@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 /* Version of this interface; piquant_abi_version() returns the library's. */
-#define PIQUANT_ABI_VERSION 3
+#define PIQUANT_ABI_VERSION 4
 
 typedef enum piquant_status {
     PIQUANT_OK = 0,
@@ -255,8 +255,10 @@ int piquant_gguf_dequantize(piquant_context *ctx, const void *in, int type, void
 
 /* One call as a struct: the same as the function of that name, with the
  * same arguments (float_type is quantize's dtype_in, dequantize's dtype_out,
- * fake_quantize's dtype; quant_type the other side). For bindings where each
- * argument of a foreign call is costly. */
+ * fake_quantize's dtype; quant_type the other side), or as its _grouped
+ * form when params.count != 0 (scale and zero_point are then ignored).
+ * params.count == 0 is one scale and zero_point for every element. For
+ * bindings where each argument of a foreign call is costly. */
 typedef enum piquant_op {
     PIQUANT_OP_QUANTIZE = 0,
     PIQUANT_OP_DEQUANTIZE = 1,
@@ -276,6 +278,7 @@ typedef struct piquant_call {
     double scale;
     int64_t zero_point;
     uint64_t seed;
+    piquant_params params; /* per channel or group if params.count != 0 */
 } piquant_call;
 
 int piquant_execute(piquant_context *ctx, const piquant_call *call);
