@@ -61,7 +61,7 @@ fn Rounded(comptime C: type) type {
     return struct { r: Vec(C), e: Vec(i32), negative: Vec(bool), nan: Vec(bool) };
 }
 
-inline fn toGrid(comptime Q: DType, comptime C: type, comptime mode: types.RoundMode, y: Vec(C), key: u64, index: usize) Rounded(C) {
+inline fn toGrid(comptime Q: DType, comptime C: type, comptime mode: types.RoundMode, y: Vec(C), key: *rounding.Key, index: usize) Rounded(C) {
     const f = comptime format(Q);
     const U = Bits(C);
     const nan = y != y;
@@ -140,7 +140,7 @@ fn Params(comptime c: Case) type {
 inline fn quantizeBlock(comptime c: Case, p: *Params(c), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
     const C = c.float_type.Compute();
     const y = floats.loadFloats(c.float_type, src, i) * p.at(index).inv_scale;
-    dst[i..][0..block].* = encode(c.quant_type, C, toGrid(c.quant_type, C, c.round_mode, y, p.key, index));
+    dst[i..][0..block].* = encode(c.quant_type, C, toGrid(c.quant_type, C, c.round_mode, y, &p.key, index));
 }
 
 inline fn dequantizeBlock(comptime c: Case, p: *Params(c), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
@@ -155,7 +155,7 @@ inline fn fakeBlock(comptime c: Case, p: *Params(c), src: [*]const u8, dst: [*]u
     const C = c.float_type.Compute();
     const l = p.at(index);
     const y = floats.loadFloats(c.float_type, src, i) * l.inv_scale;
-    const g = toGrid(c.quant_type, C, c.round_mode, y, p.key, index);
+    const g = toGrid(c.quant_type, C, c.round_mode, y, &p.key, index);
     store(c, dst, i, value(c.quant_type, C, g) * l.scale, g.nan, quietNan(C, g.negative));
 }
 
