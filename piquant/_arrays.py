@@ -130,6 +130,9 @@ def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
     if x.requires_grad:
         x = x.detach()
     if x.is_neg():  # complex dtypes are refused above, so no conjugate bit can be set
+        if dt.is_float8:
+            raise ValueError(f"{arg}: the {x.dtype} tensor has the negative bit set (a lazy negation), which torch cannot resolve for "
+                             "float8 types; pass a tensor without it")
         x = x.resolve_neg()
     if not x.is_contiguous():
         if dt.is_packed:  # torch cannot copy these either

@@ -32,6 +32,13 @@ warnings.filterwarnings("ignore", message=".*quantized tensor creation functions
 
 PROFILE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 QTYPES = [dt.short_name for dt in DataType if dt.is_quantized]
+
+
+def tensor_of(a: np.ndarray) -> torch.Tensor:
+    """torch.from_numpy, which takes no ml_dtypes arrays: FP8 through its bytes."""
+    if a.dtype.name.startswith("float8"):
+        return torch.from_numpy(a.view(np.uint8)).view(getattr(torch, a.dtype.name))
+    return torch.from_numpy(a)
 TORCH_Q = {"quint8": torch.quint8, "qint8": torch.qint8, "qint32": torch.qint32, "quint4x2": torch.quint4x2, "quint2x4": torch.quint2x4}
 TORCH_Q_TYPE = {"quint8": "uint8", "qint8": "int8", "qint32": "int32", "quint4x2": "uint4", "quint2x4": "uint2"}
 
@@ -252,9 +259,7 @@ def test_views_with_storage_offsets(lib, ftype, qtype, n, offset, tail):
     storage_n = want.size
     storage = ref.storage_dtype(qtype)
     big = np.full(offset + storage_n + tail, 0x5A, storage)
-    bigt = torch.from_numpy(big.copy()) if lib == "torch" and not qtype.startswith("float8") else big
-    if lib == "torch" and qtype.startswith("float8"):  # torch takes no ml_dtypes arrays: their bytes then
-        bigt = torch.from_numpy(big.view(np.uint8).copy()).view(getattr(torch, qtype))
+    bigt = tensor_of(big.copy()) if lib == "torch" else big
     out = bigt[offset : offset + storage_n]
     before = as_bytes(bigt)
     got = piquant.quantize(x, qtype, scale=0.125, zero_point=0, out=out)
@@ -325,6 +330,15 @@ def test_an_out_with_the_negative_bit_is_refused():
     iout = torch._neg_view(torch.zeros(4, dtype=torch.int8))
     with raises_naming(ValueError, "out"):
         piquant.quantize(torch.ones(4), "int8", scale=0.1, zero_point=0, out=iout)
+
+
+def test_float8_tensors_with_the_negative_bit_are_refused():
+    """torch cannot negate float8 tensors, so a lazily negated one can be neither read nor written."""
+    neg = torch._neg_view(torch.zeros(4, dtype=torch.uint8).view(torch.float8_e4m3fn))
+    with raises_naming(ValueError, "q"):
+        piquant.dequantize(neg, scale=1.0)
+    with raises_naming(ValueError, "out"):
+        piquant.quantize(torch.ones(4), "float8_e4m3fn", scale=1.0, out=neg)
 
 
 @PROFILE
@@ -782,7 +796,7 @@ def test_the_fast_and_the_general_path_agree(lib, ftype, qtype, n, op, scale, ze
     n_q = -(-n * bits // 8) if bits < 8 else n
     if lib == "torch" and op != "fake_quantize" and storage == np.uint64:
         lib, xs = "numpy", x  # keep the pair of one kind
-    wrap = torch.from_numpy if lib == "torch" else (lambda a: a)
+    wrap = tensor_of if lib == "torch" else (lambda a: a)
 
     def fresh_out():
         if op == "quantize":
@@ -792,7 +806,8 @@ def test_the_fast_and_the_general_path_agree(lib, ftype, qtype, n, op, scale, ze
         if hostile == "readonly_out" and lib == "numpy":
             o.flags.writeable = False
         out = wrap(o)
-        return torch._neg_view(out) if hostile == "neg_out" and lib == "torch" and out.is_floating_point() else out
+        negatable = lib == "torch" and out.dtype in (torch.float16, torch.float32, torch.float64)  # torch cannot negate float8
+        return torch._neg_view(out) if hostile == "neg_out" and negatable else out
 
     q = ref.quantize(x, qtype, 0.5, 0)
     data = wrap(q.copy()) if not (hostile == "extra_data") else wrap(np.concatenate([q, q[:1]]) if q.size else np.zeros(1, q.dtype))
