@@ -761,7 +761,7 @@ def test_odd_scale_and_zero_point_objects(scale, zero_point, fdt, qtype, lib, op
     assert as_bytes(got) == as_bytes(want(*rule))
 
 
-# ------------------------------------------------------------ generated: the two call paths agree
+# ------------------------------------------------------------ generated: float and numpy scalar parameters agree
 
 
 def _outcome(call):
@@ -784,10 +784,10 @@ def _outcome(call):
     zero_point=st.integers(-300, 300),
     hostile=st.sampled_from([None, "scale_true", "extra_data", "string_dtype", "short_out", "wrong_out_dtype", "neg_out", "readonly_out"]),
 )
-def test_the_fast_and_the_general_path_agree(lib, ftype, qtype, n, op, scale, zero_point, hostile):
-    """Every call with out= gives the same result or the same error whether it
-    takes the fast path (a float scale) or the general one (np.float64, a
-    float subclass the fast path hands on); out= is untouched when it raises."""
+def test_float_and_numpy_scalar_parameters_agree(lib, ftype, qtype, n, op, scale, zero_point, hostile):
+    """Every call with out= gives the same result or the same error whether its
+    scale is a float or an np.float64 (a float subclass, which the checks
+    cache separately); out= is untouched when it raises."""
     rng = np.random.default_rng(n * 31 + zero_point + 300)
     x = (rng.standard_normal(n) * 4).astype(ftype)
     xs = torch.from_numpy(x) if lib == "torch" else x

@@ -117,7 +117,7 @@ def test_close_while_another_thread_is_inside_a_call(fast):
 
 
 def test_stale_handle_is_refused_not_reused():
-    """A caller that read the handle before close (as the fast path does)
+    """A caller that read the handle before close (as every call does)
     gets PIQUANT_ERR_CLOSED, also once new contexts took the freed slot;
     destroying it again does nothing. Python turns the status into RuntimeError."""
     r = run_python("""
@@ -160,7 +160,7 @@ def test_every_call_on_a_closed_context_raises_runtime_error():
     ctx.close()                                      # twice is fine
     calls = {
         "quantize": lambda: piquant.quantize(x, "uint8", ctx=ctx),
-        "fast path": lambda: piquant.quantize(x, "uint8", scale=0.02, zero_point=128, out=np.empty(x.size, np.uint8), ctx=ctx),
+        "out=": lambda: piquant.quantize(x, "uint8", scale=0.02, zero_point=128, out=np.empty(x.size, np.uint8), ctx=ctx),
         "dequantize": lambda: piquant.dequantize(q, ctx=ctx),
         "fake_quantize": lambda: piquant.fake_quantize(x, "int4", ctx=ctx),
         "per channel": lambda: piquant.quantize(x.reshape(100, -1), "int8", axis=0, ctx=ctx),
