@@ -74,7 +74,10 @@ def dequantize(
         if reduce == "add":
             if out is None:
                 raise ValueError("out: reduce='add' needs the array to add into")
-            x = _to_compute(out, out_dtype) + x
+            o = _to_compute(out, out_dtype)
+            opposite_infs = np.isinf(o) & np.isinf(x) & (np.signbit(o) != np.signbit(x))
+            x = o + x
+            x[opposite_infs] = np.copysign(np.nan, -1)  # x86's default NaN (sign set), whatever this machine's is
     res = _from_compute(x, out_dtype)
     if out is not None:
         out.reshape(-1)[...] = res.view(out.dtype)  # same width: raw bits or the float type itself

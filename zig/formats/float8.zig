@@ -107,11 +107,17 @@ inline fn store(comptime c: Case, dst: [*]u8, i: usize, x: Vec(c.float_type.Comp
     var n = nan_value;
     if (c.reduce_op == .add) {
         const o = floats.loadFloats(c.float_type, dst, i);
-        r = o + r;
+        const sum = o + r;
+        // inf + -inf gives each ISA's default NaN (x86's has the sign set, Arm's not): the spec's is x86's.
+        r = @select(C, (sum != sum) & (o == o), splat(C, defaultNan(C)), sum);
         const quiet: Vec(Bits(C)) = @as(Vec(Bits(C)), @bitCast(o)) | splat(Bits(C), @as(Bits(C), 1) << (std.math.floatMantissaBits(C) - 1));
         n = @select(C, o != o, @as(Vec(C), @bitCast(quiet)), n);
     }
     floats.storeFloats(c.float_type, dst, i, @select(C, nan, n, r));
+}
+
+fn defaultNan(comptime C: type) C {
+    return @bitCast(@as(Bits(C), @bitCast(std.math.nan(C))) | @as(Bits(C), 1) << (@bitSizeOf(C) - 1));
 }
 
 /// The float32 of FP8 codes: the magnitude's bits placed at float32's
