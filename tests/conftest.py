@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import zlib
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -11,6 +12,25 @@ from piquant import _backend
 
 ISAS = _backend.available_isas()
 THREADS = (1, 2, 3)
+
+NP_FLOAT = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
+
+
+def in_float_type(x: np.ndarray, ftype: str, rng: np.random.Generator) -> np.ndarray:
+    """float32 ``x`` in ``ftype`` (bfloat16 rounded as the reference does);
+    beyond 64 elements, one in 32 overwritten with raw bit patterns (NaN
+    payloads, denormals, infinities)."""
+    if ftype == "bfloat16":
+        x = ref.f32_to_bf16_bits(x).view(ml_dtypes.bfloat16)
+    else:
+        with np.errstate(over="ignore"):
+            x = x.astype(NP_FLOAT[ftype])
+    n = x.size
+    if n > 64:
+        width = x.dtype.itemsize
+        bits = rng.integers(0, 2**63, n // 32, dtype=np.uint64).astype(np.dtype(f"u{width}"))
+        x.view(bits.dtype)[rng.integers(0, n, bits.size)] = bits
+    return x
 
 
 @pytest.fixture(scope="session")

@@ -13,14 +13,13 @@ import pytest
 
 import piquant
 import piquant_reference as ref
-from conftest import ISAS, THREADS, as_bytes
+from conftest import ISAS, NP_FLOAT, THREADS, as_bytes, in_float_type
 from piquant_reference import float8
 
 torch = pytest.importorskip("torch")
 
 FP8 = tuple(float8.FORMATS)
 TORCH_FP8 = {"float8_e4m3fn": torch.float8_e4m3fn, "float8_e5m2": torch.float8_e5m2}
-NP_FLOAT = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 FTYPES = tuple(NP_FLOAT)
 SIZES = (0, 1, 3, 16, 17, 63, 65, 1000, 4097, 100_003)
 SCALES = (0.25, 0.0371, 3.0e-3)
@@ -55,16 +54,7 @@ def adversarial(rng, n: int, fmt: str, ftype: str, scale: float) -> np.ndarray:
     x[: min(n, pool.size)] = pool[: min(n, pool.size)]
     with np.errstate(over="ignore"):
         x = (x * scale).astype(c)
-    if ftype == "bfloat16":
-        x = ref.f32_to_bf16_bits(x).view(ml_dtypes.bfloat16)
-    else:
-        with np.errstate(over="ignore"):
-            x = x.astype(NP_FLOAT[ftype])
-    if n > 64:
-        width = x.dtype.itemsize
-        bits = rng.integers(0, 2**63, n // 32, dtype=np.uint64).astype(np.dtype(f"u{width}"))
-        x.view(bits.dtype)[rng.integers(0, n, bits.size)] = bits
-    return x
+    return in_float_type(x, ftype, rng)
 
 
 def widened(x: np.ndarray) -> np.ndarray:

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import math
 
-import ml_dtypes
 import numpy as np
 import pytest
 
 import piquant
 import piquant_reference as ref
-from conftest import ISAS, THREADS, as_bytes, random_quantized
-
-NP_FLOAT = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
+from conftest import ISAS, NP_FLOAT, THREADS, as_bytes, in_float_type, random_quantized
 
 # (shape, grouping). Sizes above 32,768 are split over threads at multiples
 # of 64 elements, which fall inside channels and groups here.
@@ -73,16 +70,7 @@ def grouped_input(rng, shape, lay, ftype: str, qtype: str, scales, zps) -> np.nd
         special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -1e-45, 3e38, -3e38, 1e9], c)
     m = n // 20
     x[rng.integers(0, max(n, 1), m)] = rng.choice(special, m)
-    if ftype == "bfloat16":
-        x = ref.f32_to_bf16_bits(x).view(ml_dtypes.bfloat16)
-    else:
-        with np.errstate(over="ignore"):
-            x = x.astype(NP_FLOAT[ftype])
-    if n > 64:
-        width = x.dtype.itemsize
-        bits = rng.integers(0, 2**63, n // 32, dtype=np.uint64).astype(np.dtype(f"u{width}"))
-        x.view(bits.dtype)[rng.integers(0, n, bits.size)] = bits
-    return x.reshape(shape)
+    return in_float_type(x, ftype, rng).reshape(shape)
 
 
 def layout_of(shape, grouping) -> tuple[int, int, tuple[int, ...]]:
