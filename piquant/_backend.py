@@ -67,6 +67,8 @@ QUANTIZE, DEQUANTIZE, FAKE_QUANTIZE = 0, 1, 2
 # One struct and one ctypes argument cost less than ten arguments
 # (benchmarks/call_costs.py); packed into bytes, which the library only reads.
 _CALL = _native.packer(_native.Call)
+_CALL_PER_TENSOR = _native.packer(_native.Call, zeroed="params")  # params.count = 0: scale and zero_point are used
+_pack_per_tensor = _CALL_PER_TENSOR.pack
 _F32, _F64 = DataType.F32.value, DataType.F64.value
 
 
@@ -103,8 +105,7 @@ class NativeBackend:
         scale and zp are not read; sets.count >= 1). The caller checks scale
         and zp; the library checks them, and sets, and answers a status."""
         if sets is None:
-            call = _CALL.pack(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, scale, zp - (1 << 64) if zp >= 1 << 63 else zp, seed,
-                              0, 0, 0, 0, 0)
+            call = _pack_per_tensor(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, scale, zp - (1 << 64) if zp >= 1 << 63 else zp, seed)
         else:
             scales = sets.scales
             call = _CALL.pack(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, 0.0, 0, seed, address(scales),

@@ -131,7 +131,7 @@ class Context:
         dst_dt = resolve(dtype_out, "dtype_out", quantized=True)
         _check_ptrs(ptr_in, ptr_out, numel)
         mode = round_mode_value(round_mode)
-        self.backend.run(_backend.QUANTIZE, src_dt, dst_dt, ptr_in, ptr_out, numel, check_scale(scale, src_dt),
+        resolve_context(self).run(_backend.QUANTIZE, src_dt, dst_dt, ptr_in, ptr_out, numel, check_scale(scale, src_dt),
                          check_zero_point(zero_point, dst_dt), mode, 0, check_seed(seed, mode))
 
     def dequantize_ptr(self, ptr_in: int, dtype_in: DataType, ptr_out: int, dtype_out: DataType, numel: int,
@@ -139,7 +139,7 @@ class Context:
         src_dt = resolve(dtype_in, "dtype_in", quantized=True)
         dst_dt = resolve(dtype_out, "dtype_out", quantized=False)
         _check_ptrs(ptr_in, ptr_out, numel)
-        self.backend.run(_backend.DEQUANTIZE, dst_dt, src_dt, ptr_in, ptr_out, numel, check_scale(scale, dst_dt),
+        resolve_context(self).run(_backend.DEQUANTIZE, dst_dt, src_dt, ptr_in, ptr_out, numel, check_scale(scale, dst_dt),
                          check_zero_point(zero_point, src_dt), 0, reduce_op_value(reduce_op), 0)
 
     def compute_quant_params_ptr_float32(self, ptr: int, target_quant_dtype: DataType, numel: int) -> tuple[float, int]:
