@@ -167,7 +167,7 @@ def quantize(
     if type(dtype) is not str and dtype in TORCH_QUANTIZED_TYPES:  # a torch quantized tensor is asked for
         dst_array = _torch_quantized(dtype, qdt, kind, shape, s if lay is None else None, zp if lay is None else None, sets if lay else None,
                                      fdt, lay, out)
-        dst_ptr = _arrays.torch_address(dst_array, qdt, "out")
+        dst_ptr = dst_array.data_ptr()  # new, so its storage is whole and its offset 0 (a packed one's too)
     elif out is None:
         dst_array, _, dst_ptr, _, _, _ = _arrays.empty(kind, shape, qdt, numel=numel)
     else:
@@ -298,13 +298,14 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
         if qdt is not buf.dtype:
             raise TypeError(f"qdtype: {qdt.short_name} does not match q's dtype {buf.array.dtype}")
         logical = buf.shape if shape is None else shape
-        if math.prod(logical) != buf.numel:
+        if shape is not None and math.prod(logical) != buf.numel:
             raise ValueError(f"shape: {logical} has {math.prod(logical)} elements, q has {buf.numel}")
     if zero_point is None and qdt.is_float8:
         zero_point = 0 if axis is None and group_size is None else np.zeros(np.shape(scale), np.int64)
     if scale is None or zero_point is None:
         raise ValueError("scale, zero_point: required to dequantize a plain integer array")
-    buf = _new(Buffer, (buf.array, buf.kind, buf.ptr, qdt, buf.shape, math.prod(logical)))
+    if qdt.is_packed:  # the buffer holds bytes; the call counts values
+        buf = _new(Buffer, (buf.array, buf.kind, buf.ptr, qdt, buf.shape, math.prod(logical)))
     return buf, qdt, scale, zero_point, logical, axis, group_size
 
 
