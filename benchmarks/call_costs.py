@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 import piquant
-from piquant import _backend, _native
+from piquant import _arrays, _backend, _checks, _native  # noqa: F401  _checks: a timed statement's name
 
 # Names the timed statements use (PIECES, as strings):
 from piquant._api import Quantized  # noqa: F401
@@ -123,6 +123,12 @@ def setup() -> dict[str, Any]:
     q = piquant.quantize(x, "uint8", scale=s, zero_point=zp)
     qt = piquant.quantize(t, "uint8", scale=s, zero_point=zp)
     out_f = np.empty(N, np.float32)
+    # The layers of the call path, and the floor: what no Python layer can skip.
+    src, srct = _arrays.read(x, "x", quantized=False), _arrays.read(t, "x", quantized=False)
+    be = ctx.backend
+    pack12 = _backend._CALL_PER_TENSOR.pack
+    cf, ad = ctypes.c_char.from_buffer, ctypes.addressof
+    f32, u8 = fdt, qdt
     return {**globals(), **locals()}
 
 
@@ -148,7 +154,10 @@ PIECES: list[tuple[str, str, str]] = [
     ("buffer address", "addressof(c_char.from_buffer(x)) (numpy, writable)", "ctypes.addressof(ctypes.c_char.from_buffer(x))"),
     ("buffer address", "x.__array_interface__['data'][0] (numpy)", "x.__array_interface__['data'][0]"),
     ("buffer address", "t.data_ptr() (torch)", "t.data_ptr()"),
-    ("struct packing", "struct.pack, 17 fields, into new bytes (what NativeBackend.run does)", "fmt.pack(0, 0, 20, 0, 0, 0, 1, 2, N, s, zp, 0, 0, 0, 0, 0, 0)"),
+    ("struct packing", "struct.pack, 12 fields, params left zero (what NativeBackend.run does per tensor)",
+     "pack12(0, 0, 20, 0, 0, 0, 1, 2, N, s, zp, 0)"),
+    ("struct packing", "struct.pack, 17 fields, into new bytes (what NativeBackend.run does per set)",
+     "fmt.pack(0, 0, 20, 0, 0, 0, 1, 2, N, s, zp, 0, 0, 0, 0, 0, 0)"),
     ("struct packing", "struct.pack_into, 17 fields", "fmt.pack_into(scratch_buf, 0, 0, 0, 20, 0, 0, 0, 1, 2, N, s, zp, 0, 0, 0, 0, 0, 0)"),
     ("struct packing", "Call: set 12 fields", "c = scratch_call; c.op = 0; c.float_type = 0; c.quant_type = 20; c.round_mode = 0; c.reduce_op = 0; "
      "c.reserved = 0; c.in_ = 1; c.out = 2; c.numel = N; c.scale = s; c.zero_point = zp; c.seed = 0"),
@@ -187,6 +196,30 @@ PIECES: list[tuple[str, str, str]] = [
     ("value checks", "check_scale(s, F32) (ctypes.c_float rounding)", "check_scale(s, fdt)"),
     ("value checks", "check_zero_point(zp, UINT8)", "check_zero_point(zp, qdt)"),
     ("value checks", "float32 rounding via struct", "struct.unpack('f', struct.pack('f', s))[0]"),
+    ("input checks", "t's checks in read(): dtype, is_cpu, layout, is_nested, requires_grad, is_neg(), is_contiguous()",
+     "t.dtype; t.is_cpu; t.layout; t.is_nested; t.requires_grad; t.is_neg(); t.is_contiguous()"),
+    ("input checks", "t's storage bound (torch_address): untyped_storage(), data_ptr() ×2, nbytes ×2", "_arrays.torch_address(t, f32, 'x')"),
+    ("input checks", "tuple(t.shape), t.numel()", "tuple(t.shape); t.numel()"),
+    ("call path layers", "_arrays.read(x) (numpy)", "_arrays.read(x, 'x', quantized=False)"),
+    ("call path layers", "_arrays.read(t) (torch)", "_arrays.read(t, 'x', quantized=False)"),
+    ("call path layers", "_arrays.write(q8, ...) (numpy out=)", "_arrays.write(q8, src, u8, src.shape, N)"),
+    ("call path layers", "_arrays.write(qt8, ...) (torch out=)", "_arrays.write(qt8, srct, u8, srct.shape, N)"),
+    ("call path layers", "_arrays.empty('numpy', ...)", "_arrays.empty('numpy', (N,), u8, numel=N)"),
+    ("call path layers", "_arrays.empty('torch', ...)", "_arrays.empty('torch', (N,), u8, numel=N)"),
+    ("call path layers", "per_tensor_args(...) (a combination seen before)", "_checks.per_tensor_args('uint8', 'nearest', s, zp, f32)"),
+    ("call path layers", "NativeBackend.run(...) (quantize 64)", "be.run(0, f32, u8, src.ptr, ad(cf(q8)), N, s, zp, 0, 0, 0)"),
+    ("floor", "numpy out=: execute(pack(address of x, of out))",
+     "execute_ptr(handle, pack12(0, 0, 20, 0, 0, 0, ad(cf(x)), ad(cf(q8)), N, s, zp, 0))"),
+    ("floor", "numpy allocated: the same and np.empty",
+     "a = np.empty(N, np.uint8); execute_ptr(handle, pack12(0, 0, 20, 0, 0, 0, ad(cf(x)), ad(cf(a)), N, s, zp, 0))"),
+    ("floor", "torch out=: execute(pack(t.data_ptr(), out.data_ptr()))",
+     "execute_ptr(handle, pack12(0, 0, 20, 0, 0, 0, t.data_ptr(), qt8.data_ptr(), N, s, zp, 0))"),
+    ("floor", "torch allocated: the same and torch.empty",
+     "a = torch.empty(N, dtype=torch.uint8); "
+     "execute_ptr(handle, pack12(0, 0, 20, 0, 0, 0, t.data_ptr(), a.data_ptr(), N, s, zp, 0))"),
+    ("floor", "torch, checked: the floor with read()'s checks of t and out", "t.dtype; t.is_cpu; t.layout; t.is_nested; t.requires_grad; t.is_neg(); "
+     "t.is_contiguous(); qt8.dtype; qt8.is_cpu; qt8.layout; qt8.is_nested; qt8.requires_grad; qt8.is_neg(); qt8.is_contiguous(); "
+     "execute_ptr(handle, pack12(0, 0, 20, 0, 0, 0, _arrays.torch_address(t, f32, 'x'), _arrays.torch_address(qt8, u8, 'out'), N, s, zp, 0))"),
     ("whole calls", "torch.quantize_per_tensor(t, s, zp, quint8)", "torch.quantize_per_tensor(t, s, zp, torch.quint8)"),
     ("whole calls", "tq.dequantize()", "tq.dequantize()"),
     ("whole calls", "piquant.quantize(x, 'uint8', scale=, zero_point=, out=) (numpy)", "piquant.quantize(x, 'uint8', scale=s, zero_point=zp, out=q8)"),

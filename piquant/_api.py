@@ -13,7 +13,7 @@ from ._arrays import Buffer
 from ._backend import DEQUANTIZE, FAKE_QUANTIZE, QUANTIZE
 from ._checks import check_scale, check_seed, check_shape, check_zero_point, per_tensor_args
 from ._context import Context, reduce_op_value, resolve_context, round_mode_value
-from ._dtypes import TORCH_QUANTIZED, DataType, resolve
+from ._dtypes import TORCH_QUANTIZED_TYPES, DataType, resolve
 
 _new = tuple.__new__  # builds a NamedTuple without its generated __new__ (small calls)
 _F32 = DataType.F32  # a member read through the Enum class costs three times a global
@@ -118,13 +118,6 @@ def compute_params(
     return _new(QuantParams, backend.compute_params(src.ptr, src.dtype, src.numel, qdt, bool(symmetric)))
 
 
-def _torch_quantized_dtype(dtype: Any) -> Any:
-    """dtype itself if it is one of torch's quantized tensor types, else None."""
-    if type(dtype).__module__ == "torch" and str(dtype).removeprefix("torch.") in TORCH_QUANTIZED:
-        return dtype
-    return None
-
-
 def quantize(
     x: Any,
     dtype: Any = "uint8",
@@ -159,47 +152,53 @@ def quantize(
     """
     backend = resolve_context(ctx)
     src = _arrays.read(x, "x", quantized=False)
+    _, kind, src_ptr, fdt, shape, numel = src
     if axis is None and group_size is None:
         lay = None
         if scale is None or zero_point is None:
             scale, zero_point = _computed(backend, src, resolve(dtype, "dtype", quantized=True), scale, zero_point, symmetric)
-        qdt, mode, s, zp = per_tensor_args(dtype, round_mode, scale, zero_point, src.dtype)
+        qdt, mode, s, zp = per_tensor_args(dtype, round_mode, scale, zero_point, fdt)
     else:
         qdt = resolve(dtype, "dtype", quantized=True)
         mode = round_mode_value(round_mode)
-        lay = _groups.layout(src.shape, axis, group_size)
+        lay = _groups.layout(shape, axis, group_size)
         assert lay is not None  # axis or group_size was given
         sets = _sets(backend, src, qdt, scale, zero_point, symmetric, lay)
-    torch_qdtype = None if type(dtype) is str else _torch_quantized_dtype(dtype)
-    if torch_qdtype is not None:
-        if src.kind != _arrays.TORCH:
-            raise TypeError(f"dtype: {dtype} makes a torch quantized tensor; x must be a torch tensor")
-        if out is not None:
-            raise ValueError(f"out: not supported with dtype={dtype}; pass dtype='{qdt.short_name}' to write plain integers into out")
-        import torch
-
-        if lay is None:
-            size = src.shape or ((),)  # sizes one by one: see _arrays.empty
-            data = torch._empty_affine_quantized(*size, scale=s, zero_point=zp, dtype=torch_qdtype)
-        elif lay.axis is None:
-            raise ValueError(f"group_size: torch quantized tensors have no per-group form; pass dtype='{qdt.short_name}' for plain integers")
-        else:
-            scales, zps = _groups.as_arrays(sets, src.dtype, lay, _arrays.TORCH)
-            data = torch._empty_per_channel_affine_quantized(src.shape, scales=scales.double(), zero_points=zps, axis=lay.axis, dtype=torch_qdtype)
-        dst = _new(Buffer, (data, _arrays.TORCH, data.data_ptr(), qdt, src.shape, src.numel))
+    if type(dtype) is not str and dtype in TORCH_QUANTIZED_TYPES:  # a torch quantized tensor is asked for
+        dst_array = _torch_quantized(dtype, qdt, kind, shape, s if lay is None else None, zp if lay is None else None, sets if lay else None,
+                                     fdt, lay, out)
+        dst_ptr = dst_array.data_ptr()  # new, so its storage is whole and its offset 0 (a packed one's too)
     elif out is None:
-        dst = _arrays.empty(src.kind, src.shape, qdt)
+        dst_array, _, dst_ptr, _, _, _ = _arrays.empty(kind, shape, qdt, numel=numel)
     else:
-        dst = _arrays.write(out, src, qdt, src.shape, src.numel)
+        dst_array, _, dst_ptr, _, _, _ = _arrays.write(out, src, qdt, shape, numel)
     if lay is None:
-        backend.run(QUANTIZE, src.dtype, qdt, src.ptr, dst.ptr, src.numel, s, zp, mode, 0, 0 if seed is None and mode == 0 else check_seed(seed, mode))
-        return Quantized(dst.array, qdt, src.shape, s, zp)
-    if src.numel:
-        backend.run(QUANTIZE, src.dtype, qdt, src.ptr, dst.ptr, src.numel, 0.0, 0, mode, 0, check_seed(seed, mode), sets)
+        backend.run(QUANTIZE, fdt, qdt, src_ptr, dst_ptr, numel, s, zp, mode, 0, 0 if seed is None and mode == 0 else check_seed(seed, mode))
+        return Quantized(dst_array, qdt, shape, s, zp)
+    if numel:
+        backend.run(QUANTIZE, fdt, qdt, src_ptr, dst_ptr, numel, 0.0, 0, mode, 0, check_seed(seed, mode), sets)
     else:
-        _groups.check_values(sets, src.dtype, qdt)
-    scales, zps = _groups.as_arrays(sets, src.dtype, lay, src.kind)
-    return Quantized(dst.array, qdt, src.shape, scales, zps, lay.axis, lay.group_size)
+        _groups.check_values(sets, fdt, qdt)
+    scales, zps = _groups.as_arrays(sets, fdt, lay, kind)
+    return Quantized(dst_array, qdt, shape, scales, zps, lay.axis, lay.group_size)
+
+
+def _torch_quantized(dtype: Any, qdt: DataType, kind: str, shape: tuple[int, ...], s: float | None, zp: int | None,
+                     sets: _groups.Sets | None, fdt: DataType, lay: _groups.Layout | None, out: Any) -> Any:
+    """A new torch quantized tensor of ``dtype`` (torch.quint8 …) carrying
+    the parameters, for quantize to write."""
+    if kind != _arrays.TORCH:
+        raise TypeError(f"dtype: {dtype} makes a torch quantized tensor; x must be a torch tensor")
+    if out is not None:
+        raise ValueError(f"out: not supported with dtype={dtype}; pass dtype='{qdt.short_name}' to write plain integers into out")
+    torch = _arrays.torch_facts().module
+    if lay is None:
+        return torch._empty_affine_quantized(*(shape or ((),)), scale=s, zero_point=zp, dtype=dtype)  # sizes one by one: see _arrays.empty
+    if lay.axis is None:
+        raise ValueError(f"group_size: torch quantized tensors have no per-group form; pass dtype='{qdt.short_name}' for plain integers")
+    assert sets is not None
+    scales, zps = _groups.as_arrays(sets, fdt, lay, _arrays.TORCH)
+    return torch._empty_per_channel_affine_quantized(shape, scales=scales.double(), zero_points=zps, axis=lay.axis, dtype=dtype)
 
 
 def fake_quantize(
@@ -251,14 +250,8 @@ def fake_quantize(
     return dst.array
 
 
-class _Source(NamedTuple):
-    buf: Buffer
-    dtype: DataType
-    scale: Any
-    zero_point: Any
-    shape: tuple[int, ...]
-    axis: int | None = None
-    group_size: int | None = None
+# What _source finds: the quantized buffer, its type, parameters, logical shape, axis and group size.
+_Source = tuple[Buffer, DataType, Any, Any, tuple[int, ...], Any, Any]
 
 
 def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: Any, group_size: Any) -> _Source:
@@ -267,13 +260,17 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
     if isinstance(q, Quantized):
         if scale is not None or zero_point is not None or qdtype is not None or shape is not None or axis is not None or group_size is not None:
             raise ValueError("q: a Quantized carries its own dtype, shape, scale, zero_point and grouping; do not restate them")
-        qdt = resolve(q.dtype, "q.dtype", quantized=True)
+        qdt = q.dtype
+        if type(qdt) is not DataType or qdt._value_ < 16:
+            qdt = resolve(qdt, "q.dtype", quantized=True)
         logical = check_shape(q.shape, "q.shape")
         numel = math.prod(logical)
         buf = _arrays.read(q.data, "q.data", quantized=True)
-        _arrays.check_data(buf, qdt, numel, "q.data")
-        buf = _new(Buffer, (buf.array, buf.kind, buf.ptr, qdt, buf.shape, numel))
-        return _new(_Source, (buf, qdt, q.scale, q.zero_point, logical, q.axis, q.group_size))
+        if buf[3] is not qdt or buf[5] != numel:  # else the storage of numel qdt values, which check_data also passes
+            _arrays.check_data(buf, qdt, numel, "q.data")
+            array, kind, ptr, _, shape, _ = buf
+            buf = _new(Buffer, (array, kind, ptr, qdt, shape, numel))
+        return buf, qdt, q.scale, q.zero_point, logical, q.axis, q.group_size
     if _arrays.kind_of(q, "q") == _arrays.TORCH and q.is_quantized:
         import torch
 
@@ -282,9 +279,9 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
         buf = _arrays.read(q, "q", quantized=True)
         scheme = q.qscheme()
         if scheme in (torch.per_tensor_affine, torch.per_tensor_symmetric):
-            return _Source(buf, buf.dtype, float(q.q_scale()), int(q.q_zero_point()), buf.shape)
+            return buf, buf.dtype, float(q.q_scale()), int(q.q_zero_point()), buf.shape, None, None
         if scheme in (torch.per_channel_affine, torch.per_channel_symmetric):
-            return _Source(buf, buf.dtype, q.q_per_channel_scales(), q.q_per_channel_zero_points(), buf.shape, q.q_per_channel_axis())
+            return buf, buf.dtype, q.q_per_channel_scales(), q.q_per_channel_zero_points(), buf.shape, q.q_per_channel_axis(), None
         raise NotImplementedError(f"q: quantization scheme {scheme} is not supported (its zero points are floats)")
     buf = _arrays.read(q, "q", quantized=True)
     qdt = buf.dtype if qdtype is None else resolve(qdtype, "qdtype", quantized=True)
@@ -301,14 +298,15 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
         if qdt is not buf.dtype:
             raise TypeError(f"qdtype: {qdt.short_name} does not match q's dtype {buf.array.dtype}")
         logical = buf.shape if shape is None else shape
-        if math.prod(logical) != buf.numel:
+        if shape is not None and math.prod(logical) != buf.numel:
             raise ValueError(f"shape: {logical} has {math.prod(logical)} elements, q has {buf.numel}")
     if zero_point is None and qdt.is_float8:
         zero_point = 0 if axis is None and group_size is None else np.zeros(np.shape(scale), np.int64)
     if scale is None or zero_point is None:
         raise ValueError("scale, zero_point: required to dequantize a plain integer array")
-    buf = _new(Buffer, (buf.array, buf.kind, buf.ptr, qdt, buf.shape, math.prod(logical)))
-    return _new(_Source, (buf, qdt, scale, zero_point, logical, axis, group_size))
+    if qdt.is_packed:  # the buffer holds bytes; the call counts values
+        buf = _new(Buffer, (buf.array, buf.kind, buf.ptr, qdt, buf.shape, math.prod(logical)))
+    return buf, qdt, scale, zero_point, logical, axis, group_size
 
 
 def dequantize(
@@ -352,20 +350,20 @@ def dequantize_buffer(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero
     if out is None:
         if op == 1:
             raise ValueError("out: reduce='add' needs the array to add into")
-        dst = _arrays.empty(src.kind, logical, fdt or _F32)
+        dst_array, _, dst_ptr, dst_dt, _, _ = _arrays.empty(src.kind, logical, fdt or _F32, numel=src.numel)
     else:
         out_dt = _arrays.dtype_of(out, _arrays.kind_of(out, "out"), "out", quantized=False)
         if fdt is not None and fdt is not out_dt:
             raise ValueError(f"dtype: {fdt.short_name} does not match out's dtype {out.dtype}")
-        dst = _arrays.write(out, src, out_dt, logical, src.numel)
+        dst_array, _, dst_ptr, dst_dt, _, _ = _arrays.write(out, src, out_dt, logical, src.numel)
     if lay is not None:
-        sets = _groups.checked(scale, zero_point, dst.dtype, qdt, lay)
+        sets = _groups.checked(scale, zero_point, dst_dt, qdt, lay)
         if src.numel:
-            backend.run(DEQUANTIZE, dst.dtype, qdt, src.ptr, dst.ptr, src.numel, 0.0, 0, 0, op, 0, sets)
+            backend.run(DEQUANTIZE, dst_dt, qdt, src.ptr, dst_ptr, src.numel, 0.0, 0, 0, op, 0, sets)
         else:
-            _groups.check_values(sets, dst.dtype, qdt)
-        return dst.array
-    s = check_scale(scale, dst.dtype)
+            _groups.check_values(sets, dst_dt, qdt)
+        return dst_array
+    s = check_scale(scale, dst_dt)
     zp = check_zero_point(zero_point, qdt)
-    backend.run(DEQUANTIZE, dst.dtype, qdt, src.ptr, dst.ptr, src.numel, s, zp, 0, op, 0)
-    return dst.array
+    backend.run(DEQUANTIZE, dst_dt, qdt, src.ptr, dst_ptr, src.numel, s, zp, 0, op, 0)
+    return dst_array

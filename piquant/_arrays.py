@@ -65,28 +65,31 @@ def address(a: np.ndarray) -> int:
     buffer protocol when the array is writable (a third of the cost of
     ``a.ctypes.data``), else, or for an empty array or a dtype without a
     buffer format (ml_dtypes.bfloat16), through ``a.ctypes``."""
-    if a.flags.writeable:
-        try:
-            return ctypes.addressof(ctypes.c_char.from_buffer(a))  # type: ignore[arg-type]  # ndarray exports a buffer
-        except (ValueError, TypeError):
-            pass
-    ptr: int = a.ctypes.data
-    return ptr
+    try:
+        return _addressof(_from_buffer(a))
+    except (ValueError, TypeError):
+        ptr: int = a.ctypes.data
+        return ptr
 
 
-def torch_address(t: Any, arg: str) -> int:
+_from_buffer: Any = ctypes.c_char.from_buffer  # exports a C-contiguous writable buffer, or raises
+_addressof = ctypes.addressof
+
+
+def torch_address(t: Any, dt: DataType, arg: str) -> int:
     """The address of a contiguous CPU tensor's first element, after checking
     that its storage holds every byte from there to its last element (a
-    storage can be resized under its views). A packed torch quantized tensor
-    (quint4x2, quint2x4) counts its offset in elements, which its data_ptr()
+    storage can be resized under its views); ``dt`` is its element type. A
+    packed torch quantized tensor (quint4x2, quint2x4: the only packed
+    types torch holds) counts its offset in elements, which its data_ptr()
     takes for bytes."""
     storage = t.untyped_storage()
-    bits = torch_facts().packed_bits.get(t.dtype) if t.is_quantized else None
-    if bits is not None:
-        return _packed_address(t, storage, bits, arg)
-    ptr = t.data_ptr()
-    end = ptr - storage.data_ptr() + t.nbytes
-    if end > storage.nbytes() and t.nbytes:
+    if dt._bits < 8:  # type: ignore[attr-defined]
+        return _packed_address(t, storage, dt._bits, arg)  # type: ignore[attr-defined]
+    ptr: int = t.data_ptr()
+    nbytes = t.nbytes
+    end = ptr - storage.data_ptr() + nbytes
+    if end > storage.nbytes() and nbytes:
         raise ValueError(f"{arg}: its storage holds {storage.nbytes()} bytes, fewer than the {end} its elements span (was the storage resized?)")
     return ptr
 
@@ -107,20 +110,19 @@ def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
     """A read-only buffer of ``x``; a non-contiguous input is copied, and so
     is a tensor with the negative bit (torch's lazy negation), whose memory
     holds the negated values."""
-    if type(x) is np.ndarray:  # the common cases first, checked as below but in one pass
+    tp = type(x)
+    if tp is np.ndarray:  # the common cases first, checked as below but in one pass
         dt = NUMPY_TYPES.get(x.dtype)
-        flags = x.flags
-        if dt is not None and (dt._value_ >= 16) == quantized and flags.c_contiguous:
-            try:  # address(x), inline
-                ptr = ctypes.addressof(ctypes.c_char.from_buffer(x)) if flags.writeable else x.ctypes.data  # type: ignore[arg-type]
+        if dt is not None and (dt._value_ >= 16) == quantized:
+            try:  # the buffer export proves the array C-contiguous (and writable); others take the path below
+                return _new(Buffer, (x, NUMPY, _addressof(_from_buffer(x)), dt, x.shape, x.size))
             except (ValueError, TypeError):
-                ptr = x.ctypes.data
-            return _new(Buffer, (x, NUMPY, ptr, dt, x.shape, x.size))
-    elif type(x) is _torch_tensor:
+                pass
+    elif tp is _torch_tensor:
         dt = _torch_types.get(x.dtype)
         if (dt is not None and (dt._value_ >= 16) == quantized and x.is_cpu and x.layout is _strided and not x.is_nested and not x.requires_grad
                 and not x.is_neg() and x.is_contiguous()):
-            return _new(Buffer, (x, TORCH, torch_address(x, arg), dt, tuple(x.shape), x.numel()))
+            return _new(Buffer, (x, TORCH, torch_address(x, dt, arg), dt, tuple(x.shape), x.numel()))
     kind = kind_of(x, arg)
     dt = dtype_of(x, kind, arg, quantized=quantized)
     if kind == NUMPY:
@@ -138,7 +140,7 @@ def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
         if dt.is_packed:  # torch cannot copy these either
             raise ValueError(f"{arg}: expected a contiguous {x.dtype} tensor (torch cannot copy packed quantized tensors)")
         x = x.contiguous()
-    return Buffer(x, kind, torch_address(x, arg), dt, tuple(x.shape), x.numel())
+    return Buffer(x, kind, torch_address(x, dt, arg), dt, tuple(x.shape), x.numel())
 
 
 def packed_bytes(t: Any, arg: str) -> Any:
@@ -176,7 +178,6 @@ class TorchFacts(NamedTuple):
 
     module: Any
     strided: Any
-    packed_bits: dict[Any, int]  # torch.quint4x2 / quint2x4 → bits per element
     storage: dict[DataType, Any]  # the torch dtype each type's data is stored as
 
 
@@ -185,37 +186,43 @@ _torch_tensor: Any = None
 _torch_types: dict[Any, DataType] = {}
 _torch_storage: dict[DataType, Any] = {}
 _strided: Any = None
+_torch_empty: Any = None
 _increment_version: Any = None  # bumps the autograd version counters of a tuple of tensors
 
 
 @functools.cache
 def torch_facts() -> TorchFacts:
-    global _torch_tensor, _torch_types, _torch_storage, _strided, _increment_version
+    global _torch_tensor, _torch_types, _torch_storage, _strided, _torch_empty, _increment_version
     import torch
 
     storage = {d: getattr(torch, "uint8" if d.is_packed else d.short_name) for d in DataType if d.is_packed or hasattr(torch, d.short_name)}
-    packed = {k: v.bit_size for k, v in torch_dtype_map().items() if v.is_packed}
     _torch_tensor, _torch_types, _torch_storage, _strided = torch.Tensor, torch_dtype_map(), storage, torch.strided
     _increment_version = torch._C._increment_version
-    return TorchFacts(torch, torch.strided, packed, storage)
+    _torch_empty = torch.empty
+    return TorchFacts(torch, torch.strided, storage)
 
 
 # bfloat16 and float8 arrays are ml_dtypes'.
 NUMPY_TYPES = {numpy_storage(dt): dt for dt in DataType if not dt.is_packed and ((dt is not DataType.BF16 and not dt.is_float8) or has_numpy_bfloat16())}
 
 
-def empty(kind: str, shape: tuple[int, ...], dt: DataType, *, zeros: bool = False) -> Buffer:
-    """A new array for ``shape`` elements of ``dt`` (packed types: flat bytes)."""
-    numel = math.prod(shape)
-    storage_shape = (dt.nbytes(numel),) if dt.is_packed else shape
+def empty(kind: str, shape: tuple[int, ...], dt: DataType, *, zeros: bool = False, numel: int | None = None) -> Buffer:
+    """A new array for ``shape`` elements of ``dt`` (packed types: flat
+    bytes); ``numel``, if the caller knows it, is ``math.prod(shape)``."""
+    if numel is None:
+        numel = math.prod(shape)
+    storage_shape = ((numel * dt._bits + 7) >> 3,) if dt._bits < 8 else shape  # type: ignore[attr-defined]
     if kind == NUMPY:
-        a = (np.zeros if zeros else np.empty)(storage_shape, dtype=numpy_storage(dt))
-        return _new(Buffer, (a, kind, address(a), dt, shape, numel))
-    facts = torch_facts()
-    torch = facts.module
-    make = torch.zeros if zeros else torch.empty
+        a = (np.zeros if zeros else np.empty)(storage_shape, dtype=_NP_STORAGE.get(dt) or numpy_storage(dt))
+        try:  # address(a), inline
+            ptr = _addressof(_from_buffer(a))
+        except (ValueError, TypeError):  # empty, or a dtype without a buffer format
+            ptr = a.ctypes.data
+        return _new(Buffer, (a, kind, ptr, dt, shape, numel))
+    storage = _torch_storage.get(dt) or torch_facts().storage[dt]
+    make = torch_facts().module.zeros if zeros else _torch_empty
     # torch 2.13 parses sizes given one by one in a fifth of the time of a tuple of them
-    t = make(*storage_shape, dtype=facts.storage[dt]) if storage_shape else make((), dtype=facts.storage[dt])
+    t = make(*storage_shape, dtype=storage) if storage_shape else make((), dtype=storage)
     return _new(Buffer, (t, kind, t.data_ptr(), dt, shape, numel))
 
 
@@ -231,7 +238,7 @@ def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: in
     parallel blocks: a shared byte would be read after it was overwritten),
     unless ``in_place`` allows it to be ``src`` itself. It is never copied,
     so results land in the caller's memory or an error is raised."""
-    kind = src.kind
+    _, kind, src_ptr, src_dt, _, src_numel = src
     got = NUMPY if type(out) is np.ndarray else TORCH if type(out) is _torch_tensor else kind_of(out, arg)
     if got != kind:
         raise TypeError(f"{arg}: expected a {kind} array like the input, got a {got} one")
@@ -242,17 +249,17 @@ def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: in
         want = _NP_STORAGE.get(dt) or numpy_storage(dt)  # the function raises what is missing
         if out.dtype is not want and out.dtype != want:
             raise ValueError(f"{arg}: expected dtype {want}, got {out.dtype}")
-        flags = out.flags
-        if not flags.c_contiguous:
-            raise ValueError(f"{arg}: expected a C-contiguous array")
-        if not flags.writeable:
-            raise ValueError(f"{arg}: the array is read-only")
+        try:  # the buffer export proves the array C-contiguous and writable
+            ptr = _addressof(_from_buffer(out))
+        except (ValueError, TypeError):  # which of them is not, or an empty array
+            flags = out.flags
+            if not flags.c_contiguous:
+                raise ValueError(f"{arg}: expected a C-contiguous array") from None
+            if not flags.writeable:
+                raise ValueError(f"{arg}: the array is read-only") from None
+            ptr = out.ctypes.data
         if out.size != want_size:
             raise ValueError(f"{arg}: expected {want_size} elements, got {out.size}")
-        try:  # address(out), inline
-            ptr = ctypes.addressof(ctypes.c_char.from_buffer(out))
-        except (ValueError, TypeError):
-            ptr = out.ctypes.data
     else:
         if not out.is_cpu or out.layout is not _strided or out.is_nested:
             check_torch(out, arg)
@@ -267,9 +274,9 @@ def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: in
             check_writable_tensor(out, arg)
         if out.numel() != want_size:
             raise ValueError(f"{arg}: expected {want_size} elements, got {out.numel()}")
-        ptr = torch_address(out, arg)
-    src_end = src.ptr + ((src.numel * src.dtype._bits + 7) >> 3)  # type: ignore[attr-defined]
-    if numel and src.numel and src.ptr < ptr + nbytes and ptr < src_end and not (in_place and ptr == src.ptr):
+        ptr = torch_address(out, dt if bits >= 8 else DataType.UINT8, arg)  # packed types: plain bytes
+    src_end = src_ptr + ((src_numel * src_dt._bits + 7) >> 3)  # type: ignore[attr-defined]
+    if numel and src_numel and src_ptr < ptr + nbytes and ptr < src_end and not (in_place and ptr == src_ptr):
         raise ValueError(f"{arg}: shares memory with the input; pass a separate array")
     if kind == TORCH:
         # Bumps its autograd version counter as torch's own in-place writes

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 import warnings
 from typing import Any
 
@@ -67,7 +68,14 @@ QUANTIZE, DEQUANTIZE, FAKE_QUANTIZE = 0, 1, 2
 # One struct and one ctypes argument cost less than ten arguments
 # (benchmarks/call_costs.py); packed into bytes, which the library only reads.
 _CALL = _native.packer(_native.Call)
+_CALL_PER_TENSOR = _native.packer(_native.Call, zeroed="params")  # params.count = 0: scale and zero_point are used
+_pack_per_tensor = _CALL_PER_TENSOR.pack
 _F32, _F64 = DataType.F32.value, DataType.F64.value
+
+
+# What a call returns through pointers, one set per thread (each call reads
+# it back before the thread makes another): made once instead of per call.
+_per_thread = threading.local()
 
 
 class NativeBackend:
@@ -85,6 +93,7 @@ class NativeBackend:
         self._ctx = handle.value
         self.isa = lib.piquant_isa_name(lib.piquant_context_isa(self._ctx)).decode()
         self._execute = lib.piquant_execute
+        self._compute_params = lib.piquant_compute_params
 
     @property
     def num_threads(self) -> int:
@@ -103,8 +112,7 @@ class NativeBackend:
         scale and zp are not read; sets.count >= 1). The caller checks scale
         and zp; the library checks them, and sets, and answers a status."""
         if sets is None:
-            call = _CALL.pack(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, scale, zp - (1 << 64) if zp >= 1 << 63 else zp, seed,
-                              0, 0, 0, 0, 0)
+            call = _pack_per_tensor(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, scale, zp - (1 << 64) if zp >= 1 << 63 else zp, seed)
         else:
             scales = sets.scales
             call = _CALL.pack(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, 0.0, 0, seed, address(scales),
@@ -131,11 +139,17 @@ class NativeBackend:
         self._check(self._lib.piquant_gguf_dequantize(self._ctx, src, gguf_type, dst, dst_dt.value, n))
 
     def compute_params(self, src: int, src_dt: DataType, n: int, q_dt: DataType, symmetric: bool) -> tuple[float, int]:
-        scale, zp = ctypes.c_double(), ctypes.c_int64()
-        self._check(self._lib.piquant_compute_params(
-            self._ctx, src, src_dt.value, n, q_dt.value, int(symmetric), ctypes.byref(scale), ctypes.byref(zp)
-        ))
-        return scale.value, q_dt.zero_point_from_raw(zp.value)
+        try:
+            scale, zp, scale_ref, zp_ref = _per_thread.params_out
+        except AttributeError:
+            scale, zp = ctypes.c_double(), ctypes.c_int64()
+            scale_ref, zp_ref = ctypes.byref(scale), ctypes.byref(zp)
+            _per_thread.params_out = (scale, zp, scale_ref, zp_ref)
+        status = self._compute_params(self._ctx, src, src_dt._value_, n, q_dt._value_, 1 if symmetric else 0, scale_ref, zp_ref)
+        if status:
+            _native.raise_status(self._lib, status)
+        raw = zp.value
+        return scale.value, raw + (1 << 64) if raw < 0 and q_dt is DataType.UINT64 else raw
 
 
 def _view(ptr: int, nbytes: int, dtype: Any) -> np.ndarray:

@@ -94,6 +94,20 @@ def _dequantize_q_numpy(c: CallInputs) -> tuple[Fn, Fn]:
     return (lambda: piquant.dequantize(q)), tq.dequantize
 
 
+def _dequantize_tq(c: CallInputs) -> tuple[Fn, Fn]:
+    tq = _torch_quantize(c)()
+    return (lambda: piquant.dequantize(tq)), tq.dequantize
+
+
+def _per_channel(c: CallInputs) -> tuple[Fn, Fn]:
+    """64 channels of n/64 elements along axis 0, each with its own parameters."""
+    torch, t2 = c.torch, c.t.reshape(64, -1)
+    s, zp = piquant.compute_params(t2, "uint8", axis=0)
+    s64, zp64 = s.double(), zp
+    return (lambda: piquant.quantize(t2, "uint8", scale=s, zero_point=zp, axis=0)), (
+        lambda: torch.quantize_per_channel(t2, s64, zp64, 0, torch.quint8))
+
+
 def _pi_quant_quantize(qtype: str) -> Callable[[CallInputs], tuple[Fn, Fn]]:
     def make(c: CallInputs) -> tuple[Fn, Fn]:
         import piquant.torch as pt
@@ -143,8 +157,13 @@ def _context_ptr(op: str) -> Callable[[CallInputs], tuple[Fn, Fn]]:
         def dequantize(_hold: Any = arrays) -> None:
             ctx.dequantize_ptr(pq, dt.UINT8, pf, dt.F32, n, s, zp, reduce)
 
+        def params(_hold: Any = arrays) -> None:
+            ctx.compute_quant_params_ptr_float32(px, dt.UINT8, n)
+
         if op == "quantize":
             return quantize, _torch_quantize(c)
+        if op == "params":
+            return params, torch_params(c.torch, c.t, 0, 255)
         return dequantize, _torch_quantize(c)().dequantize
 
     return make
@@ -209,6 +228,7 @@ CALLS = (
     CallRow('quantize(t, "uint8")  [parameters computed]', _QPT, 1.5, _quantize_computed),
     CallRow("dequantize(q)  [Quantized of a tensor]", _DEQ, 1.0, _dequantize_q),
     CallRow("dequantize(q)  [Quantized of a numpy array]", _DEQ, None, _dequantize_q_numpy, needs_torch=False),
+    CallRow("dequantize(tq)  [torch quantized tensor]", _DEQ, None, _dequantize_tq),
     CallRow("piquant.torch.quantize(t, ..., dtype=torch.quint8)", _QPT, 1.0, _pi_quant_quantize("quint8")),
     CallRow("piquant.torch.quantize(t, ..., dtype=torch.uint8)", "quantized_decomposed.quantize_per_tensor", 1.0, _pi_quant_quantize("uint8")),
     CallRow("piquant.torch.quantize(t, ..., dtype=torch.quint4x2)", "torch.quantize_per_tensor(..., quint4x2)", 1.0, _pi_quant_quantize("quint4x2")),
@@ -217,9 +237,13 @@ CALLS = (
     CallRow("piquant.torch.dequantize(tq quint4x2, ..., dtype=torch.float32)", _DEQ, 1.0, _pi_quant_dequantize("quint4x2")),
     CallRow("ctx.quantize_ptr(px, F32, pq, UINT8, n, s, zp, NEAREST)", _QPT, None, _context_ptr("quantize"), needs_torch=False),
     CallRow("ctx.dequantize_ptr(pq, UINT8, pf, F32, n, s, zp, SET)", _DEQ, None, _context_ptr("dequantize"), needs_torch=False),
+    CallRow("ctx.compute_quant_params_ptr_float32(px, UINT8, n)", "torch.aminmax + MinMaxObserver's arithmetic", None, _context_ptr("params"),
+            needs_torch=False),
     CallRow('fake_quantize(t, "uint8", scale=s, zero_point=zp)', "torch.fake_quantize_per_tensor_affine", None, _fake_quantize(False)),
     CallRow('fake_quantize(t, "uint8", scale=s, zero_point=zp, out=o)', "torch.fake_quantize_per_tensor_affine", None, _fake_quantize(True)),
     CallRow('compute_params(t, "uint8")', "torch.aminmax + MinMaxObserver's arithmetic", None, _compute_params),
+    CallRow('quantize(t2, "uint8", scale=S, zero_point=Z, axis=0)', "torch.quantize_per_channel(t2, S, Z, 0, quint8)", None,
+            _per_channel),
     CallRow('quantize(x, "int4", scale=S, zero_point=Z, group_size=32)', 'per tensor: quantize(x, "int4", scale=s, ...)', 1.5, _group_wise,
             needs_torch=False),
     CallRow('piquant.gguf.quantize(x, "Q8_0")', 'per tensor: quantize(x, "int8", scale=s, ...)', 1.5, _gguf_q8_0, needs_torch=False),

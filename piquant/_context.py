@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import _backend
-from ._checks import check_scale, check_seed, check_zero_point
+from ._checks import check_scale, check_seed, check_zero_point, per_tensor_args
 from ._dtypes import DataType, resolve
 
 
@@ -21,11 +21,15 @@ class RoundMode(Enum):
     NEAREST = 0
     STOCHASTIC = 1
 
+    __hash__ = object.__hash__  # as DataType's: members are singletons; Enum's hash (of the name, in Python) is slow as a cache key
+
 
 @unique
 class ReduceOp(Enum):
     SET = 0
     ADD = 1
+
+    __hash__ = object.__hash__
 
 
 def _enum_value(value: Any, enum: type[Enum], arg: str) -> int:
@@ -130,16 +134,16 @@ class Context:
         src_dt = resolve(dtype_in, "dtype_in", quantized=False)
         dst_dt = resolve(dtype_out, "dtype_out", quantized=True)
         _check_ptrs(ptr_in, ptr_out, numel)
-        mode = round_mode_value(round_mode)
-        self.backend.run(_backend.QUANTIZE, src_dt, dst_dt, ptr_in, ptr_out, numel, check_scale(scale, src_dt),
-                         check_zero_point(zero_point, dst_dt), mode, 0, check_seed(seed, mode))
+        _, mode, s, zp = per_tensor_args(dst_dt, round_mode, scale, zero_point, src_dt)  # dst_dt is resolved: its errors are named above
+        resolve_context(self).run(_backend.QUANTIZE, src_dt, dst_dt, ptr_in, ptr_out, numel, s, zp, mode, 0, 0 if seed is None and mode == 0 else
+                                  check_seed(seed, mode))
 
     def dequantize_ptr(self, ptr_in: int, dtype_in: DataType, ptr_out: int, dtype_out: DataType, numel: int,
                        scale: float, zero_point: int, reduce_op: ReduceOp) -> None:
         src_dt = resolve(dtype_in, "dtype_in", quantized=True)
         dst_dt = resolve(dtype_out, "dtype_out", quantized=False)
         _check_ptrs(ptr_in, ptr_out, numel)
-        self.backend.run(_backend.DEQUANTIZE, dst_dt, src_dt, ptr_in, ptr_out, numel, check_scale(scale, dst_dt),
+        resolve_context(self).run(_backend.DEQUANTIZE, dst_dt, src_dt, ptr_in, ptr_out, numel, check_scale(scale, dst_dt),
                          check_zero_point(zero_point, src_dt), 0, reduce_op_value(reduce_op), 0)
 
     def compute_quant_params_ptr_float32(self, ptr: int, target_quant_dtype: DataType, numel: int) -> tuple[float, int]:

@@ -143,6 +143,8 @@ _torch_map: dict[Any, DataType] | None = None
 # torch's quantized tensor types and the piquant type of their elements.
 TORCH_QUANTIZED = {"quint8": DataType.UINT8, "qint8": DataType.INT8, "qint32": DataType.INT32,
                    "quint4x2": DataType.UINT4, "quint2x4": DataType.UINT2}  # fmt: skip
+# The torch dtypes among them, filled with the torch map (resolving any torch dtype does).
+TORCH_QUANTIZED_TYPES: set[Any] = set()
 
 
 def torch_dtype_map() -> dict[Any, DataType]:
@@ -159,6 +161,7 @@ def torch_dtype_map() -> dict[Any, DataType]:
         for name, dt in TORCH_QUANTIZED.items():
             if hasattr(torch, name):
                 _torch_map[getattr(torch, name)] = dt
+                TORCH_QUANTIZED_TYPES.add(getattr(torch, name))
     return _torch_map
 
 

@@ -76,7 +76,10 @@ def _numpy(a: Any, arg: str, integral: bool, qdt: DataType | None = None) -> np.
     if kind == _arrays.NUMPY:  # ml_dtypes' bfloat16 is exact in float32 (dtype.name is slow to read)
         return a.astype(np.float32) if a.dtype.type.__name__ == "bfloat16" else a
     _arrays.check_torch(a, arg)
-    a = a.detach().resolve_neg()
+    if a.requires_grad:  # each of these makes a tensor: only when needed
+        a = a.detach()
+    if a.is_neg():
+        a = a.resolve_neg()
     torch = _arrays.torch_facts().module
     if a.dtype in (torch.bfloat16, torch.float16):  # exactly representable in float32, which numpy has
         a = a.float()

@@ -72,15 +72,20 @@ def scalar_fields(s: type[ctypes.Structure], base: int = 0) -> list[tuple[str, i
     return out
 
 
-def packer(s: type[ctypes.Structure]) -> struct.Struct:
+def packer(s: type[ctypes.Structure], zeroed: str | None = None) -> struct.Struct:
     """A struct.Struct with the layout of a Structure (native alignment, as C
     lays it out; nested Structures flattened: their fields are packed in
     place, one value each): pack_into a buffer costs less than setting the
-    fields one by one (benchmarks/call_costs.py)."""
+    fields one by one (benchmarks/call_costs.py). The fields of the nested
+    Structure named ``zeroed`` are left out and packed as zero bytes (each
+    value passed costs)."""
     fmt = "@"
-    for _, offset, t in scalar_fields(s):
+    for name, offset, t in scalar_fields(s):
         pad = offset - struct.calcsize(fmt)  # what C puts before the field beyond its alignment
-        fmt += f"{pad}x{t._type_}" if pad else t._type_
+        if zeroed is not None and name.startswith(zeroed + "."):
+            fmt += f"{pad + ctypes.sizeof(t)}x"
+        else:
+            fmt += f"{pad}x{t._type_}" if pad else t._type_
     return struct.Struct(f"{fmt}{ctypes.sizeof(s) - struct.calcsize(fmt)}x")  # with the trailing padding
 
 

@@ -234,3 +234,21 @@ def test_packer_lays_out_what_the_structure_reads(tmp_path):
         view = s.from_buffer(buf)
         assert [functools.reduce(getattr, f.split("."), view) for f, _, _ in fields] == values, name
     assert [f for f, _, _ in _native.scalar_fields(_native.Call)][-2:] == ["params.inner", "params.scale_type"]
+
+
+def test_packer_zeroes_the_nested_struct_it_leaves_out():
+    """packer(Call, zeroed="params") (the per-tensor call) packs the other
+    fields where Call reads them and zero bytes over params, whatever was
+    in the buffer before."""
+    full, per_tensor = _native.packer(_native.Call), _native.packer(_native.Call, zeroed="params")
+    assert per_tensor.size == full.size == ctypes.sizeof(_native.Call)
+    fields = _native.scalar_fields(_native.Call)
+    kept = [f for f, _, _ in fields if not f.startswith("params.")]
+    values = [(k + 1) * 1.5 if t is ctypes.c_double else (k + 1) * 0x0101 for k, (f, _, t) in enumerate(fields) if f in kept]
+    buf = bytearray(b"\xff" * per_tensor.size)
+    per_tensor.pack_into(buf, 0, *values)
+    view = _native.Call.from_buffer(buf)
+    got = {f: functools.reduce(getattr, f.split("."), view) for f, _, _ in fields}
+    assert [got[f] for f in kept] == values
+    assert all(got[f] in (0, None) for f, _, _ in fields if f.startswith("params."))
+    assert per_tensor.pack(*values) == full.pack(*[dict(zip(kept, values)).get(f, 0) for f, _, _ in fields])

@@ -316,3 +316,30 @@ def test_fast_path_matches_general_path_and_still_checks(rng, kind):
     buf = conv(np.zeros(800, np.float32))
     with pytest.raises(ValueError, match="shares memory"):
         piquant.fake_quantize(buf[:700], "uint8", scale=0.05, zero_point=0, out=buf[10:710])
+
+
+def test_calls_from_many_threads_get_their_own_results():
+    """Per-thread state of the call path (compute_params' result slots, the
+    argument caches) is not shared: threads computing and using different
+    parameters at once each get what a lone call gives."""
+    import threading
+
+    rng = np.random.default_rng(7)
+    xs = [rng.standard_normal(257, dtype=np.float32) * (k + 1) + k for k in range(6)]
+    want = [(piquant.compute_params(x, "uint8"), piquant.quantize(x, "uint8").data.copy()) for x in xs]
+    errors: list[str] = []
+
+    def work(k: int) -> None:
+        for _ in range(300):
+            p = piquant.compute_params(xs[k], "uint8")
+            q = piquant.quantize(xs[k], "uint8")
+            if p != want[k][0] or (q.scale, q.zero_point) != tuple(want[k][0]) or not np.array_equal(q.data, want[k][1]):
+                errors.append(f"thread {k}: {p} != {want[k][0]}")
+                return
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
