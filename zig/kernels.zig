@@ -16,6 +16,7 @@ const providers = .{
     @import("formats/gguf.zig"),
     @import("formats/float8.zig"),
     @import("minmax.zig"),
+    @import("set_params.zig"),
 };
 
 comptime {
