@@ -347,8 +347,8 @@ def decomposed_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
     from torch.ao.quantization.fx import _decomposed  # noqa: F401  registers the ops
 
     ops = torch.ops.quantized_decomposed
-    if r.group or r.op.startswith("gguf"):
-        return None, "no group-wise or GGUF decomposed op"
+    if r.group or r.op.startswith(("gguf", "mx")):
+        return None, "no group-wise, GGUF or MX decomposed op"
     s, zp = float(inp.scale), int(inp.zero_point)
     qmin, qmax = ref.qrange(r.quant_dtype)
     xt = inp.x if not isinstance(inp.x, np.ndarray) else torch.from_numpy(inp.x)
