@@ -138,6 +138,22 @@ class NativeBackend:
     def gguf_dequantize(self, src: int, gguf_type: int, dst: int, dst_dt: DataType, n: int) -> None:
         self._check(self._lib.piquant_gguf_dequantize(self._ctx, src, gguf_type, dst, dst_dt.value, n))
 
+    def mx_quantize(self, src: int, src_dt: DataType, data: int, scales: int, n: int, row: int, fmt: str, block_size: int, scale_mode: str,
+                    mode: int, seed: int, per_tensor_scale: float | None) -> None:
+        """piquant.mx's blocks of n elements (rows of `row`) into codes at data and scales at scales."""
+        p = None if per_tensor_scale is None else ctypes.c_float(per_tensor_scale)
+        self._check(self._lib.piquant_mx_quantize(
+            self._ctx, src, src_dt.value, data, scales, n, row, MX_FORMATS.index(fmt), block_size, SCALE_MODES.index(scale_mode), mode, seed,
+            None if p is None else ctypes.addressof(p),
+        ))
+
+    def mx_dequantize(self, data: int, scales: int, dst: int, dst_dt: DataType, n: int, row: int, fmt: str, block_size: int,
+                      per_tensor_scale: float | None) -> None:
+        p = None if per_tensor_scale is None else ctypes.c_float(per_tensor_scale)
+        self._check(self._lib.piquant_mx_dequantize(
+            self._ctx, data, scales, dst, dst_dt.value, n, row, MX_FORMATS.index(fmt), block_size, None if p is None else ctypes.addressof(p),
+        ))
+
     def compute_params(self, src: int, src_dt: DataType, n: int, q_dt: DataType, symmetric: bool) -> tuple[float, int]:
         try:
             scale, zp, scale_ref, zp_ref = _per_thread.params_out
@@ -261,6 +277,32 @@ class ReferenceBackend:
         x = spec.dequantize(_view(src, n // elements * size, np.uint8), fmt)
         out = _float_view(dst, dst_dt, n)
         out[...] = self._ref.f32_to_bf16_bits(x) if dst_dt is DataType.BF16 else x.astype(out.dtype)
+
+
+    def mx_quantize(self, src: int, src_dt: DataType, data: int, scales: int, n: int, row: int, fmt: str, block_size: int, scale_mode: str,
+                    mode: int, seed: int, per_tensor_scale: float | None) -> None:
+        from piquant_reference import mx
+
+        x = _float_view(src, src_dt, n)
+        if src_dt is DataType.BF16:
+            x = self._ref.bf16_bits_to_f32(x)
+        d, sc = mx.quantize(x, fmt, block_size, scale_mode, _ROUND[mode], seed if mode else None, per_tensor_scale)
+        _view(data, n // 2 if fmt in ("mxfp4", "nvfp4") else n, np.uint8)[...] = d.view(np.uint8)
+        _view(scales, n // block_size, np.uint8)[...] = sc.view(np.uint8)
+
+    def mx_dequantize(self, data: int, scales: int, dst: int, dst_dt: DataType, n: int, row: int, fmt: str, block_size: int,
+                      per_tensor_scale: float | None) -> None:
+        from piquant_reference import mx
+
+        d = _view(data, n // 2 if fmt in ("mxfp4", "nvfp4") else n, np.uint8)
+        v = mx.dequantize(d, _view(scales, n // block_size, np.uint8), fmt, block_size, per_tensor_scale)
+        out = _float_view(dst, dst_dt, n)
+        out[...] = self._ref.f32_to_bf16_bits(v) if dst_dt is DataType.BF16 else v.astype(out.dtype)
+
+
+# piquant_mx_format and piquant_scale_mode, in the ABI's order.
+MX_FORMATS = ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp4", "mxint8", "nvfp4")
+SCALE_MODES = ("floor", "rceil")
 
 
 GGUF_NAMES = {2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 39: "MXFP4"}

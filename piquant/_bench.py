@@ -37,6 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 import piquant
+import piquant.mx
 import piquant_reference as ref
 
 from . import _backend, _bench_calls
@@ -54,9 +55,9 @@ REFERENCE_MAX = {"quick": 1_048_576, "full": 27_264_000}
 
 @dataclass(frozen=True)
 class Row:
-    op: str  # quantize, dequantize, compute_params, fake_quantize, gguf_quantize, gguf_dequantize
+    op: str  # quantize, dequantize, compute_params, fake_quantize, gguf_quantize, gguf_dequantize, mx_quantize
     float_dtype: str
-    quant_dtype: str  # a GGUF type name for the gguf_ ops
+    quant_dtype: str  # a GGUF type name for the gguf_ ops, a piquant.mx format for mx_quantize
     round_mode: str = "nearest"
     reduce: str = "set"
     group: int = 0  # group_size of group-wise parameters; 0: per tensor
@@ -68,6 +69,8 @@ class Row:
             return f"gguf {f}→{self.quant_dtype}"
         if self.op == "gguf_dequantize":
             return f"gguf {self.quant_dtype}→{f}"
+        if self.op == "mx_quantize":
+            return f"mx {f}→{self.quant_dtype}"
         if self.group:
             return f"{self.op} {f}→{self.quant_dtype} g={self.group}" if self.op == "quantize" else f"{self.op} {self.quant_dtype}→{f} g={self.group}"
         if self.op == "quantize":
@@ -82,6 +85,8 @@ class Row:
         """Whether this row can run on n elements (whole groups and blocks)."""
         if self.op.startswith("gguf"):
             return n % piquant.gguf.block_size(self.quant_dtype) == 0
+        if self.op == "mx_quantize":
+            return n % min(n, ROW_LENGTH) == 0 and min(n, ROW_LENGTH) % mx_block(self.quant_dtype) == 0
         return not self.group or (n % min(n, ROW_LENGTH) == 0 and min(n, ROW_LENGTH) % self.group == 0)
 
     def bytes_moved(self, n: int) -> int:
@@ -90,6 +95,8 @@ class Row:
         f = {"float64": 8, "float32": 4}.get(self.float_dtype, 2)
         if self.op.startswith("gguf"):
             return n * f + n // piquant.gguf.block_size(self.quant_dtype) * piquant.gguf.block_bytes(self.quant_dtype)
+        if self.op == "mx_quantize":
+            return n * f + (n // 2 if self.quant_dtype in ("mxfp4", "nvfp4") else n) + n // mx_block(self.quant_dtype)
         q = (n * ref.bits(self.quant_dtype) + 7) // 8 + (n // self.group * 16 if self.group else 0)
         return {
             "quantize": n * f + q,
@@ -131,7 +138,13 @@ ROWS = (
     Row("gguf_dequantize", "float32", "Q4_0"),
     Row("gguf_dequantize", "float32", "Q4_K"),
     Row("gguf_dequantize", "float32", "Q6_K"),
+    *(Row("mx_quantize", "float32", fmt) for fmt in piquant.mx.FORMATS),
 )
+
+
+def mx_block(fmt: str) -> int:
+    """The block size the MX rows use: torchao's default (NVFP4: 16)."""
+    return 16 if fmt == "nvfp4" else 32
 
 
 @dataclass
@@ -170,7 +183,7 @@ class Inputs:
         if row.group:
             x32 = x32.reshape(-1, min(n, ROW_LENGTH))
             self.scale, self.zero_point = piquant.compute_params(x32, row.quant_dtype, symmetric=True, group_size=row.group)
-        elif not row.op.startswith("gguf"):
+        elif not row.op.startswith(("gguf", "mx")):
             self.scale, self.zero_point = piquant.compute_params(x32, row.quant_dtype)
         self.x = self._float(x32, row.float_dtype)
 
@@ -232,16 +245,23 @@ def import_torchao(notes: dict[str, str]) -> str | None:
     each with a log line); None, or why it cannot be used."""
     os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
     try:
+        import torchao.prototype.mx_formats.mx_tensor
+        import torchao.prototype.mx_formats.nvfp4_tensor
         import torchao.quantization.quant_primitives  # noqa: F401
     except ImportError:
         return "torchao is not installed (pip install torchao)"
     if os.environ["TORCHAO_FORCE_SKIP_LOADING_SO_FILES"] == "1":
-        notes["torchao"] = "its native libraries are not loaded (TORCHAO_FORCE_SKIP_LOADING_SO_FILES=1): quant_primitives are plain torch"
+        notes["torchao"] = ("its native libraries are not loaded (TORCHAO_FORCE_SKIP_LOADING_SO_FILES=1): quant_primitives, to_mx and "
+                            "nvfp4_quantize are plain torch")
     return None
 
 
 def piquant_fn(inp: Inputs, ctx: piquant.Context) -> Callable[[], Any]:
     r = inp.row
+    if r.op == "mx_quantize":
+        x = inp.x.reshape(-1, min(inp.n, ROW_LENGTH))
+        m = piquant.mx.quantize(x, r.quant_dtype)
+        return lambda: piquant.mx.quantize(x, r.quant_dtype, out=(m.data, m.scales), ctx=ctx)
     if r.op == "gguf_quantize":
         blocks = piquant.gguf.quantize(inp.x, r.quant_dtype)
         return lambda: piquant.gguf.quantize(inp.x, r.quant_dtype, out=blocks, ctx=ctx)
@@ -274,6 +294,8 @@ _TORCH_QTYPES = {"uint8": "quint8", "int8": "qint8", "uint4": "quint4x2", "uint2
 
 def torch_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
     torch, r = inp.torch, inp.row
+    if r.op == "mx_quantize":
+        return None, "torch has no MX quantization (torchao's is the peer)"
     if r.group or r.op.startswith("gguf"):
         return None, "torch has no group-wise or GGUF quantization"
     s, zp = float(inp.scale), int(inp.zero_point)
@@ -325,8 +347,8 @@ def decomposed_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
     from torch.ao.quantization.fx import _decomposed  # noqa: F401  registers the ops
 
     ops = torch.ops.quantized_decomposed
-    if r.group or r.op.startswith("gguf"):
-        return None, "no group-wise or GGUF decomposed op"
+    if r.group or r.op.startswith(("gguf", "mx")):
+        return None, "no group-wise, GGUF or MX decomposed op"
     s, zp = float(inp.scale), int(inp.zero_point)
     qmin, qmax = ref.qrange(r.quant_dtype)
     xt = inp.x if not isinstance(inp.x, np.ndarray) else torch.from_numpy(inp.x)
@@ -356,8 +378,10 @@ def torchao_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
     """torchao's quantize_affine / dequantize_affine (plain torch ops) with
     block size (1, g), on group-wise rows."""
     r, torch = inp.row, inp.torch
+    if r.op == "mx_quantize":
+        return _torchao_mx(inp)
     if not r.group:
-        return None, "torchao: measured on group-wise rows"
+        return None, "torchao: measured on group-wise and MX rows"
     try:
         from torchao.quantization import quant_primitives as qp
     except ImportError:
@@ -371,11 +395,26 @@ def torchao_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
     return lambda: qp.dequantize_affine(q, block, s, zp, tdt, qmin, qmax), None
 
 
+def _torchao_mx(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
+    """torchao's prototype to_mx (FLOOR) and nvfp4_quantize: plain torch ops."""
+    r, torch = inp.row, inp.torch
+    if r.quant_dtype == "mxint8":
+        return None, "torchao has no MXINT8"
+    from torchao.prototype.mx_formats import constants, mx_tensor, nvfp4_tensor
+
+    xt = torch.from_numpy(inp.x).reshape(-1, min(inp.n, ROW_LENGTH))
+    if r.quant_dtype == "nvfp4":
+        return lambda: nvfp4_tensor.nvfp4_quantize(xt, 16, None), None
+    elem = {"mxfp8_e4m3": torch.float8_e4m3fn, "mxfp8_e5m2": torch.float8_e5m2, "mxfp6_e2m3": constants.DTYPE_FP6_E2M3,
+            "mxfp6_e3m2": constants.DTYPE_FP6_E3M2, "mxfp4": torch.float4_e2m1fn_x2}[r.quant_dtype]
+    return lambda: mx_tensor.to_mx(xt, elem, 32), None
+
+
 def gguf_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
     """The gguf package's numpy gguf.quants on GGUF rows."""
     r = inp.row
     if not r.op.startswith("gguf"):
-        return None, "gguf: measured on GGUF rows"
+        return None, "gguf: measured on GGUF rows"  # its MXFP4 is the GGUF row
     try:
         from gguf import GGMLQuantizationType, quants
     except ImportError:
@@ -413,6 +452,11 @@ def ggml_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
 
 def reference_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
     r = inp.row
+    if r.op == "mx_quantize":
+        from piquant_reference import mx
+
+        x = inp.x.reshape(-1, min(inp.n, ROW_LENGTH))
+        return lambda: mx.quantize(x, r.quant_dtype, mx_block(r.quant_dtype)), None
     if r.op.startswith("gguf"):
         from piquant_reference import gguf, gguf_kquants
 

@@ -120,6 +120,11 @@ _SIGNATURES = {
     "piquant_gguf_block_bytes": (c_size, [c_int]),
     "piquant_gguf_quantize": (c_int, [c_void_p, c_void_p, c_int, c_void_p, c_int, c_size]),
     "piquant_gguf_dequantize": (c_int, [c_void_p, c_void_p, c_int, c_void_p, c_int, c_size]),
+    "piquant_mx_quantize": (
+        c_int,
+        [c_void_p, c_void_p, c_int, c_void_p, c_void_p, c_size, c_size, c_int, c_size, c_int, c_int, c_uint64, c_void_p],
+    ),
+    "piquant_mx_dequantize": (c_int, [c_void_p, c_void_p, c_void_p, c_void_p, c_int, c_size, c_size, c_int, c_size, c_void_p]),
     "piquant_execute": (c_int, [c_void_p, c_void_p]),  # a Call, as the bytes packer(Call) packs
     "piquant_stream": (c_int, [c_void_p, c_void_p, c_void_p, c_size]),
     "piquant_minmax": (c_int, [c_void_p, c_void_p, c_int, c_size, ctypes.POINTER(MinMax)]),

@@ -1,8 +1,8 @@
 """OCP microscaling formats (MXFP8, MXFP6, MXFP4, MXINT8) and NVFP4, in
 torchao's layouts (docs/semantics.md, *MX block formats and NVFP4*).
 
-These run piquant_reference's numpy code for now; native kernels are to
-follow (issue 17).
+The native kernels (zig/formats/mx.zig) run them when the library is
+loaded, piquant_reference's numpy code otherwise (the context's backend).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 
 from . import _arrays
+from ._backend import MX_FORMATS, SCALE_MODES
 from ._checks import check_seed
-from ._context import round_mode_value
+from ._context import Context, resolve_context, round_mode_value
 from ._dtypes import DataType, resolve
 
-FORMATS = ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp4", "mxint8", "nvfp4")
+FORMATS = MX_FORMATS
 _FP8 = {"mxfp8_e4m3": "float8_e4m3fn", "mxfp8_e5m2": "float8_e5m2"}
-SCALE_MODES = ("floor", "rceil")
 
 
 @dataclass(frozen=True)
@@ -40,14 +40,8 @@ class MXArray:
     block_size: int
     per_tensor_scale: float | None = None
 
-    def dequantize(self, dtype: Any = None, *, out: Any = None) -> Any:
-        return dequantize(self, dtype, out=out)
-
-
-def _ref() -> Any:
-    from piquant_reference import mx
-
-    return mx
+    def dequantize(self, dtype: Any = None, *, out: Any = None, ctx: Context | None = None) -> Any:
+        return dequantize(self, dtype, out=out, ctx=ctx)
 
 
 def _check_format(fmt: Any, block_size: Any, scale_mode: Any) -> int:
@@ -66,43 +60,63 @@ def _check_format(fmt: Any, block_size: Any, scale_mode: Any) -> int:
     return block_size
 
 
-def _numpy_floats(src: _arrays.Buffer) -> np.ndarray:
-    a = src.array
-    if src.kind == _arrays.TORCH:
-        import torch
-
-        a = a.view(torch.uint16).numpy() if src.dtype is DataType.BF16 else a.numpy()
-        if src.dtype is DataType.BF16:
-            import ml_dtypes
-
-            a = a.view(ml_dtypes.bfloat16)
-    return np.asarray(a)
-
-
-def _storage(fmt: str, kind: str, data: np.ndarray, scales: np.ndarray, shape: tuple[int, ...], block_size: int) -> tuple[Any, Any]:
-    """The reference's flat codes in the layout and array kind of the API."""
+def _layout(fmt: str, kind: str, shape: tuple[int, ...], block_size: int) -> tuple[tuple[tuple[int, ...], Any], tuple[tuple[int, ...], Any]]:
+    """(shape, dtype) of the data and of the scales of x of `shape`."""
     n = shape[-1]
     sshape = (*shape[:-1], n // block_size)
     dshape = (*shape[:-1], n // 2) if fmt in ("mxfp4", "nvfp4") else shape
-    data = data.reshape(dshape)
-    scales = scales.reshape(sshape)
     if kind == _arrays.NUMPY:
-        if fmt in _FP8:
-            from piquant_reference import float8
+        from piquant_reference import float8
 
-            data = data.view(float8.FORMATS[_FP8[fmt]].storage)
-        if fmt == "nvfp4":
-            from piquant_reference import float8
-
-            scales = scales.view(float8.FORMATS["float8_e4m3fn"].storage)
-        return data, scales
+        ddt = float8.FORMATS[_FP8[fmt]].storage if fmt in _FP8 else np.dtype(np.int8 if fmt == "mxint8" else np.uint8)
+        sdt = float8.FORMATS["float8_e4m3fn"].storage if fmt == "nvfp4" else np.dtype(np.uint8)
+        return (dshape, ddt), (sshape, sdt)
     import torch
 
-    td = torch.from_numpy(np.ascontiguousarray(data).view(np.int8 if fmt == "mxint8" else np.uint8))
-    if fmt in _FP8:
-        td = td.view(getattr(torch, _FP8[fmt]))
-    ts = torch.from_numpy(np.ascontiguousarray(scales).view(np.uint8)).view(torch.float8_e4m3fn if fmt == "nvfp4" else torch.float8_e8m0fnu)
-    return td, ts
+    ddt = getattr(torch, _FP8[fmt]) if fmt in _FP8 else torch.int8 if fmt == "mxint8" else torch.uint8
+    return (dshape, ddt), (sshape, torch.float8_e4m3fn if fmt == "nvfp4" else torch.float8_e8m0fnu)
+
+
+def _empty(kind: str, shape: tuple[int, ...], dtype: Any) -> Any:
+    if kind == _arrays.NUMPY:
+        return np.empty(shape, dtype)
+    import torch
+
+    return torch.empty(shape, dtype=dtype)
+
+
+def _address(a: Any, kind: str, arg: str) -> int:
+    return _arrays.address(a) if kind == _arrays.NUMPY else _arrays.torch_address(a, arg)
+
+
+def _destination(arr: Any, kind: str, shape: tuple[int, ...], dtype: Any, arg: str) -> int:
+    """The address of one array of ``out``: of the input's kind, the exact
+    dtype and shape, contiguous and writable (it is written, never a copy)."""
+    if _arrays.kind_of(arr, arg) != kind:
+        raise TypeError(f"{arg}: expected a {kind} array like the input")
+    if arr.dtype != dtype or tuple(arr.shape) != shape:
+        raise ValueError(f"{arg}: expected shape {shape} and dtype {dtype}, got {tuple(arr.shape)} and {arr.dtype}")
+    if kind == _arrays.NUMPY:
+        if not arr.flags.c_contiguous:
+            raise ValueError(f"{arg}: expected a C-contiguous array")
+        if not arr.flags.writeable:
+            raise ValueError(f"{arg}: the array is read-only")
+    else:
+        _arrays.check_torch(arr, arg)
+        if not arr.is_contiguous():
+            raise ValueError(f"{arg}: expected a contiguous tensor")
+        if arr.requires_grad:
+            raise ValueError(f"{arg}: a tensor that requires grad cannot be written in place")
+        _arrays.check_writable_tensor(arr, arg)
+    return _address(arr, kind, arg)
+
+
+def _check_apart(spans: list[tuple[int, int, str]]) -> None:
+    """Buffers written in parallel must share no byte with what is read."""
+    for i, (p, n, arg) in enumerate(spans):
+        for q, m, other in spans[:i]:
+            if n and m and p < q + m and q < p + n:
+                raise ValueError(f"{arg}: shares memory with {other}; pass a separate array")
 
 
 def quantize(
@@ -115,6 +129,7 @@ def quantize(
     seed: int | None = None,
     per_tensor_scale: float | None = None,
     out: Any = None,
+    ctx: Context | None = None,
 ) -> MXArray:
     """Quantize ``x`` (numpy or torch; float32, bfloat16, float16 or float64)
     in blocks of ``block_size`` (32; NVFP4: 16) along its last axis, which
@@ -123,7 +138,8 @@ def quantize(
     (``per_tensor_scale``: an optional float32 second level).
     ``round_mode="stochastic"`` rounds elements stochastically, keyed by
     (seed, flat index). ``out``: a pair (data, scales) of arrays of the
-    layout to write into."""
+    layout to write into. ``ctx``: the context whose threads and ISA variant
+    run it (the default one if None)."""
     bs = _check_format(fmt, 32 if block_size is None and fmt != "nvfp4" else block_size, scale_mode)
     if per_tensor_scale is not None and fmt != "nvfp4":
         raise ValueError("per_tensor_scale: only NVFP4 has a per-tensor scale")
@@ -139,33 +155,34 @@ def quantize(
         if not (math.isfinite(pts) and pts > 0):
             raise ValueError(f"per_tensor_scale: expected a finite float32 > 0, got {per_tensor_scale!r}")
     s = check_seed(seed, mode)
-    data, scales = _ref().quantize(_numpy_floats(src), fmt, bs, scale_mode, ("nearest", "stochastic")[mode], s if mode == 1 else None, pts)
-    d, sc = _storage(fmt, src.kind, data, scales, shape, bs)
-    if out is not None:
-        _write_pair(out, d, sc, src.kind)
-        d, sc = out
-    return MXArray(d, sc, fmt, shape, bs, pts)
+    backend = resolve_context(ctx)
+    (dshape, ddt), (sshape, sdt) = _layout(fmt, src.kind, shape, bs)
+    if out is None:
+        data, scales = _empty(src.kind, dshape, ddt), _empty(src.kind, sshape, sdt)
+        dp, sp = _address(data, src.kind, "out[0]"), _address(scales, src.kind, "out[1]")
+    else:
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise TypeError("out: expected a pair (data, scales) of arrays")
+        data, scales = out
+        dp = _destination(data, src.kind, dshape, ddt, "out[0]")
+        sp = _destination(scales, src.kind, sshape, sdt, "out[1]")
+        src_bytes = src.dtype.nbytes(src.numel)
+        _check_apart([(src.ptr, src_bytes, "x"), (dp, int(data.nbytes), "out[0]"), (sp, int(scales.nbytes), "out[1]")])
+        if src.kind == _arrays.TORCH:
+            _arrays._increment_version((data, scales))
+    if src.numel:
+        backend.mx_quantize(src.ptr, src.dtype, dp, sp, src.numel, shape[-1], fmt, bs, scale_mode, mode, s if mode == 1 else 0, pts)
+    return MXArray(data, scales, fmt, shape, bs, pts)
 
 
-def _write_pair(out: Any, data: Any, scales: Any, kind: str) -> None:
-    if not isinstance(out, tuple) or len(out) != 2:
-        raise TypeError("out: expected a pair (data, scales) of arrays")
-    for arr, want, arg in ((out[0], data, "out[0]"), (out[1], scales, "out[1]")):
-        if _arrays.kind_of(arr, arg) != kind:
-            raise TypeError(f"{arg}: expected a {kind} array like the input")
-        if arr.dtype != want.dtype or tuple(arr.shape) != tuple(want.shape):
-            raise ValueError(f"{arg}: expected shape {tuple(want.shape)} and dtype {want.dtype}, got {tuple(arr.shape)} and {arr.dtype}")
-    for arr, want in ((out[0], data), (out[1], scales)):
-        arr[...] = want
-
-
-def dequantize(mx: MXArray, dtype: Any = None, *, out: Any = None) -> Any:
+def dequantize(mx: MXArray, dtype: Any = None, *, out: Any = None, ctx: Context | None = None) -> Any:
     """The float values of an :class:`MXArray` (element · block scale in
     float32, then rounded to ``dtype``: float32 by default, bfloat16,
     float16 or float64, or ``out``'s type), of its logical shape."""
     if not isinstance(mx, MXArray):
         raise TypeError(f"mx: expected an MXArray, got {type(mx).__name__}")
     _check_format(mx.fmt, mx.block_size, "floor")
+    backend = resolve_context(ctx)
     kind = _arrays.kind_of(mx.data, "mx.data")
     if kind == _arrays.TORCH:
         import torch
@@ -179,19 +196,10 @@ def dequantize(mx: MXArray, dtype: Any = None, *, out: Any = None) -> Any:
     per = 2 if mx.fmt in ("mxfp4", "nvfp4") else 1
     if data.size * per != n or scales.size * mx.block_size != n:
         raise ValueError(f"mx: data of {data.size} bytes and {scales.size} scales do not hold shape {mx.shape} in blocks of {mx.block_size}")
-    v = _ref().dequantize(data, scales, mx.fmt, mx.block_size, mx.per_tensor_scale)
     fdt = resolve(dtype if dtype is not None else (out.dtype if out is not None else "float32"), "dtype", quantized=False)
-    data_buf = _arrays.Buffer(mx.data, kind, data.ctypes.data, DataType.UINT8, (data.size,), data.size)
+    data_buf = _arrays.Buffer(mx.data, kind, _arrays.address(data), DataType.UINT8, (data.size,), data.size)
     dst = _arrays.empty(kind, mx.shape, fdt) if out is None else _arrays.write(out, data_buf, fdt, mx.shape, n)
-    import piquant_reference as ref
-
-    # float32 products rounded to the output type (float64: widened exactly)
-    res = ref.f32_to_bf16_bits(v) if fdt is DataType.BF16 else v.astype({DataType.F16: np.float16, DataType.F64: np.float64}.get(fdt, np.float32))
-    if kind == _arrays.TORCH:
-        import torch
-
-        t = torch.from_numpy(np.ascontiguousarray(res).reshape(mx.shape))
-        dst.array.view(torch.uint16 if fdt is DataType.BF16 else dst.array.dtype).copy_(t)
-    else:
-        dst.array.reshape(-1).view(res.dtype)[...] = res.reshape(-1)
+    if n:
+        _check_apart([(dst.ptr, fdt.nbytes(n), "out"), (_arrays.address(scales), scales.size, "mx.scales")])
+        backend.mx_dequantize(data_buf.ptr, _arrays.address(scales), dst.ptr, fdt, n, mx.shape[-1], mx.fmt, mx.block_size, mx.per_tensor_scale)
     return dst.array

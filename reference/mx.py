@@ -105,8 +105,22 @@ def _scale_rceil(amax: np.ndarray, fmt: str) -> np.ndarray:
 def _e8m0(scales: np.ndarray) -> np.ndarray:
     """2^(s - 127) as float32 (2^-127 subnormal), NaN for 255."""
     s = scales.astype(np.int64)
-    v = np.ldexp(np.float64(1), s - 127).astype(np.float32)
+    with np.errstate(over="ignore"):  # 2^128 for 255, replaced
+        v = np.ldexp(np.float64(1), s - 127).astype(np.float32)
     return np.where(s == 255, np.float32(np.nan), v)
+
+
+def _signed_nans(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """p = a · b (or a / b) with each NaN given the sign the spec gives it:
+    a's if a is NaN, else b's if b is NaN, else set (inf · 0, inf / inf:
+    x86's default NaN). numpy's loops may return either operand's NaN, and
+    machines differ in their default NaN."""
+    nan = np.isnan(p)
+    if not nan.any():
+        return p
+    a, b = np.broadcast_arrays(a, b)
+    sign = np.where(np.isnan(a), np.signbit(a), np.where(np.isnan(b), np.signbit(b), True))
+    return np.where(nan, np.where(sign, -np.float32(np.nan), np.float32(np.nan)), p).astype(np.float32)
 
 
 def _pack(codes: np.ndarray, bits: int) -> np.ndarray:
@@ -139,14 +153,14 @@ def quantize(x: np.ndarray, fmt: str, block_size: int = 32, scale_mode: str = "f
         if scale_mode == "floor":
             # torchao divides by max(2^(s - 127), 2^-126); for 255, by inf
             sf = np.where(scales == 255, np.float32(np.inf), np.maximum(_e8m0(scales), F32_MIN_NORMAL))
-            y = (b / sf[:, None]).astype(np.float32)
+            y = _signed_nans((b / sf[:, None]).astype(np.float32), b, sf[:, None])
         else:
             # multiplies by 2^(127 - s) (1 for s = 0; 2^-127 for 254; NaN for 255)
             s = scales.astype(np.int64)
             r = np.where(s == 0, np.float32(1), np.ldexp(np.float64(1), 127 - s).astype(np.float32))
             r = np.where(s == 254, np.float32(2.0**-127), r)
             r = np.where(s == 255, np.float32(np.nan), r)
-            y = (b * r[:, None]).astype(np.float32)
+            y = _signed_nans((b * r[:, None]).astype(np.float32), b, r[:, None])
     codes = _elements(y.reshape(-1), fmt, round_mode, seed)
     bits = 8 if fmt == "mxint8" else ELEMENTS[fmt].bits
     return _pack(codes, bits), scales
@@ -172,7 +186,7 @@ def _quantize_nvfp4(x: np.ndarray, block_size: int, round_mode: str, seed: int |
             r = (np.float32(1) / sf).astype(np.float32)
         else:
             r = ((np.float32(1) / p) / sf).astype(np.float32)
-        y = (b * r[:, None]).astype(np.float32)
+        y = _signed_nans((b * r[:, None]).astype(np.float32), b, r[:, None])
     codes = _elements(y.reshape(-1), "nvfp4", round_mode, seed)
     return _pack(codes, 4), s8
 
@@ -193,8 +207,9 @@ def dequantize(data: np.ndarray, scales: np.ndarray, fmt: str, block_size: int =
     if fmt == "nvfp4":
         sf = _decode_e4m3(s)
         if per_tensor_scale is not None:
-            sf = (sf * np.float32(per_tensor_scale)).astype(np.float32)
+            with np.errstate(over="ignore"):
+                sf = (sf * np.float32(per_tensor_scale)).astype(np.float32)
     else:
         sf = _e8m0(s)
     with np.errstate(invalid="ignore", over="ignore"):
-        return (v * sf[:, None]).astype(np.float32).reshape(-1)
+        return _signed_nans((v * sf[:, None]).astype(np.float32), v, sf[:, None]).reshape(-1)

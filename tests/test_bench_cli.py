@@ -52,6 +52,18 @@ def test_bench_group_wise_and_gguf_rows_with_their_peers(tmp_path):
         assert "ggml" in got[("gguf f32→Q4_K", 4096)]["seconds"] and "ggml" in got[("gguf f32→MXFP4", 64)]["seconds"]
 
 
+def test_bench_mx_rows_beside_torchao(tmp_path):
+    r, report = bench(tmp_path, "mx f32")
+    got = {(x["row"], x["n"]): x for x in report["results"]}
+    for fmt in ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp4", "nvfp4"):
+        assert "torchao" in got[(f"mx f32→{fmt}", 4096)]["seconds"], fmt
+        assert "reference" in got[(f"mx f32→{fmt}", 64)]["seconds"], fmt
+    assert "no MXINT8" in got[("mx f32→mxint8", 4096)]["skipped"]["torchao"]
+    noise = [line for line in r.stderr.splitlines() if not line.startswith("[")]
+    assert noise == []  # neither torchao's messages nor torch's pytree warnings
+    assert "Skipping import of cpp extensions" not in r.stdout
+
+
 def test_bench_call_rows_beside_torch_and_clean_output(tmp_path):
     """Every call row at 64 and 4,096 elements, timed beside its equivalent;
     nothing but the progress lines on stderr (no peer warnings or log lines)."""

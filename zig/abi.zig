@@ -584,6 +584,63 @@ fn ggufArgs(in: *const anyopaque, out: *anyopaque, float_type: DType, t: types.G
     };
 }
 
+/// The checks MX calls share (formats/mx.zig): blocks of `block_size`
+/// along rows of `row` elements, a known format, NVFP4's scale.
+fn checkMx(numel: usize, row: usize, format: types.MxFormat, block_size: usize, per_tensor_scale: ?*const f32) c_int {
+    if (!format.isKnown()) return fail(.unsupported_dtype, "format: expected an MX format (MXFP8_E4M3 = 0, MXFP8_E5M2 = 1, MXFP6_E2M3 = 2, MXFP6_E3M2 = 3, MXFP4 = 4, MXINT8 = 5, NVFP4 = 6), got {d}", .{@intFromEnum(format)});
+    if (block_size == 0) return fail(.invalid_argument, "block_size: expected a positive integer, got 0", .{});
+    if (format == .nvfp4 and block_size != 16) return fail(.invalid_argument, "block_size: NVFP4 blocks are 16 elements, got {d}", .{block_size});
+    if (format.isFp4() and block_size % 2 != 0) return fail(.invalid_argument, "block_size: FP4 codes are packed two per byte; expected an even block size, got {d}", .{block_size});
+    if (row % block_size != 0) return fail(.invalid_argument, "row: the last axis ({d}) is not a multiple of the block size {d}", .{ row, block_size });
+    if (numel != 0 and (row == 0 or numel % row != 0)) return fail(.invalid_argument, "numel: {d} is not a whole number of rows of {d}", .{ numel, row });
+    if (per_tensor_scale) |p| {
+        if (format != .nvfp4) return fail(.invalid_argument, "per_tensor_scale: only NVFP4 has a per-tensor scale; pass NULL", .{});
+        if (!(p.* > 0 and std.math.isFinite(p.*))) return fail(.invalid_value, "per_tensor_scale: expected a finite float32 > 0, got {e}", .{p.*});
+    }
+    return 0;
+}
+
+fn mxArgs(in: *const anyopaque, out: *anyopaque, scales: *anyopaque, float_type: DType, format: types.MxFormat, block_size: usize, per_tensor_scale: ?*const f32) types.Args {
+    var a = ggufArgs(in, out, float_type, .q8_0);
+    a.mx = format;
+    a.block_size = block_size;
+    a.mx_scales = @ptrCast(scales);
+    a.per_tensor_scale = if (per_tensor_scale) |p| p.* else 0;
+    return a;
+}
+
+export fn piquant_mx_quantize(handle: ?*Handle, in: ?*const anyopaque, dtype_in: DType, out_data: ?*anyopaque, out_scales: ?*anyopaque, numel: usize, row: usize, format: types.MxFormat, block_size: usize, scale_mode: types.ScaleMode, round_mode: types.RoundMode, seed: u64, per_tensor_scale: ?*const f32) c_int {
+    const ctx: ?*Context = contexts.enter(handle) catch |e| return rejected(e);
+    defer contexts.leave(handle);
+    var s = checkBuffers(ctx, in, out_data, numel);
+    if (s == 0 and numel != 0 and out_scales == null) s = fail(.invalid_argument, "out_scales: expected a buffer, got NULL", .{});
+    if (s == 0 and !dtype_in.isFloat()) s = fail(.unsupported_dtype, "dtype_in: expected a float type (F32, BF16, F16, F64), got {d}", .{@intFromEnum(dtype_in)});
+    if (s == 0) s = checkMx(numel, row, format, block_size, per_tensor_scale);
+    if (s == 0 and scale_mode != .floor and scale_mode != .rceil) s = fail(.invalid_argument, "scale_mode: expected 0 (floor) or 1 (rceil), got {d}", .{@intFromEnum(scale_mode)});
+    if (s == 0 and round_mode != .nearest and round_mode != .stochastic) s = fail(.invalid_argument, "round_mode: expected 0 (nearest) or 1 (stochastic), got {d}", .{@intFromEnum(round_mode)});
+    if (s != 0 or numel == 0) return s;
+    var a = mxArgs(in.?, out_data.?, out_scales.?, dtype_in, format, block_size, per_tensor_scale);
+    a.scale_mode = scale_mode;
+    a.round_mode = round_mode;
+    a.seed = seed;
+    parallel.blocks(&ctx.?.pool, ctx.?.kernels.mx_quantize, &a, numel / block_size, block_size);
+    return 0;
+}
+
+export fn piquant_mx_dequantize(handle: ?*Handle, data: ?*const anyopaque, scales: ?*const anyopaque, out: ?*anyopaque, dtype_out: DType, numel: usize, row: usize, format: types.MxFormat, block_size: usize, per_tensor_scale: ?*const f32) c_int {
+    const ctx: ?*Context = contexts.enter(handle) catch |e| return rejected(e);
+    defer contexts.leave(handle);
+    var s = checkBuffers(ctx, data, out, numel);
+    if (s == 0 and numel != 0 and scales == null) s = fail(.invalid_argument, "scales: expected a buffer, got NULL", .{});
+    if (s == 0 and !dtype_out.isFloat()) s = fail(.unsupported_dtype, "dtype_out: expected a float type (F32, BF16, F16, F64), got {d}", .{@intFromEnum(dtype_out)});
+    if (s == 0) s = checkMx(numel, row, format, block_size, per_tensor_scale);
+    if (s != 0 or numel == 0) return s;
+    // The kernel only reads the scales.
+    var a = mxArgs(data.?, out.?, @constCast(scales.?), dtype_out, format, block_size, per_tensor_scale);
+    parallel.blocks(&ctx.?.pool, ctx.?.kernels.mx_dequantize, &a, numel / block_size, block_size);
+    return 0;
+}
+
 /// One call described by a struct, for bindings whose per-argument cost
 /// dominates small calls (Python's ctypes: ~0.1 µs an argument).
 pub const Call = extern struct {

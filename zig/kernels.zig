@@ -15,6 +15,7 @@ const providers = .{
     @import("formats/affine.zig"),
     @import("formats/gguf.zig"),
     @import("formats/float8.zig"),
+    @import("formats/mx.zig"),
     @import("minmax.zig"),
     @import("set_params.zig"),
 };

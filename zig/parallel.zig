@@ -50,6 +50,19 @@ fn divCeil(a: usize, b: usize) usize {
 /// `kernel` over elements [0, n) of a call.
 pub fn elements(pool: *Pool, kernel: types.Kernel, args: *const types.Args, n: usize) void {
     if (n < parallel_min_elements or pool.threadCount() == 1) return kernel(args, 0, n);
+    split(pool, kernel, args, n, chunkSize(pool, n));
+}
+
+/// `kernel` over blocks [0, count) of `size` elements each (its ranges are
+/// ranges of blocks): chunks of whole blocks, sized as element chunks are.
+pub fn blocks(pool: *Pool, kernel: types.Kernel, args: *const types.Args, count: usize, size: usize) void {
+    const n = count * size;
+    if (n < parallel_min_elements or pool.threadCount() == 1) return kernel(args, 0, count);
+    split(pool, kernel, args, count, divCeil(chunkSize(pool, n), size));
+}
+
+/// `kernel` over [0, n) in chunks of `chunk`.
+fn split(pool: *Pool, kernel: types.Kernel, args: *const types.Args, n: usize, chunk: usize) void {
     const Job = struct {
         k: types.Kernel,
         args: *const types.Args,
@@ -60,7 +73,7 @@ pub fn elements(pool: *Pool, kernel: types.Kernel, args: *const types.Args, n: u
             self.k(self.args, begin, @min(self.n, begin + self.chunk));
         }
     };
-    var job = Job{ .k = kernel, .args = args, .n = n, .chunk = chunkSize(pool, n) };
+    var job = Job{ .k = kernel, .args = args, .n = n, .chunk = chunk };
     run(pool, &job, divCeil(n, job.chunk));
 }
 

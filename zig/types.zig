@@ -142,7 +142,45 @@ pub const Args = extern struct {
     count: usize = 1,
     /// The llama.cpp block format of gguf_quantize/gguf_dequantize calls.
     gguf: GgufType = .q8_0,
+    /// mx_quantize/mx_dequantize (formats/mx.zig): the block format, the
+    /// elements of a block, the scale rule, the block scales (written by
+    /// quantize, read by dequantize) and NVFP4's per-tensor scale (0: none).
+    /// Their element ranges are ranges of blocks.
+    mx: MxFormat = .mxfp8_e4m3,
+    scale_mode: ScaleMode = .floor,
+    block_size: usize = 32,
+    mx_scales: ?[*]u8 = null,
+    per_tensor_scale: f32 = 0,
 };
+
+/// OCP microscaling formats and NVFP4; values are the C ABI's piquant_mx_format.
+pub const MxFormat = enum(c_int) {
+    mxfp8_e4m3 = 0,
+    mxfp8_e5m2 = 1,
+    mxfp6_e2m3 = 2,
+    mxfp6_e3m2 = 3,
+    mxfp4 = 4,
+    mxint8 = 5,
+    nvfp4 = 6,
+    _,
+
+    pub fn isKnown(f: MxFormat) bool {
+        return @intFromEnum(f) >= 0 and @intFromEnum(f) <= 6;
+    }
+
+    /// Two codes a byte.
+    pub fn isFp4(f: MxFormat) bool {
+        return f == .mxfp4 or f == .nvfp4;
+    }
+
+    /// Bytes of the codes of `n` elements.
+    pub fn dataBytes(f: MxFormat, n: usize) usize {
+        return if (f.isFp4()) n / 2 else n;
+    }
+};
+
+/// How an MX block's E8M0 scale follows from its largest magnitude.
+pub const ScaleMode = enum(c_int) { floor = 0, rceil = 1, _ };
 
 /// llama.cpp / GGUF block formats; values are GGML's type numbers.
 pub const GgufType = enum(c_int) {
@@ -216,6 +254,9 @@ pub const KernelTable = extern struct {
     float8_quantize: Kernel,
     float8_dequantize: Kernel,
     float8_fake_quantize: Kernel,
+    /// MX and NVFP4 blocks; element ranges are ranges of blocks (Args.block_size).
+    mx_quantize: Kernel,
+    mx_dequantize: Kernel,
     /// Whether sets [begin, end) of per-channel/per-group parameters are
     /// all valid for a call with these float and quantized types.
     valid_sets: *const fn (float_type: DType, quant_type: DType, scales: [*]const u8, scale_type: DType, zero_points: [*]const i64, begin: usize, end: usize) callconv(.c) bool,

@@ -153,6 +153,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (call.op != 0) piquant_gguf_dequantize(ctx[h.threads & 1], blk, type, out, (piquant_dtype)call.float_type, blocks * per);
         munmap(blk_base, blk_len);
     }
+    {
+        /* MX and NVFP4 both ways: fuzzed format (7: not one), block size,
+         * scale rule, rounding and per-tensor scale, on rows that may not be
+         * whole blocks; buffers as long as the format needs for numel. */
+        int format = (int)(h.pad % 8);
+        size_t block = h.pad & 0x80 ? 16 : 1 + h.seed % 64, row = h.pad & 0x40 ? numel : block * (1 + h.symmetric % 4);
+        size_t data_bytes = format == 4 || format == 6 ? numel / 2 : numel, blocks = block ? numel / block : 0;
+        float pts = (float)h.scale;
+        void *d_base, *s_base;
+        size_t d_len, s_len;
+        uint8_t *d = guarded(data_bytes, &d_base, &d_len), *sc = guarded(blocks, &s_base, &s_len);
+        fill(d, data_bytes, data, size);
+        fill(sc, blocks, data + size / 2, size - size / 2);
+        if (call.op != 1)
+            piquant_mx_quantize(ctx[h.threads & 1], in, (piquant_dtype)call.float_type, d, sc, numel, row, format, block, h.symmetric % 3,
+                                (piquant_round_mode)call.round_mode, call.seed, h.reduce_op & 4 ? &pts : NULL);
+        if (call.op != 0)
+            piquant_mx_dequantize(ctx[h.threads & 1], d, sc, out, (piquant_dtype)call.float_type, numel, row, format, block,
+                                  h.reduce_op & 4 ? &pts : NULL);
+        munmap(d_base, d_len);
+        munmap(s_base, s_len);
+    }
     munmap(in_base, in_len);
     munmap(out_base, out_len);
     return 0;

@@ -253,6 +253,42 @@ int piquant_gguf_quantize(piquant_context *ctx, const void *in, piquant_dtype dt
 int piquant_gguf_dequantize(piquant_context *ctx, const void *in, int type, void *out,
                             piquant_dtype dtype_out, size_t numel);
 
+/* OCP microscaling formats and NVFP4 (docs/semantics.md, MX block formats
+ * and NVFP4), in torchao's layouts: blocks of block_size consecutive
+ * elements along rows of `row` elements (the last axis: a multiple of
+ * block_size), one scale byte a block (E8M0; NVFP4: an E4M3 code); codes a
+ * byte each (FP8, FP6 in the low 6 bits, MXINT8 int8) or two a byte (FP4,
+ * the first element in the low nibble: numel / 2 bytes). */
+typedef enum piquant_mx_format {
+    PIQUANT_MXFP8_E4M3 = 0,
+    PIQUANT_MXFP8_E5M2 = 1,
+    PIQUANT_MXFP6_E2M3 = 2,
+    PIQUANT_MXFP6_E3M2 = 3,
+    PIQUANT_MXFP4 = 4,
+    PIQUANT_MXINT8 = 5,
+    PIQUANT_NVFP4 = 6 /* block_size 16 */
+} piquant_mx_format;
+
+typedef enum piquant_scale_mode {
+    PIQUANT_SCALE_FLOOR = 0, /* OCP MX v1.0 */
+    PIQUANT_SCALE_RCEIL = 1  /* NVIDIA, torchao's RCEIL; NVFP4 ignores the mode */
+} piquant_scale_mode;
+
+/* numel elements of dtype_in (a float type; F64 first rounded to float32) to
+ * codes at out_data and numel / block_size scales at out_scales.
+ * per_tensor_scale: NULL, or NVFP4's float32 scale (finite, > 0). Stochastic
+ * rounding is keyed by (seed, flat element index) as piquant_quantize's. */
+int piquant_mx_quantize(piquant_context *ctx, const void *in, piquant_dtype dtype_in,
+                        void *out_data, void *out_scales, size_t numel, size_t row,
+                        int format, size_t block_size, int scale_mode,
+                        piquant_round_mode round_mode, uint64_t seed,
+                        const float *per_tensor_scale);
+/* Codes and scales as piquant_mx_quantize writes them to numel elements of
+ * dtype_out (float32 products, then rounded or widened to dtype_out). */
+int piquant_mx_dequantize(piquant_context *ctx, const void *data, const void *scales, void *out,
+                          piquant_dtype dtype_out, size_t numel, size_t row, int format,
+                          size_t block_size, const float *per_tensor_scale);
+
 /* One call as a struct: the same as the function of that name, with the
  * same arguments (float_type is quantize's dtype_in, dequantize's dtype_out,
  * fake_quantize's dtype; quant_type the other side), or as its _grouped
