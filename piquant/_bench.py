@@ -51,6 +51,10 @@ PI_QUANT = "pypiquant==4.1.0"
 BUDGET = {"quick": 0.02, "full": 0.25}
 MIN_REPEATS = {"quick": 3, "full": 10}
 REFERENCE_MAX = {"quick": 1_048_576, "full": 27_264_000}
+# Rows on torch-allocated memory run above this size: numpy asks for
+# transparent huge pages on large arrays (madvise), torch's allocator does not,
+# and streaming kernels see the difference in TLB misses.
+TORCH_MEMORY_MIN = 1_048_576
 
 
 @dataclass(frozen=True)
@@ -61,9 +65,14 @@ class Row:
     round_mode: str = "nearest"
     reduce: str = "set"
     group: int = 0  # group_size of group-wise parameters; 0: per tensor
+    memory: str = "numpy"  # who allocates the arrays: "numpy" (huge pages where the kernel gives them) or "torch"
 
     @property
     def name(self) -> str:
+        return self._name + (" [torch memory]" if self.memory == "torch" else "")
+
+    @property
+    def _name(self) -> str:
         f = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "float64": "f64"}[self.float_dtype]
         if self.op == "gguf_quantize":
             return f"gguf {f}→{self.quant_dtype}"
@@ -85,6 +94,8 @@ class Row:
         """Whether this row can run on n elements (whole groups and blocks)."""
         if self.op.startswith("gguf"):
             return n % piquant.gguf.block_size(self.quant_dtype) == 0
+        if self.memory == "torch" and n <= TORCH_MEMORY_MIN:
+            return False
         if self.op == "mx_quantize":
             return n % min(n, ROW_LENGTH) == 0 and min(n, ROW_LENGTH) % mx_block(self.quant_dtype) == 0
         return not self.group or (n % min(n, ROW_LENGTH) == 0 and min(n, ROW_LENGTH) % self.group == 0)
@@ -139,6 +150,12 @@ ROWS = (
     Row("gguf_dequantize", "float32", "Q4_K"),
     Row("gguf_dequantize", "float32", "Q6_K"),
     *(Row("mx_quantize", "float32", fmt) for fmt in piquant.mx.FORMATS),
+    # The rows pi-quant runs, on memory without huge pages (issue 15).
+    Row("quantize", "float32", "uint8", memory="torch"),
+    Row("quantize", "bfloat16", "uint8", memory="torch"),
+    Row("dequantize", "float32", "uint8", memory="torch"),
+    Row("dequantize", "float32", "uint8", reduce="add", memory="torch"),
+    Row("dequantize", "bfloat16", "uint8", memory="torch"),
 )
 
 
@@ -175,7 +192,8 @@ def median_time(fn: Callable[[], Any], budget: float, min_repeats: int) -> float
 
 class Inputs:
     """The arrays of one (row, n): the same memory for every in-process peer
-    (torch tensors share numpy's buffers)."""
+    (torch tensors share numpy's buffers). Rows on torch memory get torch
+    tensors, so that piquant's outputs, made like its inputs, are torch's too."""
 
     def __init__(self, row: Row, x32: np.ndarray, torch: Any) -> None:
         n = x32.size
@@ -189,7 +207,7 @@ class Inputs:
 
     def _float(self, x32: np.ndarray, dtype: str) -> Any:
         if dtype == "float32":
-            return x32
+            return self.torch.from_numpy(x32).clone() if self.row.memory == "torch" else x32
         if dtype == "float16":
             return x32.astype(np.float16)
         if self.torch is not None:  # bfloat16: torch's, so that numpy needs no ml_dtypes
@@ -600,7 +618,7 @@ def _run(mode: str, sizes: tuple[int, ...], rows: tuple[Row, ...], calls: tuple[
         roofline[n] = stream_bandwidth(lib, ctx, n, mode, progress)
         x32 = np.random.default_rng(0).standard_normal(n, dtype=np.float32)
         for row in rows:
-            if not row.fits(n):
+            if not row.fits(n) or (row.memory == "torch" and torch is None):
                 progress.step(f"{row.name} n={n} (does not fit)")
                 for _ in in_process:
                     progress.step(f"{row.name} n={n}")
@@ -634,7 +652,7 @@ def _run(mode: str, sizes: tuple[int, ...], rows: tuple[Row, ...], calls: tuple[
             call_results.append(_bench_calls.measure(c, n, torch, BUDGET[mode], MIN_REPEATS[mode]))
             progress.step(f"{c.name} n={n}")
     if py:
-        cases = [(row, n) for n in sizes for row in rows if row.fits(n)]
+        cases = [(row, n) for n in sizes for row in rows if row.fits(n) and (row.memory != "torch" or torch is not None)]
         try:
             medians, whys = run_pi_quant(py, cases, threads, mode)
             for res, t, w in zip(results, medians, whys):

@@ -47,7 +47,15 @@ def storage(dtype: str, n: int) -> np.ndarray:
     return np.empty((n * bits + 7) // 8, np.uint8)
 
 
+def huge_pages(enabled: bool) -> None:
+    """Whether numpy asks for transparent huge pages on large arrays: off for
+    the rows on torch memory (torch's allocator does not ask)."""
+    core = getattr(np, "_core", None) or np.core
+    core.multiarray._set_madvise_hugepage(enabled)
+
+
 def case_fn(ctx: Any, c: dict) -> tuple[Callable[[], Any] | None, str | None]:
+    huge_pages(c.get("memory", "numpy") != "torch")
     n, op = c["n"], c["op"]
     f, q = c["float_dtype"], c["quant_dtype"]
     if c.get("group") or op.startswith("gguf"):

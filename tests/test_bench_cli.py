@@ -94,3 +94,21 @@ def test_quiet_peers_silences_expected_warnings_and_shows_others():
             warnings.warn("torch.quantize_per_tensor and other quantized tensor creation functions are deprecated", UserWarning, stacklevel=1)
             warnings.warn("something else", UserWarning, stacklevel=1)
     assert "deprecated" in notes["torch"]
+
+
+def test_rows_on_torch_memory_run_only_on_large_arrays_allocated_by_torch():
+    """pi-quant's rows again on torch-allocated arrays (no huge pages), above 1,048,576 elements."""
+    import numpy as np
+    import torch
+
+    from piquant._bench import ROWS, TORCH_MEMORY_MIN, Inputs, piquant_fn
+
+    rows = {r.name: r for r in ROWS if r.memory == "torch"}
+    assert set(rows) == {"quantize f32→uint8 [torch memory]", "quantize bf16→uint8 [torch memory]", "dequantize uint8→f32 [torch memory]",
+                         "dequantize uint8→f32 add [torch memory]", "dequantize uint8→bf16 [torch memory]"}
+    assert not any(r.fits(TORCH_MEMORY_MIN) for r in rows.values()) and all(r.fits(27_264_000) for r in rows.values())
+    x32 = np.linspace(-1, 1, 4096, dtype=np.float32)
+    inp = Inputs(rows["dequantize uint8→f32 [torch memory]"], x32, torch)
+    assert isinstance(inp.x, torch.Tensor) and not np.shares_memory(inp.x.numpy(), x32)
+    assert isinstance(inp.float_out(), torch.Tensor)
+    piquant_fn(inp, __import__("piquant").Context.get())()

@@ -31,7 +31,7 @@ pub fn store(comptime Q: DType, dst: [*]u8, i: usize, q: Vec(Lane(Q))) void {
     }
     const T = Q.Storage();
     const p: [*]align(1) T = @ptrCast(dst);
-    p[i..][0..block].* = @as(Vec(T), @intCast(q));
+    p[i..][0..block].* = if (T == u8 or T == i8) simd.narrowBytes(T, q) else @as(Vec(T), @intCast(q));
 }
 
 pub fn load(comptime Q: DType, src: [*]const u8, i: usize) Vec(Lane(Q)) {

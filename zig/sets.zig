@@ -124,6 +124,27 @@ inline fn splat(comptime C: type, comptime Q: DType, set: Set(C, Q)) Lanes(C, Q)
     return l;
 }
 
+/// A per-tensor call's constants: its one set, the same for every block.
+/// Apart from `Params`, whose address goes to its noinline set-preparing
+/// functions: that made every store through dst a possible write to it,
+/// and a per-tensor loop reloaded the set every block (a quarter of the
+/// AVX2 quantize loop). This one stays in registers.
+pub fn Uniform(comptime C: type, comptime Q: DType) type {
+    return struct {
+        single: Lanes(C, Q),
+        key: rounding.Key,
+
+        pub fn init(a: *const types.Args) @This() {
+            return .{ .single = splat(C, Q, initSet(C, Q, a.scale, a.zero_point)), .key = rounding.Key.init(a.seed) };
+        }
+
+        pub inline fn at(p: *const @This(), index: usize) Lanes(C, Q) {
+            _ = index;
+            return p.single;
+        }
+    };
+}
+
 /// Per-call constants of a (float, quantized) pair: one parameter set, or
 /// the call's arrays of them (element i uses set (i / inner) % count).
 pub fn Params(comptime C: type, comptime Q: DType) type {

@@ -54,6 +54,12 @@ pub fn f32ToF16(x: Vec(f32)) Vec(u16) {
     return impl.f32ToF16(block, x);
 }
 
+/// Lanes whose values all fit the byte type T (u8 or i8), narrowed.
+pub fn narrowBytes(comptime T: type, v: Vec(i32)) Vec(T) {
+    if (@hasDecl(impl, "narrowBytes")) return impl.narrowBytes(block, T, v);
+    return @intCast(v);
+}
+
 /// Non-temporal stores depend on the architecture alone (movntdq is
 /// baseline x86-64), so the C ABI's roofline copy uses them too.
 const nontemporal = if (llvm and builtin.cpu.arch == .x86_64) @import("simd/x86.zig") else @import("simd/soft.zig");

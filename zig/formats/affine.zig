@@ -75,14 +75,14 @@ fn Params(comptime c: Case) type {
     return sets.Params(c.float_type.Compute(), c.quant_type);
 }
 
-inline fn quantizeBlock(comptime c: Case, p: *Params(c), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+inline fn quantizeBlock(comptime c: Case, p: anytype, src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
     const C = c.float_type.Compute();
     const l = p.at(index);
     const y = floats.loadFloats(c.float_type, src, i) * l.inv_scale;
     packing.store(c.quant_type, dst, i, toQuant(c.quant_type, C, rounding.round(C, c.round_mode, y, &p.key, index), l));
 }
 
-fn dequantizeBlock(comptime c: Case, p: *Params(c), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+fn dequantizeBlock(comptime c: Case, p: anytype, src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
     const C = c.float_type.Compute();
     const l = p.at(index);
     var x = fromQuant(c.quant_type, C, packing.load(c.quant_type, src, i), l.zp) * l.scale;
@@ -92,7 +92,7 @@ fn dequantizeBlock(comptime c: Case, p: *Params(c), src: [*]const u8, dst: [*]u8
 
 /// dequantize(quantize(x)) without the integers: an in-range r dequantizes
 /// to r itself, a saturated one to the nearest float of qmin/qmax - zp.
-inline fn fakeBlock(comptime c: Case, p: *Params(c), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+inline fn fakeBlock(comptime c: Case, p: anytype, src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
     const C = c.float_type.Compute();
     const l = p.at(index);
     const r = rounding.round(C, c.round_mode, floats.loadFloats(c.float_type, src, i) * l.inv_scale, &p.key, index);
@@ -115,9 +115,18 @@ fn Range(comptime op: Op) type {
             // A local copy: stores through dst could alias *args as far as
             // the compiler knows, which would reload every parameter per block.
             const a = args.*;
-            var p = Params(c).init(&a);
+            if (a.scales == null) {
+                var u = sets.Uniform(c.float_type.Compute(), c.quant_type).init(&a);
+                loop(c, &a, &u, begin, end);
+            } else {
+                var p = Params(c).init(&a);
+                loop(c, &a, &p, begin, end);
+            }
+        }
+
+        fn loop(comptime c: Case, a: *const types.Args, p: anytype, begin: usize, end: usize) void {
             const Block = struct {
-                fn run(q: *Params(c), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+                fn run(q: @TypeOf(p), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
                     switch (op) {
                         .quantize => quantizeBlock(c, q, src, dst, i, index),
                         .dequantize => dequantizeBlock(c, q, src, dst, i, index),
@@ -131,7 +140,7 @@ fn Range(comptime op: Op) type {
             // stochastic rounding, whose extra arithmetic already hides the
             // destination reads.
             const streams = op != .quantize or c.round_mode == .nearest;
-            stream.runRange(in, out, c.reduce_op == .add, streams and a.stream != 0, &p, a.src, a.dst, begin, end, Block.run);
+            stream.runRange(in, out, c.reduce_op == .add, streams and a.stream != 0, p, a.src, a.dst, begin, end, Block.run);
         }
     };
 }
