@@ -26,6 +26,15 @@ from piquant._platforms import TARGETS
 ROOT = Path(__file__).resolve().parents[1]
 
 ZIG = [sys.executable, "-m", "ziglang"]
+# Targets whose library is only checked for its name, format and wheel tag are built in Debug:
+# that compiles every line for the target at a quarter of ReleaseFast's CPU time (184 s against
+# 723 s for x86_64-macos). The Linux targets are built as shipped: glibc versions and the
+# aarch64 golden vectors are checked on them.
+RELEASE_CHECKED = {"x86_64-linux-gnu", "aarch64-linux-gnu"}
+
+
+def optimize_mode(target: str) -> str:
+    return "ReleaseFast" if target in RELEASE_CHECKED else "Debug"
 ARCH = {"x86_64": ("ELF", 62, "Mach-O", 0x01000007, "PE", 0x8664), "aarch64": ("ELF", 183, "Mach-O", 0x0100000C, "PE", 0xAA64)}
 
 
@@ -49,7 +58,7 @@ def cross_builds(tmp_path_factory):
     built = {}
     for target, (library, _tag) in TARGETS.items():
         prefix = out / target
-        subprocess.run([*ZIG, "build", f"-Dtarget={target}", "--prefix", str(prefix)], cwd=ROOT, check=True, capture_output=True, timeout=900)
+        subprocess.run([*ZIG, "build", f"-Dtarget={target}", f"-Doptimize={optimize_mode(target)}", "--prefix", str(prefix)], cwd=ROOT, check=True, capture_output=True, timeout=900)
         built[target] = prefix / library
     return built
 
@@ -118,7 +127,7 @@ def test_aarch64_generic_and_neon_under_qemu(cross_builds, vectors, tmp_path):
 
 @pytest.mark.parametrize("target", ["aarch64-macos", "x86_64-windows-gnu"])
 def test_wheel_for_another_platform(cross_builds, target, tmp_path):
-    env = {**os.environ, "PIQUANT_TARGET": target}
+    env = {**os.environ, "PIQUANT_TARGET": target, "PIQUANT_OPTIMIZE": optimize_mode(target)}
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
                    check=True, capture_output=True, timeout=900, env=env)
     (wheel,) = tmp_path.glob("*.whl")
