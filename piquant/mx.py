@@ -86,7 +86,8 @@ def _empty(kind: str, shape: tuple[int, ...], dtype: Any) -> Any:
 
 
 def _address(a: Any, kind: str, arg: str) -> int:
-    return _arrays.address(a) if kind == _arrays.NUMPY else _arrays.torch_address(a, arg)
+    """MX codes and scales are whole bytes (FP4 pairs included): addressed as bytes."""
+    return _arrays.address(a) if kind == _arrays.NUMPY else _arrays.torch_address(a, DataType.UINT8, arg)
 
 
 def _destination(arr: Any, kind: str, shape: tuple[int, ...], dtype: Any, arg: str) -> int:

@@ -160,9 +160,9 @@ def test_grouped_compute_params_name_the_first_set_without_params(contexts, rng,
     count, inner, _ = layout_of(shape, grouping)
     n = math.prod(shape)
     members = (np.arange(n) // inner) % count
-    infinite = ({count - 1: (0.0, np.inf), count // 2: (-np.inf, 0.0)}, count // 2, f"x: set {count // 2} contains an infinite value")
-    overflow = ({count - 2: (-2e38, 2e38), count // 3: (-3e38, 3e38)}, count // 3, rf"x: the range \(max - min\) of set {count // 3} overflows float32")
-    for sets, first, message in (infinite, overflow):
+    infinite = ({count - 1: (0.0, np.inf), count // 2: (-np.inf, 0.0)}, f"x: set {count // 2} contains an infinite value")
+    overflow = ({count - 2: (-2e38, 2e38), count // 3: (-3e38, 3e38)}, rf"x: the range \(max - min\) of set {count // 3} overflows float32")
+    for sets, message in (infinite, overflow):
         x = rng.standard_normal(n).astype(np.float32)
         for k, (lo, hi) in sets.items():
             at = np.flatnonzero(members == k)

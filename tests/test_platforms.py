@@ -58,7 +58,8 @@ def cross_builds(tmp_path_factory):
     built = {}
     for target, (library, _tag) in TARGETS.items():
         prefix = out / target
-        subprocess.run([*ZIG, "build", f"-Dtarget={target}", f"-Doptimize={optimize_mode(target)}", "--prefix", str(prefix)], cwd=ROOT, check=True, capture_output=True, timeout=900)
+        subprocess.run([*ZIG, "build", f"-Dtarget={target}", f"-Doptimize={optimize_mode(target)}", "--prefix", str(prefix)],
+                       cwd=ROOT, check=True, capture_output=True, timeout=900)
         built[target] = prefix / library
     return built
 
