@@ -17,7 +17,6 @@ const providers = .{
     @import("formats/float8.zig"),
     @import("formats/mx.zig"),
     @import("minmax.zig"),
-    @import("set_params.zig"),
 };
 
 comptime {
