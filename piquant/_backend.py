@@ -164,8 +164,7 @@ class NativeBackend:
         status = self._compute_params(self._ctx, src, src_dt._value_, n, q_dt._value_, 1 if symmetric else 0, scale_ref, zp_ref)
         if status:
             _native.raise_status(self._lib, status)
-        raw = zp.value
-        return scale.value, raw + (1 << 64) if raw < 0 and q_dt is DataType.UINT64 else raw
+        return scale.value, q_dt.zero_point_from_raw(zp.value)
 
 
 def _view(ptr: int, nbytes: int, dtype: Any) -> np.ndarray:
@@ -287,14 +286,14 @@ class ReferenceBackend:
         if src_dt is DataType.BF16:
             x = self._ref.bf16_bits_to_f32(x)
         d, sc = mx.quantize(x, fmt, block_size, scale_mode, _ROUND[mode], seed if mode else None, per_tensor_scale)
-        _view(data, n // 2 if fmt in ("mxfp4", "nvfp4") else n, np.uint8)[...] = d.view(np.uint8)
+        _view(data, mx_data_bytes(fmt, n), np.uint8)[...] = d.view(np.uint8)
         _view(scales, n // block_size, np.uint8)[...] = sc.view(np.uint8)
 
     def mx_dequantize(self, data: int, scales: int, dst: int, dst_dt: DataType, n: int, row: int, fmt: str, block_size: int,
                       per_tensor_scale: float | None) -> None:
         from piquant_reference import mx
 
-        d = _view(data, n // 2 if fmt in ("mxfp4", "nvfp4") else n, np.uint8)
+        d = _view(data, mx_data_bytes(fmt, n), np.uint8)
         v = mx.dequantize(d, _view(scales, n // block_size, np.uint8), fmt, block_size, per_tensor_scale)
         out = _float_view(dst, dst_dt, n)
         out[...] = self._ref.f32_to_bf16_bits(v) if dst_dt is DataType.BF16 else v.astype(out.dtype)
@@ -303,6 +302,11 @@ class ReferenceBackend:
 # piquant_mx_format and piquant_scale_mode, in the ABI's order.
 MX_FORMATS = ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp4", "mxint8", "nvfp4")
 SCALE_MODES = ("floor", "rceil")
+
+
+def mx_data_bytes(fmt: str, n: int) -> int:
+    """Bytes of the codes of n elements: FP4 formats pack two a byte."""
+    return n // 2 if fmt in ("mxfp4", "nvfp4") else n
 
 
 GGUF_NAMES = {2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 39: "MXFP4"}

@@ -107,7 +107,7 @@ class Row:
         if self.op.startswith("gguf"):
             return n * f + n // piquant.gguf.block_size(self.quant_dtype) * piquant.gguf.block_bytes(self.quant_dtype)
         if self.op == "mx_quantize":
-            return n * f + (n // 2 if self.quant_dtype in ("mxfp4", "nvfp4") else n) + n // mx_block(self.quant_dtype)
+            return n * f + _backend.mx_data_bytes(self.quant_dtype, n) + n // mx_block(self.quant_dtype)
         q = (n * ref.bits(self.quant_dtype) + 7) // 8 + (n // self.group * 16 if self.group else 0)
         return {
             "quantize": n * f + q,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import _arrays
-from ._backend import MX_FORMATS, SCALE_MODES
+from ._backend import MX_FORMATS, SCALE_MODES, mx_data_bytes
 from ._checks import check_seed
 from ._context import Context, resolve_context, round_mode_value
 from ._dtypes import DataType, resolve
@@ -64,7 +64,7 @@ def _layout(fmt: str, kind: str, shape: tuple[int, ...], block_size: int) -> tup
     """(shape, dtype) of the data and of the scales of x of `shape`."""
     n = shape[-1]
     sshape = (*shape[:-1], n // block_size)
-    dshape = (*shape[:-1], n // 2) if fmt in ("mxfp4", "nvfp4") else shape
+    dshape = (*shape[:-1], mx_data_bytes(fmt, n))
     if kind == _arrays.NUMPY:
         from piquant_reference import float8
 
@@ -194,8 +194,7 @@ def dequantize(mx: MXArray, dtype: Any = None, *, out: Any = None, ctx: Context 
         data = np.ascontiguousarray(mx.data).reshape(-1).view(np.uint8)
         scales = np.ascontiguousarray(mx.scales).reshape(-1).view(np.uint8)
     n = math.prod(mx.shape)
-    per = 2 if mx.fmt in ("mxfp4", "nvfp4") else 1
-    if data.size * per != n or scales.size * mx.block_size != n:
+    if data.size != mx_data_bytes(mx.fmt, n) or scales.size * mx.block_size != n:
         raise ValueError(f"mx: data of {data.size} bytes and {scales.size} scales do not hold shape {mx.shape} in blocks of {mx.block_size}")
     fdt = resolve(dtype if dtype is not None else (out.dtype if out is not None else "float32"), "dtype", quantized=False)
     data_buf = _arrays.Buffer(mx.data, kind, _arrays.address(data), DataType.UINT8, (data.size,), data.size)
