@@ -74,8 +74,11 @@ inline fn vectorSets(comptime C: type, c: Consts(C), job: *const types.SetParams
         .affine => {
             scale = @max((hi - lo) / splat(C, c.width), splat(C, std.math.floatEps(C)));
             // |lo / scale| ≤ width (plus rounding) where scale is finite;
-            // the bound only keeps the conversion defined in the others.
-            const r = @max(soft.roundEven(w, C, lo / scale), splat(C, -0x1p40));
+            // the bound only keeps the conversion defined in the others
+            // (an infinite set gives NaN here), so it must fit the integer
+            // type converted to: i32 on the narrow path.
+            const bound: C = if (c.narrow) -0x1p30 else -0x1p40;
+            const r = @max(soft.roundEven(w, C, lo / scale), splat(C, bound));
             if (c.narrow) {
                 const d = @as(@Vector(w, i32), @splat(@intCast(c.qmin))) - @as(@Vector(w, i32), @intFromFloat(r));
                 zp = @min(@max(d, splat(i32, @intCast(c.qmin))), splat(i32, @intCast(c.qmax)));
