@@ -112,3 +112,22 @@ def test_rows_on_torch_memory_run_only_on_large_arrays_allocated_by_torch():
     assert isinstance(inp.x, torch.Tensor) and not np.shares_memory(inp.x.numpy(), x32)
     assert isinstance(inp.float_out(), torch.Tensor)
     piquant_fn(inp, __import__("piquant").Context.get())()
+
+
+def test_kernel_profile_times_every_row_on_every_variant_this_cpu_runs():
+    """benchmarks/kernel_profile.py (issue 15's profile table) builds its C driver against the
+    loaded library and fills one cell per (row, variant); counts need valgrind, so they are off here."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "kernel_profile.py"
+    r = subprocess.run([sys.executable, str(script), "--no-count", "--n", "4096", "--reps", "3"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Warning" not in r.stderr
+    table = [line for line in r.stdout.splitlines() if line.startswith("| ") and not line.startswith(("| row", "| ---"))]
+    assert len(table) == 7
+    for line in table:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert len(cells) == 2 + len(ISAS)
+        for cell in cells[1:-1]:
+            assert float(cell.split("·")[1]) > 0

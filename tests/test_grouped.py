@@ -29,6 +29,9 @@ LAYOUTS = [
     ((70, 6, 2), {"axis": 1}),  # inner 2, blocks wrap past the last channel
     ((520, 68), {"group_size": 4}),
     ((700, 64), {"axis": -1}),  # inner 1, channels a whole number of blocks
+    ((40, 1000), {"axis": -1}),  # inner 1, rows wrapping inside blocks: every set prepared once per call
+    ((26, 2048), {"axis": -1}),  # inner 1, too many sets for that: windows of sets
+    ((9, 4, 1021), {"axis": 1}),  # odd runs; compute_params split by rows (2 threads) or by sets (3)
     ((5,), {"axis": 0}),
     ((2, 3, 0), {"axis": 1}),
 ]
@@ -136,8 +139,10 @@ def test_grouped_compute_params_match_reference(contexts, rng, shape, grouping, 
     x[rng.integers(0, max(n, 1), n // 50)] = np.nan
     if n:
         x[idx == 0] = np.nan
+        x[idx == lay[0] // 2] = -2.5  # all equal (when not set 0)
+        x[idx == lay[0] - 1] = 1e-40  # all equal, denormal in float32
     x = x.astype(NP_FLOAT[ftype]).reshape(shape)
-    for qtype in ("uint8", "int4", "int32", "uint64"):
+    for qtype in ("uint8", "int4", "int8", "int16", "int32", "uint64", "float8_e4m3fn"):
         want = ref.compute_params(x, qtype, symmetric, **grouping)
         for isa in ISAS:
             for threads in THREADS:
@@ -145,6 +150,30 @@ def test_grouped_compute_params_match_reference(contexts, rng, shape, grouping, 
                 assert got.scale.dtype == want.scale.dtype and got.zero_point.dtype == want.zero_point.dtype
                 np.testing.assert_array_equal(got.scale, want.scale, err_msg=f"{qtype} {isa} {threads}")
                 np.testing.assert_array_equal(got.zero_point, want.zero_point, err_msg=f"{qtype} {isa} {threads}")
+
+
+@pytest.mark.parametrize("shape,grouping", [((40, 1000), {"axis": -1}), ((3, 20011), {"axis": 0}), ((600, 64), {"group_size": 8}), ((26, 2048), {"axis": -1})])
+def test_grouped_compute_params_name_the_first_set_without_params(contexts, rng, shape, grouping):
+    """Sets with an infinite value, or whose range overflows float32: the
+    error names the first of them (as the reference does), whatever the
+    split over threads."""
+    count, inner, _ = layout_of(shape, grouping)
+    n = math.prod(shape)
+    members = (np.arange(n) // inner) % count
+    infinite = ({count - 1: (0.0, np.inf), count // 2: (-np.inf, 0.0)}, f"x: set {count // 2} contains an infinite value")
+    overflow = ({count - 2: (-2e38, 2e38), count // 3: (-3e38, 3e38)}, rf"x: the range \(max - min\) of set {count // 3} overflows float32")
+    for sets, message in (infinite, overflow):
+        x = rng.standard_normal(n).astype(np.float32)
+        for k, (lo, hi) in sets.items():
+            at = np.flatnonzero(members == k)
+            x[at[0]], x[at[-1]] = lo, hi
+        x = x.reshape(shape)
+        with pytest.raises(ValueError, match=message):
+            ref.compute_params(x, "uint8", **grouping)
+        for isa in ISAS:
+            for threads in THREADS:
+                with pytest.raises(ValueError, match=message):
+                    piquant.compute_params(x, "uint8", ctx=contexts(isa, threads), **grouping)
 
 
 def test_round_trip_carries_grouping(rng):

@@ -727,28 +727,22 @@ export fn piquant_compute_params_grouped(handle: ?*Handle, in: ?*const anyopaque
     var s = checkTypes("dtype_in", dtype_in, "dtype_q", dtype_q);
     if (s == 0) s = checkLayout(numel, count, inner);
     if (s != 0) return s;
-    const sets = types.SetRanges{
-        .src = @ptrCast(in orelse @as(*const anyopaque, &no_elements)),
-        .src_type = dtype_in,
-        .outer = numel / (count * inner),
-        .count = count,
-        .inner = inner,
-        // The output arrays hold each set's range until it is turned into
-        // parameters: no allocation, and each set's two slots are its own.
-        .mins = out_scales.?,
-        .maxs = @ptrCast(out_zero_points.?),
+    const src: [*]const u8 = @ptrCast(in orelse @as(*const anyopaque, &no_elements));
+    const ranges = types.SetRanges{ .src = src, .src_type = dtype_in, .row_begin = 0, .row_end = 0, .count = count, .inner = inner, .mins = undefined, .maxs = undefined };
+    const params = types.SetParams{ .float_type = dtype_in, .quant_type = dtype_q, .symmetric = symmetric != 0, .mins = undefined, .maxs = undefined, .scales = out_scales.?, .zero_points = out_zero_points.? };
+    const k = parallel.setParams(&ctx.?.pool, ctx.?.kernels, ranges, params, numel) orelse return 0;
+    // Set k has no parameters: its range again, for the reason.
+    var mm: types.MinMax = undefined;
+    var r = ranges;
+    r.row_end = numel / (count * inner);
+    r.mins = @ptrCast(&mm.min);
+    r.maxs = @ptrCast(&mm.max);
+    ctx.?.kernels.minmax_sets(&r, k, k + 1);
+    const reason = if (params_mod.forInput(dtype_in, mm, dtype_q, symmetric != 0)) |_| error.Overflow else |e| e;
+    return switch (reason) {
+        error.Infinite => fail(.invalid_value, "x: set {d} contains an infinite value; parameters need a finite range", .{k}),
+        else => fail(.invalid_value, "x: the range (max - min) of set {d} overflows float32", .{k}),
     };
-    parallel.setRanges(&ctx.?.pool, ctx.?.kernels.minmax_sets, &sets, numel);
-    for (0..count) |k| {
-        const mm = types.MinMax{ .min = sets.mins[k], .max = sets.maxs[k] };
-        const p = params_mod.forInput(dtype_in, mm, dtype_q, symmetric != 0) catch |e| return switch (e) {
-            error.Infinite => fail(.invalid_value, "x: set {d} contains an infinite value; parameters need a finite range", .{k}),
-            else => fail(.invalid_value, "x: the range (max - min) of set {d} overflows float32", .{k}),
-        };
-        out_scales.?[k] = p.scale;
-        out_zero_points.?[k] = dtype_q.rawZeroPoint(p.zero_point);
-    }
-    return 0;
 }
 
 test {

@@ -17,6 +17,7 @@ const providers = .{
     @import("formats/float8.zig"),
     @import("formats/mx.zig"),
     @import("minmax.zig"),
+    @import("set_params.zig"),
 };
 
 comptime {

@@ -71,65 +71,74 @@ fn runReduce(comptime T: type, comptime n: usize, comptime op: std.builtin.Reduc
     return runReduce(T, n / 2, op, next);
 }
 
-/// Sets first … of row `row` (an outer index times count) whose runs have
-/// g < block elements, g a power of two: `block` sets from g blocks at a
-/// time, merged into mins/maxs. Returns the first set not done.
-fn shortRuns(comptime S: DType, comptime g: usize, job: *const types.SetRanges, row: usize, first: usize, last: usize) usize {
+/// Sets first … last - 1 of row `row` (an outer index times count) whose
+/// runs have g < block elements, g a power of two: `block` sets from g
+/// blocks at a time, merged into lo/hi (lo[0] is set `first`). Returns the
+/// first set not done.
+fn shortRuns(comptime S: DType, comptime g: usize, src: [*]const u8, row: usize, first: usize, last: usize, lo: []S.Compute(), hi: []S.Compute()) usize {
     const C = S.Compute();
     const inf: Vec(C) = @splat(std.math.inf(C));
     var s = first;
     while (s + block <= last) : (s += block) {
         const begin = (row + s) * g;
-        var lo: [g]Vec(C) = undefined;
-        var hi: [g]Vec(C) = undefined;
+        var l: [g]Vec(C) = undefined;
+        var h: [g]Vec(C) = undefined;
         inline for (0..g) |k| {
-            stream.prefetchAhead(job.src, S.byteCount(begin + k * block));
-            const x = floats.loadFloats(S, job.src, begin + k * block);
+            stream.prefetchAhead(src, S.byteCount(begin + k * block));
+            const x = floats.loadFloats(S, src, begin + k * block);
             // NaN is ignored: it becomes the bound's identity.
-            lo[k] = @select(C, x != x, inf, x);
-            hi[k] = @select(C, x != x, -inf, x);
+            l[k] = @select(C, x != x, inf, x);
+            h[k] = @select(C, x != x, -inf, x);
         }
-        const new_lo: Vec(f64) = @floatCast(runReduce(C, g, .Min, lo));
-        const new_hi: Vec(f64) = @floatCast(runReduce(C, g, .Max, hi));
-        const old_lo: Vec(f64) = job.mins[s..][0..block].*;
-        const old_hi: Vec(f64) = job.maxs[s..][0..block].*;
-        job.mins[s..][0..block].* = @min(old_lo, new_lo);
-        job.maxs[s..][0..block].* = @max(old_hi, new_hi);
+        const i = s - first;
+        lo[i..][0..block].* = @min(@as(Vec(C), lo[i..][0..block].*), runReduce(C, g, .Min, l));
+        hi[i..][0..block].* = @max(@as(Vec(C), hi[i..][0..block].*), runReduce(C, g, .Max, h));
     }
     return s;
 }
 
-/// Sets [first, last) of `job`: each set's runs, one per outer index.
+/// Sets per batch: their ranges accumulate in the compute type on the
+/// stack while the rows pass, and are widened once at the end.
+const batch = 1024;
+
+/// Sets [first, last) of `job` over its rows, a batch of sets at a time.
 fn setRanges(comptime S: DType, job: *const types.SetRanges, first: usize, last: usize) void {
-    for (first..last) |s| {
-        job.mins[s] = std.math.inf(f64);
-        job.maxs[s] = -std.math.inf(f64);
-    }
-    for (0..job.outer) |o| {
-        const row = o * job.count;
-        var done = first;
-        if (job.inner < block) {
-            inline for (0..comptime std.math.log2_int(usize, block)) |e| {
-                if (job.inner == 1 << e) done = shortRuns(S, 1 << e, job, row, first, last);
-            }
-        }
-        for (done..last) |s| {
-            const begin = (row + s) * job.inner;
-            var lo = job.mins[s];
-            var hi = job.maxs[s];
-            if (job.inner >= vector_run_min or job.inner % block == 0) {
-                const r = rangeOf(S, job.src, begin, begin + job.inner);
-                lo = @min(lo, r.min);
-                hi = @max(hi, r.max);
-            } else {
-                for (begin..begin + job.inner) |i| {
-                    const x: f64 = floats.load(S, 1, job.src, i)[0];
-                    if (x < lo) lo = x; // false for NaN: ignored
-                    if (x > hi) hi = x;
+    const C = S.Compute();
+    var lo_buf: [batch]C align(64) = undefined;
+    var hi_buf: [batch]C align(64) = undefined;
+    var b = first;
+    while (b < last) : (b += batch) {
+        const e = @min(last, b + batch);
+        const lo = lo_buf[0 .. e - b];
+        const hi = hi_buf[0 .. e - b];
+        @memset(lo, std.math.inf(C));
+        @memset(hi, -std.math.inf(C));
+        for (job.row_begin..job.row_end) |o| {
+            const row = o * job.count;
+            var done = b;
+            if (job.inner < block) {
+                inline for (0..comptime std.math.log2_int(usize, block)) |k| {
+                    if (job.inner == 1 << k) done = shortRuns(S, 1 << k, job.src, row, b, e, lo, hi);
                 }
             }
-            job.mins[s] = lo;
-            job.maxs[s] = hi;
+            for (done..e) |s| {
+                const begin = (row + s) * job.inner;
+                if (job.inner >= vector_run_min or job.inner % block == 0) {
+                    const r = rangeOf(S, job.src, begin, begin + job.inner);
+                    lo[s - b] = @min(lo[s - b], @as(C, @floatCast(r.min)));
+                    hi[s - b] = @max(hi[s - b], @as(C, @floatCast(r.max)));
+                } else {
+                    for (begin..begin + job.inner) |i| {
+                        const x = floats.load(S, 1, job.src, i)[0];
+                        if (x < lo[s - b]) lo[s - b] = x; // false for NaN: ignored
+                        if (x > hi[s - b]) hi[s - b] = x;
+                    }
+                }
+            }
+        }
+        for (lo, hi, b - first..) |l, h, k| {
+            job.mins[k] = l;
+            job.maxs[k] = h;
         }
     }
 }
@@ -170,7 +179,7 @@ test "short runs: every power-of-two run length, sets past the last whole block,
     var maxs: [count]f64 = undefined;
     inline for (0..comptime std.math.log2_int(usize, block) + 1) |e| {
         const inner = 1 << e;
-        const job = types.SetRanges{ .src = @ptrCast(&x), .src_type = .f32, .outer = outer, .count = count, .inner = inner, .mins = &mins, .maxs = &maxs };
+        const job = types.SetRanges{ .src = @ptrCast(&x), .src_type = .f32, .row_begin = 0, .row_end = outer, .count = count, .inner = inner, .mins = mins[1..].ptr, .maxs = maxs[1..].ptr };
         minmaxSets(&job, 1, count);
         for (1..count) |s| {
             var want = MinMax{ .min = std.math.inf(f64), .max = -std.math.inf(f64) };
@@ -194,7 +203,7 @@ test "ranges ignore NaN and agree between the vector and scalar paths" {
     var maxs: [3]f64 = undefined;
     inline for (.{ 1, vector_run_min }) |inner| {
         const count = 3;
-        const job = types.SetRanges{ .src = @ptrCast(&x), .src_type = .f32, .outer = x.len / (count * inner), .count = count, .inner = inner, .mins = &mins, .maxs = &maxs };
+        const job = types.SetRanges{ .src = @ptrCast(&x), .src_type = .f32, .row_begin = 0, .row_end = x.len / (count * inner), .count = count, .inner = inner, .mins = &mins, .maxs = &maxs };
         minmaxSets(&job, 0, count);
         var want = [_]MinMax{.{ .min = std.math.inf(f64), .max = -std.math.inf(f64) }} ** count;
         for (x, 0..) |v, i| {

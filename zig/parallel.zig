@@ -133,28 +133,103 @@ pub fn minmax(pool: *Pool, kernel: MinMaxKernel, src: [*]const u8, t: DType, n: 
     return m;
 }
 
-pub const SetRangesKernel = @FieldType(types.KernelTable, "minmax_sets");
+/// A layout whose sets are this few (and whose rows are many) is split over
+/// rows: each chunk the ranges of every set over its rows, merged.
+const row_split_max_sets = 1024;
 
-/// Every set's range of `sets` (a layout of numel elements), sets split
-/// over the pool.
-pub fn setRanges(pool: *Pool, kernel: SetRangesKernel, sets: *const types.SetRanges, numel: usize) void {
+/// Sets per step of a chunk of sets: their ranges, kept on the stack, are
+/// turned into parameters while still in the cache.
+const sets_per_step = 512;
+
+/// compute_params per set of a layout of numel elements (`ranges` without
+/// its rows and outputs; `params` without its ranges): null, or the first
+/// set without parameters. Split over the pool by rows where sets are few
+/// and rows many, else by sets.
+pub fn setParams(pool: *Pool, kernels: *const types.KernelTable, ranges: types.SetRanges, params: types.SetParams, numel: usize) ?usize {
     const threads = if (numel < parallel_min_elements) 1 else pool.threadCount();
+    const count = ranges.count;
+    const outer = numel / (count * ranges.inner);
+    if (threads > 1 and count <= row_split_max_sets and outer >= 4 * threads) return byRows(pool, kernels, ranges, params, numel, outer);
     const Job = struct {
-        k: SetRangesKernel,
-        sets: *const types.SetRanges,
+        kernels: *const types.KernelTable,
+        ranges: types.SetRanges,
+        params: types.SetParams,
         per_chunk: usize,
+        bad: std.atomic.Value(usize) = .init(std.math.maxInt(usize)),
         fn run(self: *@This(), c: usize) void {
             const first = c * self.per_chunk;
-            self.k(self.sets, first, @min(self.sets.count, first + self.per_chunk));
+            const last = @min(self.ranges.count, first + self.per_chunk);
+            var mins: [sets_per_step]f64 = undefined;
+            var maxs: [sets_per_step]f64 = undefined;
+            var r = self.ranges;
+            r.mins = &mins;
+            r.maxs = &maxs;
+            var p = self.params;
+            p.mins = &mins;
+            p.maxs = &maxs;
+            var b = first;
+            while (b < last) : (b += sets_per_step) {
+                const e = @min(last, b + sets_per_step);
+                self.kernels.minmax_sets(&r, b, e);
+                p.scales = self.params.scales + b;
+                p.zero_points = self.params.zero_points + b;
+                const k = self.kernels.params_sets(&p, e - b);
+                if (k < e - b) {
+                    _ = self.bad.fetchMin(b + k, .monotonic);
+                    return;
+                }
+            }
         }
     };
-    var job = Job{ .k = kernel, .sets = sets, .per_chunk = divCeil(sets.count, @min(sets.count, threads * 4)) };
-    const chunks = divCeil(sets.count, job.per_chunk);
+    var job = Job{ .kernels = kernels, .ranges = ranges, .params = params, .per_chunk = divCeil(count, @min(count, threads * 4)) };
+    job.ranges.row_begin = 0;
+    job.ranges.row_end = outer;
+    const chunks = divCeil(count, job.per_chunk);
     if (threads == 1) {
         for (0..chunks) |c| job.run(c);
     } else {
         run(pool, &job, chunks);
     }
+    const k = job.bad.load(.monotonic);
+    return if (k == std.math.maxInt(usize)) null else k;
+}
+
+fn byRows(pool: *Pool, kernels: *const types.KernelTable, ranges: types.SetRanges, params: types.SetParams, numel: usize, outer: usize) ?usize {
+    const Job = struct {
+        kernels: *const types.KernelTable,
+        ranges: types.SetRanges,
+        rows_per_chunk: usize,
+        lock: std.Thread.Mutex = .{},
+        mins: [row_split_max_sets]f64 = @splat(std.math.inf(f64)),
+        maxs: [row_split_max_sets]f64 = @splat(-std.math.inf(f64)),
+        fn run(self: *@This(), c: usize) void {
+            const count = self.ranges.count;
+            var mins: [row_split_max_sets]f64 = undefined;
+            var maxs: [row_split_max_sets]f64 = undefined;
+            var r = self.ranges;
+            r.row_begin = c * self.rows_per_chunk;
+            r.row_end = @min(r.row_end, r.row_begin + self.rows_per_chunk);
+            r.mins = &mins;
+            r.maxs = &maxs;
+            self.kernels.minmax_sets(&r, 0, count);
+            self.lock.lock();
+            defer self.lock.unlock();
+            for (self.mins[0..count], self.maxs[0..count], mins[0..count], maxs[0..count]) |*lo, *hi, l, h| {
+                lo.* = @min(lo.*, l);
+                hi.* = @max(hi.*, h);
+            }
+        }
+    };
+    const chunks = @min(outer, if (numel < affinity_max_elements) pool.threadCount() else pool.threadCount() * 4);
+    var job = Job{ .kernels = kernels, .ranges = ranges, .rows_per_chunk = divCeil(outer, chunks) };
+    job.ranges.row_begin = 0;
+    job.ranges.row_end = outer;
+    run(pool, &job, divCeil(outer, job.rows_per_chunk));
+    var p = params;
+    p.mins = &job.mins;
+    p.maxs = &job.maxs;
+    const k = kernels.params_sets(&p, ranges.count);
+    return if (k < ranges.count) k else null;
 }
 
 /// The memory roofline the benchmarks compare against: a copy of `n` bytes

@@ -168,12 +168,18 @@ pub fn Params(comptime C: type, comptime Q: DType) type {
         cur: usize = 0,
         ahead_first: usize = 0,
         ahead_len: usize = 0,
-        ahead: Record(C, Q, ArrayOf(ahead_sets)) = undefined,
+        ahead: Record(C, Q, ArrayOf(ahead_capacity)) = undefined,
         /// Element index of the first set of `ahead` when sets are shorter
         /// than a block (`short`).
         window: usize = 0,
 
+        /// Sets prepared at a time as the blocks move on.
         const ahead_sets = 64;
+        /// Short sets this few are all prepared once, followed by the first
+        /// block's worth again (`cycle`): each set is used once per row,
+        /// so windows of the next few would be prepared once per row.
+        const cycle_max_sets = 1024;
+        const ahead_capacity = cycle_max_sets + block;
 
         pub fn init(a: *const types.Args) @This() {
             return .{
@@ -254,9 +260,24 @@ pub fn Params(comptime C: type, comptime Q: DType) type {
         /// the block at `index` still runs past them (past the last set).
         noinline fn moveWindow(p: *@This(), comptime g: usize, scales: [*]const u8, index: usize) bool {
             const first = index / g;
-            p.refill(scales, first % p.count);
+            if (p.count <= cycle_max_sets) {
+                if (p.ahead_len != p.count + block / g) p.cycle(scales, block / g);
+                p.window = (first - first % p.count) * g; // set 0 of this row
+                return true; // the block's sets are among count + w in a row
+            }
+            p.refill(scales, first % p.count, ahead_sets);
             p.window = first * g;
             return index + block <= p.window + p.ahead_len * g;
+        }
+
+        /// Every set, then sets 0, 1, … (cyclically) for `w` more: the w
+        /// sets from any one on are consecutive entries.
+        fn cycle(p: *@This(), scales: [*]const u8, w: usize) void {
+            p.refill(scales, 0, p.count);
+            for (p.count..p.count + w) |j| {
+                inline for (fields) |f| @field(p.ahead, f)[j] = @field(p.ahead, f)[j % p.count];
+            }
+            p.ahead_len = p.count + w;
         }
 
         inline fn current(p: *const @This()) L {
@@ -269,10 +290,10 @@ pub fn Params(comptime C: type, comptime Q: DType) type {
             return initSet(C, Q, types.scaleAt(scales, p.scale_type, k), p.zero_points[k]);
         }
 
-        /// Prepares sets first, first + 1, … (up to the last set).
-        fn refill(p: *@This(), scales: [*]const u8, first: usize) void {
+        /// Prepares sets first, first + 1, … (up to `len` of them, and the last set).
+        fn refill(p: *@This(), scales: [*]const u8, first: usize, len: usize) void {
             p.ahead_first = first;
-            p.ahead_len = @min(ahead_sets, p.count - first);
+            p.ahead_len = @min(len, p.count - first);
             p.cur = 0;
             var j: usize = 0;
             if (comptime Q.bits() <= 16) {
@@ -292,12 +313,12 @@ pub fn Params(comptime C: type, comptime Q: DType) type {
         noinline fn seek(p: *@This(), scales: [*]const u8, index: usize) bool {
             if (index == p.set_end and index + block <= p.set_end + p.inner) {
                 p.cur += 1;
-                if (p.cur >= p.ahead_len) p.refill(scales, (p.ahead_first + p.ahead_len) % p.count);
+                if (p.cur >= p.ahead_len) p.refill(scales, (p.ahead_first + p.ahead_len) % p.count, ahead_sets);
                 p.set_begin = p.set_end;
             } else {
                 const first = index / p.inner;
                 if ((index + block - 1) / p.inner != first) return false;
-                p.refill(scales, first % p.count);
+                p.refill(scales, first % p.count, ahead_sets);
                 p.set_begin = first * p.inner;
             }
             p.set_end = p.set_begin + p.inner;
@@ -403,24 +424,28 @@ test "smallest invertible scales are subnormal" {
     }
 }
 
-test "blocks of short sets get each lane's set, across windows and wraps" {
-    var scales: [3 * 64 + 5]f32 = undefined;
+test "blocks of short sets get each lane's set, across windows, cycles and wraps" {
+    var scales: [1100]f32 = undefined;
     var zps: [scales.len]i64 = undefined;
     for (&scales, &zps, 0..) |*s, *z, k| {
         s.* = @floatFromInt(k + 1);
         z.* = @intCast(k % 256);
     }
-    inline for (0..comptime std.math.log2_int(usize, block)) |e| {
-        const inner = 1 << e;
-        const a = types.Args{ .src = undefined, .dst = undefined, .float_type = .f32, .quant_type = .uint8, .scale = 0, .zero_point = 0, .round_mode = .nearest, .reduce_op = .set, .seed = 0, .stream = 0, .scales = @ptrCast(&scales), .scale_type = .f32, .zero_points = &zps, .inner = inner, .count = scales.len };
-        var p = Params(f32, .uint8).init(&a);
-        var index: usize = 0;
-        while (index < 2 * scales.len * inner) : (index += block) {
-            const l = p.at(index);
-            for (0..block) |k| {
-                const s = ((index + k) / inner) % scales.len;
-                try testing.expectEqual(1 / scales[s], l.inv_scale[k]);
-                try testing.expectEqual(@as(i32, @intCast(zps[s])), l.zp[k]);
+    // Fewer sets than a block, sets all prepared at once (rows wrapping
+    // inside blocks), and more than that (windows).
+    for ([_]usize{ 5, 3 * 64 + 5, scales.len }) |count| {
+        inline for (0..comptime std.math.log2_int(usize, block)) |e| {
+            const inner = 1 << e;
+            const a = types.Args{ .src = undefined, .dst = undefined, .float_type = .f32, .quant_type = .uint8, .scale = 0, .zero_point = 0, .round_mode = .nearest, .reduce_op = .set, .seed = 0, .stream = 0, .scales = @ptrCast(&scales), .scale_type = .f32, .zero_points = &zps, .inner = inner, .count = count };
+            var p = Params(f32, .uint8).init(&a);
+            var index: usize = 0;
+            while (index < 2 * count * inner + 3 * block) : (index += block) {
+                const l = p.at(index);
+                for (0..block) |k| {
+                    const s = ((index + k) / inner) % count;
+                    try testing.expectEqual(1 / scales[s], l.inv_scale[k]);
+                    try testing.expectEqual(@as(i32, @intCast(zps[s])), l.zp[k]);
+                }
             }
         }
     }

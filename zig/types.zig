@@ -263,19 +263,36 @@ pub const KernelTable = extern struct {
     minmax: *const fn (src: [*]const u8, src_type: DType, begin: usize, end: usize) callconv(.c) MinMax,
     /// Sets [first, last) of a per-channel/per-group layout's ranges.
     minmax_sets: *const fn (job: *const SetRanges, first: usize, last: usize) callconv(.c) void,
+    /// Parameters of the first n sets of `job` from their ranges: the index
+    /// of the first set whose range has none (infinite, or overflowing), or n.
+    params_sets: *const fn (job: *const SetParams, n: usize) callconv(.c) usize,
 };
 
 /// The smallest and largest non-NaN value of each set s of an (outer,
-/// count, inner) layout of `src`: set s is the runs [(o·count + s)·inner,
-/// +inner) for every o. Results go to mins[s] and maxs[s].
+/// count, inner) layout of `src` over rows [row_begin, row_end): set s is
+/// the runs [(o·count + s)·inner, +inner) for each such o. Sets first …
+/// last - 1 go to mins[0 .. last - first] and maxs[0 .. last - first].
 pub const SetRanges = extern struct {
     src: [*]const u8,
     src_type: DType,
-    outer: usize,
+    row_begin: usize,
+    row_end: usize,
     count: usize,
     inner: usize,
     mins: [*]f64,
     maxs: [*]f64,
+};
+
+/// Sets' ranges (mins, maxs) turned into parameters (scales, zero_points,
+/// in the ABI's form) for input type float_type and quantized type quant_type.
+pub const SetParams = extern struct {
+    float_type: DType,
+    quant_type: DType,
+    symmetric: bool,
+    mins: [*]const f64,
+    maxs: [*]const f64,
+    scales: [*]f64,
+    zero_points: [*]i64,
 };
 
 /// Elements per parallel work unit are a multiple of this, so no byte of a
