@@ -188,17 +188,19 @@ _torch_storage: dict[DataType, Any] = {}
 _strided: Any = None
 _torch_empty: Any = None
 _increment_version: Any = None  # bumps the autograd version counters of a tuple of tensors
+_torch_numpy: dict[Any, np.dtype] = {}  # the numpy dtype of .numpy() of a tensor, for the types of parameter arrays
 
 
 @functools.cache
 def torch_facts() -> TorchFacts:
-    global _torch_tensor, _torch_types, _torch_storage, _strided, _torch_empty, _increment_version
+    global _torch_tensor, _torch_types, _torch_storage, _strided, _torch_empty, _increment_version, _torch_numpy
     import torch
 
     storage = {d: getattr(torch, "uint8" if d.is_packed else d.short_name) for d in DataType if d.is_packed or hasattr(torch, d.short_name)}
     _torch_tensor, _torch_types, _torch_storage, _strided = torch.Tensor, torch_dtype_map(), storage, torch.strided
     _increment_version = torch._C._increment_version
     _torch_empty = torch.empty
+    _torch_numpy = {getattr(torch, n): np.dtype(n) for n in ("float32", "float64", "int64", "uint64") if hasattr(torch, n)}
     return TorchFacts(torch, torch.strided, storage)
 
 
