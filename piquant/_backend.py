@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import _native
+from ._arrays import address
 from ._dtypes import DataType
 from ._groups import Sets, as_numpy, check_values
 from ._groups import address as set_address
@@ -128,7 +129,7 @@ class NativeBackend:
     def compute_params_sets(self, src: int, src_dt: DataType, n: int, q_dt: DataType, symmetric: bool, count: int, inner: int) -> Sets:
         scales, zps = np.empty(count, np.float64), np.empty(count, np.int64)
         self._check(self._lib.piquant_compute_params_grouped(
-            self._ctx, src, src_dt.value, n, q_dt.value, int(symmetric), count, inner, scales.ctypes.data, zps.ctypes.data
+            self._ctx, src, src_dt.value, n, q_dt.value, int(symmetric), count, inner, address(scales), address(zps)
         ))
         return Sets(scales, zps.view(np.uint64) if q_dt is DataType.UINT64 else zps, count, inner)
 
