@@ -226,7 +226,8 @@ def _as_given(a: Any, dtype: Any, other: Any, lay: Layout) -> bool:
     tensor they would only view as one: one of the wanted dtypes (by
     identity: numpy's and torch's dtype objects are singletons),
     contiguous, of the parameter shape (Sets may hold it in either shape);
-    a tensor also dense, on the CPU, without grad or the negative bit."""
+    a tensor also dense, on the CPU, without grad or the negative bit (a
+    nested one is refused before its shape, which it cannot give)."""
     tp = type(a)
     if tp is np.ndarray:
         dt = a.dtype
@@ -234,8 +235,8 @@ def _as_given(a: Any, dtype: Any, other: Any, lay: Layout) -> bool:
     if tp is not _arrays._torch_tensor or tp is None:  # None: no tensor read yet
         return False
     dt = _arrays._torch_numpy.get(a.dtype)
-    return ((dt is dtype or dt is other) and dt is not None and (a.shape == lay.shape or a.shape == (lay.count,)) and a.is_cpu
-            and a.layout is _arrays._strided and not a.requires_grad and not a.is_neg() and not a.is_nested and a.is_contiguous())
+    return ((dt is dtype or dt is other) and dt is not None and not a.is_nested and (a.shape == lay.shape or a.shape == (lay.count,))
+            and a.is_cpu and a.layout is _arrays._strided and not a.requires_grad and not a.is_neg() and a.is_contiguous())
 
 
 _F32, _F64, _I64, _U64 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.uint64)

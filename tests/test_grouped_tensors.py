@@ -124,6 +124,28 @@ def test_bad_values_in_torch_parameters_are_named_as_in_numpy_ones(scale, zero_p
             piquant.dequantize(torch.zeros(4, n, dtype=torch.uint8), scale=s, zero_point=zp, axis=0)
 
 
+def _odd_tensors():
+    """Parameter tensors no kernel may read in place, and the error each gets."""
+    ones, zeros = torch.ones(2), torch.zeros(2, dtype=torch.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's prototype warning for nested tensors
+        nested_s, nested_z = torch.nested.nested_tensor([torch.ones(1)] * 2), torch.nested.nested_tensor([torch.zeros(1, dtype=torch.int64)] * 2)
+    return [
+        (nested_s, zeros, TypeError, "scale: expected a dense tensor, got a nested tensor"),
+        (ones, nested_z, TypeError, "zero_point: expected a dense tensor, got a nested tensor"),
+        (torch.ones(2, device="meta"), zeros, ValueError, "scale: expected a CPU tensor, got one on meta"),
+        (ones, torch.zeros(2, dtype=torch.int64, device="meta"), ValueError, "zero_point: expected a CPU tensor, got one on meta"),
+        (ones.to_sparse(), zeros, TypeError, r"scale: expected a dense \(strided\) tensor, got layout torch.sparse_coo"),
+    ]
+
+
+@pytest.mark.parametrize("k", range(5))
+def test_tensors_that_cannot_be_read_in_place_are_refused_by_name(k):
+    s, zp, exc, match = _odd_tensors()[k]
+    with pytest.raises(exc, match=match):
+        piquant.quantize(torch.randn(2, 8), "uint8", scale=s, zero_point=zp, axis=0)
+
+
 def test_uint64_zero_points_as_tensors(rng):
     x = rng.standard_normal((4, 8))
     q = piquant.quantize(x, "uint64", axis=0, symmetric=True)
