@@ -90,8 +90,23 @@ def torch_address(t: Any, dt: DataType, arg: str) -> int:
     nbytes = t.nbytes
     end = ptr - storage.data_ptr() + nbytes
     if end > storage.nbytes() and nbytes:
-        raise ValueError(f"{arg}: its storage holds {storage.nbytes()} bytes, fewer than the {end} its elements span (was the storage resized?)")
+        raise _storage_error(arg, storage, end)
     return ptr
+
+
+def check_storage(t: Any, arg: str) -> None:
+    """A strided tensor's elements lie inside its storage (see torch_address)."""
+    if not t.numel():
+        return
+    last = t.storage_offset() + sum((n - 1) * step for n, step in zip(t.shape, t.stride()))
+    storage = t.untyped_storage()
+    end = (last + 1) * t.itemsize
+    if end > storage.nbytes():
+        raise _storage_error(arg, storage, end)
+
+
+def _storage_error(arg: str, storage: Any, end: int) -> ValueError:
+    return ValueError(f"{arg}: its storage holds {storage.nbytes()} bytes, fewer than the {end} its elements span (was the storage resized?)")
 
 
 def _packed_address(t: Any, storage: Any, bits: int, arg: str) -> int:
@@ -101,7 +116,7 @@ def _packed_address(t: Any, storage: Any, bits: int, arg: str) -> int:
     start = offset * bits // 8
     end = start + (n * bits + 7) // 8
     if n and end > storage.nbytes():
-        raise ValueError(f"{arg}: its storage holds {storage.nbytes()} bytes, fewer than the {end} its elements span (was the storage resized?)")
+        raise _storage_error(arg, storage, end)
     return storage.data_ptr() + start
 
 

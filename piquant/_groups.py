@@ -108,6 +108,7 @@ def _numpy(a: Any, arg: str, integral: bool, qdt: DataType | None = None) -> np.
     if kind == _arrays.NUMPY:  # ml_dtypes' bfloat16 is exact in float32 (dtype.name is slow to read)
         return a.astype(np.float32) if a.dtype.type.__name__ == "bfloat16" else a
     _arrays.check_torch(a, arg)
+    _arrays.check_storage(a, arg)
     if a.requires_grad:  # each of these makes a tensor: only when needed
         a = a.detach()
     if a.is_neg():
@@ -213,15 +214,15 @@ def checked(scale: Any, zero_point: Any, fdt: DataType, qdt: DataType, lay: Layo
     if scale is None or zero_point is None:
         raise ValueError("scale, zero_point: give both, or neither to compute them from x")
     if qdt is _UINT64:
-        given = _as_given(scale, _F32, _F64, lay) and _as_given(zero_point, _U64, None, lay)
+        given = _as_given(scale, "scale", _F32, _F64, lay) and _as_given(zero_point, "zero_point", _U64, None, lay)
     else:
-        given = _as_given(scale, _F32, _F64, lay) and _as_given(zero_point, _I64, None, lay)
+        given = _as_given(scale, "scale", _F32, _F64, lay) and _as_given(zero_point, "zero_point", _I64, None, lay)
     if given:
         return _new(Sets, (scale, zero_point, lay.count, lay.inner))  # what _scales and _zero_points would make of them
     return Sets(_scales(scale, lay), _zero_points(zero_point, qdt, lay), lay.count, lay.inner)
 
 
-def _as_given(a: Any, dtype: Any, other: Any, lay: Layout) -> bool:
+def _as_given(a: Any, arg: str, dtype: Any, other: Any, lay: Layout) -> bool:
     """a is an array that the checks would pass through unchanged, or a
     tensor they would only view as one: one of the wanted dtypes (by
     identity: numpy's and torch's dtype objects are singletons),
@@ -235,8 +236,11 @@ def _as_given(a: Any, dtype: Any, other: Any, lay: Layout) -> bool:
     if tp is not _arrays._torch_tensor or tp is None:  # None: no tensor read yet
         return False
     dt = _arrays._torch_numpy.get(a.dtype)
-    return ((dt is dtype or dt is other) and dt is not None and not a.is_nested and (a.shape == lay.shape or a.shape == (lay.count,))
-            and a.is_cpu and a.layout is _arrays._strided and not a.requires_grad and not a.is_neg() and a.is_contiguous())
+    if not ((dt is dtype or dt is other) and dt is not None and not a.is_nested and (a.shape == lay.shape or a.shape == (lay.count,))
+            and a.is_cpu and a.layout is _arrays._strided and not a.requires_grad and not a.is_neg() and a.is_contiguous()):
+        return False
+    _arrays.check_storage(a, arg)  # its memory is read where it lies
+    return True
 
 
 _F32, _F64, _I64, _U64 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.uint64)
