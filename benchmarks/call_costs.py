@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 import piquant
-from piquant import _arrays, _backend, _checks, _native  # noqa: F401  _checks: a timed statement's name
+from piquant import _arrays, _backend, _checks, _groups, _native  # noqa: F401  _checks, _groups: timed statements' names
 
 # Names the timed statements use (PIECES, as strings):
 from piquant._api import Quantized  # noqa: F401
@@ -129,6 +129,19 @@ def setup() -> dict[str, Any]:
     pack12 = _backend._CALL_PER_TENSOR.pack
     cf, ad = ctypes.c_char.from_buffer, ctypes.addressof
     f32, u8 = fdt, qdt
+    # Per channel: 64 channels of one element (t2), torch parameters as compute_params gives them.
+    t2 = t.reshape(N, 1)
+    S, Z = piquant.compute_params(t2, "uint8", axis=0)
+    S64 = S.double()
+    lay = _groups.layout(srct.shape, 0, None)
+    sets = _groups.checked(S, Z, f32, u8, lay)
+    pack17 = _backend._CALL.pack
+    # Group-wise int4, g=32, at 4,096 elements (numpy), beside the per-tensor call of the same data.
+    xg = np.random.default_rng(1).standard_normal(4096, dtype=np.float32)
+    gS, gZ = piquant.compute_params(xg, "int4", symmetric=True, group_size=32)
+    ps, pz = piquant.compute_params(xg, "int4", symmetric=True)
+    qg = np.empty(2048, np.uint8)
+    i4 = DataType.INT4.value
     return {**globals(), **locals()}
 
 
@@ -220,6 +233,24 @@ PIECES: list[tuple[str, str, str]] = [
     ("floor", "torch, checked: the floor with read()'s checks of t and out", "t.dtype; t.is_cpu; t.layout; t.is_nested; t.requires_grad; t.is_neg(); "
      "t.is_contiguous(); qt8.dtype; qt8.is_cpu; qt8.layout; qt8.is_nested; qt8.requires_grad; qt8.is_neg(); qt8.is_contiguous(); "
      "execute_ptr(handle, pack12(0, 0, 20, 0, 0, 0, _arrays.torch_address(t, f32, 'x'), _arrays.torch_address(qt8, u8, 'out'), N, s, zp, 0))"),
+    ("per channel", "_groups.layout(shape, 0, None) (a layout seen before)", "_groups.layout(srct.shape, 0, None)"),
+    ("per channel", "_groups.checked(S, Z): torch parameters used in place", "_groups.checked(S, Z, f32, u8, lay)"),
+    ("per channel", "_groups.as_arrays(sets): the given tensors handed back", "_groups.as_arrays(sets, f32, lay, 'torch')"),
+    ("per channel", "floor, out=: execute(pack17(4 data_ptr()))",
+     "execute_ptr(handle, pack17(0, 0, 20, 0, 0, 0, t2.data_ptr(), qt8.data_ptr(), N, 0.0, 0, 0, S.data_ptr(), Z.data_ptr(), N, 1, 0))"),
+    ("per channel", "floor, allocated: the same and torch.empty",
+     "a = torch.empty(N, 1, dtype=torch.uint8); "
+     "execute_ptr(handle, pack17(0, 0, 20, 0, 0, 0, t2.data_ptr(), a.data_ptr(), N, 0.0, 0, 0, S.data_ptr(), Z.data_ptr(), N, 1, 0))"),
+    ("per channel", "piquant.quantize(t2, 'uint8', scale=S, zero_point=Z, axis=0)", "piquant.quantize(t2, 'uint8', scale=S, zero_point=Z, axis=0)"),
+    ("per channel", "torch.quantize_per_channel(t2, S64, Z, 0, quint8)", "torch.quantize_per_channel(t2, S64, Z, 0, torch.quint8)"),
+    ("group-wise, 4,096", "floor, per tensor int4: execute(pack12(2 addresses))",
+     "execute_ptr(handle, pack12(0, 0, i4, 0, 0, 0, ad(cf(xg)), ad(cf(qg)), 4096, ps, pz, 0))"),
+    ("group-wise, 4,096", "floor, g=32 int4: execute(pack17(4 addresses))",
+     "execute_ptr(handle, pack17(0, 0, i4, 0, 0, 0, ad(cf(xg)), ad(cf(qg)), 4096, 0.0, 0, 0, ad(cf(gS)), ad(cf(gZ)), 128, 32, 0))"),
+    ("group-wise, 4,096", "piquant.quantize(xg, 'int4', scale=ps, zero_point=pz) (per tensor)",
+     "piquant.quantize(xg, 'int4', scale=ps, zero_point=pz)"),
+    ("group-wise, 4,096", "piquant.quantize(xg, 'int4', scale=gS, zero_point=gZ, group_size=32)",
+     "piquant.quantize(xg, 'int4', scale=gS, zero_point=gZ, group_size=32)"),
     ("whole calls", "torch.quantize_per_tensor(t, s, zp, quint8)", "torch.quantize_per_tensor(t, s, zp, torch.quint8)"),
     ("whole calls", "tq.dequantize()", "tq.dequantize()"),
     ("whole calls", "piquant.quantize(x, 'uint8', scale=, zero_point=, out=) (numpy)", "piquant.quantize(x, 'uint8', scale=s, zero_point=zp, out=q8)"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -271,16 +272,15 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
             array, kind, ptr, _, shape, _ = buf
             buf = _new(Buffer, (array, kind, ptr, qdt, shape, numel))
         return buf, qdt, q.scale, q.zero_point, logical, q.axis, q.group_size
-    if _arrays.kind_of(q, "q") == _arrays.TORCH and q.is_quantized:
-        import torch
-
-        if any(v is not None for v in (scale, zero_point, axis, group_size)):
+    if (type(q) is _arrays._torch_tensor or _arrays.kind_of(q, "q") == _arrays.TORCH) and q.is_quantized:
+        if scale is not None or zero_point is not None or axis is not None or group_size is not None:
             raise ValueError("q: a torch quantized tensor carries its parameters; do not restate them")
         buf = _arrays.read(q, "q", quantized=True)
         scheme = q.qscheme()
-        if scheme in (torch.per_tensor_affine, torch.per_tensor_symmetric):
-            return buf, buf.dtype, float(q.q_scale()), int(q.q_zero_point()), buf.shape, None, None
-        if scheme in (torch.per_channel_affine, torch.per_channel_symmetric):
+        per_tensor, per_channel = _torch_schemes()
+        if scheme in per_tensor:
+            return buf, buf.dtype, q.q_scale(), q.q_zero_point(), buf.shape, None, None  # a Python float and int
+        if scheme in per_channel:
             return buf, buf.dtype, q.q_per_channel_scales(), q.q_per_channel_zero_points(), buf.shape, q.q_per_channel_axis(), None
         raise NotImplementedError(f"q: quantization scheme {scheme} is not supported (its zero points are floats)")
     buf = _arrays.read(q, "q", quantized=True)
@@ -307,6 +307,14 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
     if qdt.is_packed:  # the buffer holds bytes; the call counts values
         buf = _new(Buffer, (buf.array, buf.kind, buf.ptr, qdt, buf.shape, math.prod(logical)))
     return buf, qdt, scale, zero_point, logical, axis, group_size
+
+
+@functools.cache
+def _torch_schemes() -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """torch's per-tensor and per-channel affine qschemes."""
+    import torch
+
+    return (torch.per_tensor_affine, torch.per_tensor_symmetric), (torch.per_channel_affine, torch.per_channel_symmetric)
 
 
 def dequantize(

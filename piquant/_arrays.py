@@ -90,8 +90,23 @@ def torch_address(t: Any, dt: DataType, arg: str) -> int:
     nbytes = t.nbytes
     end = ptr - storage.data_ptr() + nbytes
     if end > storage.nbytes() and nbytes:
-        raise ValueError(f"{arg}: its storage holds {storage.nbytes()} bytes, fewer than the {end} its elements span (was the storage resized?)")
+        raise _storage_error(arg, storage, end)
     return ptr
+
+
+def check_storage(t: Any, arg: str) -> None:
+    """A strided tensor's elements lie inside its storage (see torch_address)."""
+    if not t.numel():
+        return
+    last = t.storage_offset() + sum((n - 1) * step for n, step in zip(t.shape, t.stride()))
+    storage = t.untyped_storage()
+    end = (last + 1) * t.itemsize
+    if end > storage.nbytes():
+        raise _storage_error(arg, storage, end)
+
+
+def _storage_error(arg: str, storage: Any, end: int) -> ValueError:
+    return ValueError(f"{arg}: its storage holds {storage.nbytes()} bytes, fewer than the {end} its elements span (was the storage resized?)")
 
 
 def _packed_address(t: Any, storage: Any, bits: int, arg: str) -> int:
@@ -101,7 +116,7 @@ def _packed_address(t: Any, storage: Any, bits: int, arg: str) -> int:
     start = offset * bits // 8
     end = start + (n * bits + 7) // 8
     if n and end > storage.nbytes():
-        raise ValueError(f"{arg}: its storage holds {storage.nbytes()} bytes, fewer than the {end} its elements span (was the storage resized?)")
+        raise _storage_error(arg, storage, end)
     return storage.data_ptr() + start
 
 
@@ -188,17 +203,19 @@ _torch_storage: dict[DataType, Any] = {}
 _strided: Any = None
 _torch_empty: Any = None
 _increment_version: Any = None  # bumps the autograd version counters of a tuple of tensors
+_torch_numpy: dict[Any, np.dtype] = {}  # the numpy dtype of .numpy() of a tensor, for the types of parameter arrays
 
 
 @functools.cache
 def torch_facts() -> TorchFacts:
-    global _torch_tensor, _torch_types, _torch_storage, _strided, _torch_empty, _increment_version
+    global _torch_tensor, _torch_types, _torch_storage, _strided, _torch_empty, _increment_version, _torch_numpy
     import torch
 
     storage = {d: getattr(torch, "uint8" if d.is_packed else d.short_name) for d in DataType if d.is_packed or hasattr(torch, d.short_name)}
     _torch_tensor, _torch_types, _torch_storage, _strided = torch.Tensor, torch_dtype_map(), storage, torch.strided
     _increment_version = torch._C._increment_version
     _torch_empty = torch.empty
+    _torch_numpy = {getattr(torch, n): np.dtype(n) for n in ("float32", "float64", "int64", "uint64") if hasattr(torch, n)}
     return TorchFacts(torch, torch.strided, storage)
 
 

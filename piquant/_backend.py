@@ -15,7 +15,8 @@ import numpy as np
 from . import _native
 from ._arrays import address
 from ._dtypes import DataType
-from ._groups import Sets, check_values
+from ._groups import Sets, as_numpy, check_values
+from ._groups import address as set_address
 
 _lib: Any = None
 _lib_path: str | None = None
@@ -115,8 +116,8 @@ class NativeBackend:
             call = _pack_per_tensor(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, scale, zp - (1 << 64) if zp >= 1 << 63 else zp, seed)
         else:
             scales = sets.scales
-            call = _CALL.pack(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, 0.0, 0, seed, address(scales),
-                              address(sets.zero_points), sets.count, sets.inner, _F32 if scales.itemsize == 4 else _F64)
+            call = _CALL.pack(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, 0.0, 0, seed, set_address(scales),
+                              set_address(sets.zero_points), sets.count, sets.inner, _F32 if scales.itemsize == 4 else _F64)
         status = self._execute(self._ctx, call)
         if status:
             _native.raise_status(self._lib, status)
@@ -128,7 +129,7 @@ class NativeBackend:
     def compute_params_sets(self, src: int, src_dt: DataType, n: int, q_dt: DataType, symmetric: bool, count: int, inner: int) -> Sets:
         scales, zps = np.empty(count, np.float64), np.empty(count, np.int64)
         self._check(self._lib.piquant_compute_params_grouped(
-            self._ctx, src, src_dt.value, n, q_dt.value, int(symmetric), count, inner, scales.ctypes.data, zps.ctypes.data
+            self._ctx, src, src_dt.value, n, q_dt.value, int(symmetric), count, inner, address(scales), address(zps)
         ))
         return Sets(scales, zps.view(np.uint64) if q_dt is DataType.UINT64 else zps, count, inner)
 
@@ -197,7 +198,7 @@ class ReferenceBackend:
             seed: int, sets: Sets | None = None) -> None:
         """NativeBackend.run on the reference."""
         if sets is not None:
-            sets = sets._replace(scales=sets.scales.reshape(-1), zero_points=sets.zero_points.reshape(-1))
+            sets = sets._replace(scales=as_numpy(sets.scales).reshape(-1), zero_points=as_numpy(sets.zero_points).reshape(-1))
             if op == QUANTIZE:
                 self.quantize_sets(src, fdt, dst, qdt, n, sets, mode, seed)
             elif op == DEQUANTIZE:

@@ -34,9 +34,26 @@ def _int_arg(value: Any, arg: str) -> int:
 
 
 def layout(shape: tuple[int, ...], axis: Any, group_size: Any) -> Layout | None:
-    """The grouping asked for on an array of ``shape``, or None (per tensor)."""
+    """The grouping asked for on an array of ``shape``, or None (per tensor);
+    a valid one seen before is looked up (calls repeat their shapes)."""
     if axis is None and group_size is None:
         return None
+    # Keyed by plain ints only: True == 1 and numpy integers hash alike, and are checked each time.
+    key = (shape, axis, group_size) if (type(axis) is int and group_size is None) or (axis is None and type(group_size) is int) else None
+    lay = _LAYOUTS.get(key)
+    if lay is None:
+        lay = _layout(shape, axis, group_size)
+        if key is not None:
+            if len(_LAYOUTS) >= 4096:
+                _LAYOUTS.clear()
+            _LAYOUTS[key] = lay
+    return lay
+
+
+_LAYOUTS: dict[Any, Layout] = {}
+
+
+def _layout(shape: tuple[int, ...], axis: Any, group_size: Any) -> Layout:
     if axis is not None and group_size is not None:
         raise ValueError("axis, group_size: give one of them, not both")
     ndim = len(shape)
@@ -58,12 +75,27 @@ def layout(shape: tuple[int, ...], axis: Any, group_size: Any) -> Layout | None:
 
 class Sets(NamedTuple):
     """Parameter arrays as the backends take them (the native library checks
-    their values; `check_values` does for the reference)."""
+    their values; `check_values` does for the reference): numpy arrays, or
+    the caller's own CPU tensors where they need no conversion (`as_numpy`
+    views them)."""
 
-    scales: np.ndarray  # float32 or float64, contiguous, one per set (flat or of the parameter shape)
-    zero_points: np.ndarray  # int64 (uint64 for UINT64), contiguous, one per set (as scales)
+    scales: Any  # float32 or float64, contiguous, one per set (flat or of the parameter shape)
+    zero_points: Any  # int64 (uint64 for UINT64), contiguous, one per set (as scales)
     count: int  # type: ignore[assignment]  # as in Layout
     inner: int
+
+
+def as_numpy(a: Any) -> np.ndarray:
+    """A parameter array of Sets as numpy (a tensor's view of the same memory)."""
+    return a if type(a) is np.ndarray else a.numpy()
+
+
+def address(a: Any) -> int:
+    """The address of a parameter array of Sets."""
+    if type(a) is np.ndarray:
+        return _arrays.address(a)
+    ptr: int = a.data_ptr()
+    return ptr
 
 
 def _numpy(a: Any, arg: str, integral: bool, qdt: DataType | None = None) -> np.ndarray:
@@ -76,6 +108,7 @@ def _numpy(a: Any, arg: str, integral: bool, qdt: DataType | None = None) -> np.
     if kind == _arrays.NUMPY:  # ml_dtypes' bfloat16 is exact in float32 (dtype.name is slow to read)
         return a.astype(np.float32) if a.dtype.type.__name__ == "bfloat16" else a
     _arrays.check_torch(a, arg)
+    _arrays.check_storage(a, arg)
     if a.requires_grad:  # each of these makes a tensor: only when needed
         a = a.detach()
     if a.is_neg():
@@ -162,7 +195,7 @@ def _zero_points(zero_point: Any, qdt: DataType, lay: Layout) -> np.ndarray:
 def check_values(sets: Sets, fdt: DataType, qdt: DataType) -> None:
     """Every scale valid in the compute precision, every zero point in range
     (what the native library checks, with the same messages)."""
-    scales = sets.scales.reshape(-1)
+    scales = as_numpy(sets.scales).reshape(-1)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         c = scales.astype(np.float64 if fdt is DataType.F64 else np.float32)
         ok = (c > 0) & np.isfinite(c) & np.isfinite(c.dtype.type(1) / c)
@@ -170,7 +203,7 @@ def check_values(sets: Sets, fdt: DataType, qdt: DataType) -> None:
         k = int(np.argmin(ok))
         precision = "float64" if fdt is DataType.F64 else "float32"
         raise ValueError(f"scale[{k}]: expected a finite number > 0 whose reciprocal is finite in {precision}, got {float(scales[k])!r}")
-    z = sets.zero_points.reshape(-1)
+    z = as_numpy(sets.zero_points).reshape(-1)
     bad = (z < qdt.qmin) | (z > qdt.qmax) if qdt is not DataType.UINT64 else np.zeros(z.shape, bool)
     if bad.any():
         k = int(np.argmax(bad))
@@ -180,19 +213,34 @@ def check_values(sets: Sets, fdt: DataType, qdt: DataType) -> None:
 def checked(scale: Any, zero_point: Any, fdt: DataType, qdt: DataType, lay: Layout) -> Sets:
     if scale is None or zero_point is None:
         raise ValueError("scale, zero_point: give both, or neither to compute them from x")
-    if _as_given(scale, _F32, _F64, lay) and _as_given(zero_point, _U64 if qdt is _UINT64 else _I64, None, lay):
-        return _new(Sets, (scale, zero_point, lay.count, lay.inner))  # what _scales and _zero_points return for them
+    if qdt is _UINT64:
+        given = _as_given(scale, "scale", _F32, _F64, lay) and _as_given(zero_point, "zero_point", _U64, None, lay)
+    else:
+        given = _as_given(scale, "scale", _F32, _F64, lay) and _as_given(zero_point, "zero_point", _I64, None, lay)
+    if given:
+        return _new(Sets, (scale, zero_point, lay.count, lay.inner))  # what _scales and _zero_points would make of them
     return Sets(_scales(scale, lay), _zero_points(zero_point, qdt, lay), lay.count, lay.inner)
 
 
-def _as_given(a: Any, dtype: np.dtype, other: np.dtype | None, lay: Layout) -> bool:
-    """a is a numpy array that the checks would pass through unchanged: one
-    of the wanted dtypes (by identity: numpy's own dtype objects), contiguous,
-    of the parameter shape. Sets may hold it in either shape."""
-    if type(a) is not np.ndarray:
+def _as_given(a: Any, arg: str, dtype: Any, other: Any, lay: Layout) -> bool:
+    """a is an array that the checks would pass through unchanged, or a
+    tensor they would only view as one: one of the wanted dtypes (by
+    identity: numpy's and torch's dtype objects are singletons),
+    contiguous, of the parameter shape (Sets may hold it in either shape);
+    a tensor also dense, on the CPU, without grad or the negative bit (a
+    nested one is refused before its shape, which it cannot give)."""
+    tp = type(a)
+    if tp is np.ndarray:
+        dt = a.dtype
+        return (dt is dtype or dt is other) and (a.shape == lay.shape or a.shape == (lay.count,)) and a.flags.c_contiguous
+    if tp is not _arrays._torch_tensor or tp is None:  # None: no tensor read yet
         return False
-    dt = a.dtype
-    return (dt is dtype or dt is other) and (a.shape == lay.shape or a.shape == (lay.count,)) and a.flags.c_contiguous
+    dt = _arrays._torch_numpy.get(a.dtype)
+    if not ((dt is dtype or dt is other) and dt is not None and not a.is_nested and (a.shape == lay.shape or a.shape == (lay.count,))
+            and a.is_cpu and a.layout is _arrays._strided and not a.requires_grad and not a.is_neg() and a.is_contiguous()):
+        return False
+    _arrays.check_storage(a, arg)  # its memory is read where it lies
+    return True
 
 
 _F32, _F64, _I64, _U64 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.uint64)
@@ -201,14 +249,22 @@ _UINT64 = DataType.UINT64
 
 def as_arrays(sets: Sets, fdt: DataType, lay: Layout, kind: str) -> tuple[Any, Any]:
     """The parameters as the caller sees them: scales in the compute precision
-    and zero points, shaped like the parameter arrays, numpy or torch like x."""
-    scales = sets.scales
-    if scales.dtype is not (_F64 if fdt is DataType.F64 else _F32):
-        scales = scales.astype(np.float64 if fdt is DataType.F64 else np.float32)
-    scales = scales if scales.shape == lay.shape else scales.reshape(lay.shape)
-    zps = sets.zero_points if sets.zero_points.shape == lay.shape else sets.zero_points.reshape(lay.shape)
+    and zero points, shaped like the parameter arrays, numpy or torch like x
+    (a tensor given as it is needed is returned itself, as an array is)."""
+    return _as(sets.scales, kind, lay, _F64 if fdt is DataType.F64 else _F32), _as(sets.zero_points, kind, lay, None)
+
+
+def _as(a: Any, kind: str, lay: Layout, dtype: np.dtype | None) -> Any:
+    if type(a) is not np.ndarray:  # a tensor of Sets: the caller's own
+        if kind == _arrays.TORCH and (dtype is None or a.itemsize == dtype.itemsize):
+            return a if a.shape == lay.shape else a.reshape(lay.shape)
+        a = a.numpy()
+    if dtype is not None and a.dtype is not dtype:
+        a = a.astype(dtype)
+    if a.shape != lay.shape:
+        a = a.reshape(lay.shape)
     if kind == _arrays.TORCH:
         import torch
 
-        return torch.from_numpy(scales), torch.from_numpy(zps)
-    return scales, zps
+        return torch.from_numpy(a)
+    return a

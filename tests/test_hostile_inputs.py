@@ -303,6 +303,28 @@ def test_a_resized_storage_is_refused_not_read():
     assert r.returncode == 0 and r.stdout.strip() == "refused", r.stdout + r.stderr
 
 
+@pytest.mark.parametrize("arg", ["scale", "zero_point"])
+@pytest.mark.parametrize("given", [True, False], ids=["used in place", "converted"])
+def test_a_resized_storage_of_per_set_parameters_is_refused_not_read(arg, given):
+    """Per-channel parameter tensors are read where they lie (when of the
+    dtype and layout needed) or viewed by numpy (otherwise): a storage
+    resized under them is refused by name either way, before either reads."""
+    x = torch.ones(4, 8)
+    params = {"scale": torch.full((4,), 0.5, dtype=torch.float32 if given else torch.float16),
+              "zero_point": torch.zeros(4, dtype=torch.int64 if given else torch.int32)}
+    piquant.quantize(x, "uint8", axis=0, **params)  # accepted as they are
+    params[arg] = params[arg].clone()
+    params[arg].untyped_storage().resize_(0 if arg == "scale" else 8)
+    with raises_naming(ValueError, arg):
+        piquant.quantize(x, "uint8", axis=0, **params)
+    with raises_naming(ValueError, arg):
+        piquant.dequantize(torch.zeros(4, 8, dtype=torch.uint8), axis=0, **params)
+    strided = torch.full((4, 2), 0.5)[:, 0]  # a non-contiguous view: its span is 7 elements, not 4
+    strided.untyped_storage().resize_(24)
+    with raises_naming(ValueError, "scale"):
+        piquant.quantize(x, "uint8", axis=0, scale=strided, zero_point=params["zero_point"] if arg == "scale" else torch.zeros(4))
+
+
 # ------------------------------------------------------------ item 5: negative and conjugate bits
 
 
