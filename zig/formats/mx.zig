@@ -152,8 +152,11 @@ fn blockScale(a: *const Args, e: Element, amax: f32) Scale {
         const s = rceil(amax, e.max);
         return .{ .code = s, .r = if (s == 0) 1 else if (s == 255) std.math.nan(f32) else pow2(127 - @as(i32, s)) };
     }
+    // torchao divides by 2^-126 where the scale is 2^-127; MXINT8, which
+    // torchao lacks, divides by the scale as OCP does.
     const s = floor(amax, e.emax);
-    return .{ .code = s, .r = if (s == 255) 0 else pow2(@min(127 - @as(i32, s), 126)) };
+    const k = 127 - @as(i32, s);
+    return .{ .code = s, .r = if (s == 255) 0 else pow2(if (e.int) k else @min(k, 126)) };
 }
 
 fn floor(amax: f32, emax: i32) u8 {
