@@ -1,8 +1,9 @@
 //! OCP microscaling blocks (MXFP8, MXFP6, MXFP4, MXINT8) and NVFP4, bit for
 //! bit as docs/semantics.md (MX block formats and NVFP4) specifies them.
-//! One kernel serves every format, scale rule, rounding and float type:
-//! they are run-time values (a branch per block or vector, hidden by the
-//! memory traffic), so the build does not grow by their product. Inputs are
+//! One general kernel serves every format, scale rule, rounding and float
+//! type as run-time values, so the build does not grow by their product;
+//! the common case, float32 or bfloat16 input in blocks of whole vectors,
+//! is compiled per format (wholeVectors: 14 small loops). Inputs are
 //! widened to float32 by one loader; element codes are rounded on their
 //! binade's grid as in float8.zig, with the integer types' rounding, so every
 //! variant runs the same arithmetic. Kernel ranges are ranges of blocks.
@@ -337,8 +338,8 @@ const Vectors = struct {
     }
 };
 
-/// Blocks are done a batch at a time: their scales (a pass over the batch),
-/// then their elements (a second pass, from the cache).
+/// The general kernel does blocks a batch at a time: their scales (a pass
+/// over the batch), then their elements (a second pass, from the cache).
 const batch_elements = 4096;
 
 fn quantizeRange(args: *const Args, begin: usize, end: usize) callconv(.c) void {
