@@ -151,8 +151,10 @@ def quantize(x: np.ndarray, fmt: str, block_size: int = 32, scale_mode: str = "f
     scales = _scale_floor(amax, fmt) if scale_mode == "floor" else _scale_rceil(amax, fmt)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         if scale_mode == "floor":
-            # torchao divides by max(2^(s - 127), 2^-126); for 255, by inf
-            sf = np.where(scales == 255, np.float32(np.inf), np.maximum(_e8m0(scales), F32_MIN_NORMAL))
+            # torchao divides by max(2^(s - 127), 2^-126); MXINT8 (not in
+            # torchao) by 2^(s - 127) as OCP does; for 255, by inf
+            least = np.float32(0) if fmt == "mxint8" else F32_MIN_NORMAL
+            sf = np.where(scales == 255, np.float32(np.inf), np.maximum(_e8m0(scales), least))
             y = _signed_nans((b / sf[:, None]).astype(np.float32), b, sf[:, None])
         else:
             # multiplies by 2^(127 - s) (1 for s = 0; 2^-127 for 254; NaN for 255)

@@ -1,8 +1,9 @@
 //! OCP microscaling blocks (MXFP8, MXFP6, MXFP4, MXINT8) and NVFP4, bit for
 //! bit as docs/semantics.md (MX block formats and NVFP4) specifies them.
-//! One kernel serves every format, scale rule, rounding and float type:
-//! they are run-time values (a branch per block or vector, hidden by the
-//! memory traffic), so the build does not grow by their product. Inputs are
+//! One general kernel serves every format, scale rule, rounding and float
+//! type as run-time values, so the build does not grow by their product;
+//! the common case, float32 or bfloat16 input in blocks of whole vectors,
+//! is compiled per format (wholeVectors: 14 small loops). Inputs are
 //! widened to float32 by one loader; element codes are rounded on their
 //! binade's grid as in float8.zig, with the integer types' rounding, so every
 //! variant runs the same arithmetic. Kernel ranges are ranges of blocks.
@@ -71,24 +72,25 @@ inline fn round(t: V, stochastic: bool, key: *rounding.Key, index: usize) V {
 }
 
 /// Codes of scaled values y in their low `bits` bits; `index`: the call's
-/// flat index of lane 0, which keys stochastic rounding.
-fn encode(e: Element, y: V, stochastic: bool, key: *rounding.Key, index: usize) U {
+/// flat index of lane 0, which keys stochastic rounding. `nan_free`: the
+/// caller knows y holds no NaN, and the NaN lanes' selects go.
+inline fn encode(e: Element, comptime nan_free: bool, y: V, stochastic: bool, key: *rounding.Key, index: usize) U {
     if (e.int) {
-        var t = @select(f32, y != y, splat(f32, 0), y) * splat(f32, 64);
+        var t = (if (nan_free) y else @select(f32, y != y, splat(f32, 0), y)) * splat(f32, 64);
         t = @select(f32, t < splat(f32, -128), splat(f32, -128), t);
         t = @select(f32, t > splat(f32, 127), splat(f32, 127), t);
         const k: I = @intFromFloat(round(t, stochastic, key, index));
         return @as(U, @bitCast(k)) & splat(u32, 0xFF);
     }
     const nan = y != y;
-    var a = @select(f32, nan, splat(f32, 0), @abs(y));
+    var a = if (nan_free) @abs(y) else @select(f32, nan, splat(f32, 0), @abs(y));
     a = @select(f32, a > splat(f32, e.max), splat(f32, e.max), a);
     const field: I = @bitCast(@as(U, @bitCast(a)) >> @splat(23));
     const ex = @max(field - splat(i32, 127), splat(i32, e.emin)); // zero, subnormal: emin
     const r: I = @intFromFloat(round(a * pow2v(splat(i32, e.m) - ex), stochastic, key, index));
     // r reaching 2^(m+1) carries into the next binade's field, as it should.
     const mag: U = @bitCast(((ex - splat(i32, e.emin)) << @as(Shift, @splat(e.m))) + r);
-    const code = @select(u32, nan, splat(u32, e.nan), mag);
+    const code = if (nan_free) mag else @select(u32, nan, splat(u32, e.nan), mag);
     return code | ((@as(U, @bitCast(y)) >> @splat(31)) << @as(Shift, @splat(e.bits - 1)));
 }
 
@@ -139,21 +141,34 @@ fn e4m3Value(code: u8) f32 {
 /// 0 for s = 255, where x / inf gives the same zeros and NaN).
 const Scale = struct { code: u8, r: f32 };
 
-fn blockScale(a: *const Args, e: Element, amax: f32) Scale {
+fn blockScale(a: *const Args, e: Element, amax: f32, factors: *const Factors) Scale {
     if (a.mx == .nvfp4) {
-        const p = a.per_tensor_scale;
         var b = amax / 6;
-        if (p != 0) b = b / p;
+        if (a.per_tensor_scale != 0) b = b / a.per_tensor_scale;
         const code: u8 = if (b != b) 0x7F else e4m3Code(@min(@max(b, 0x1p-6), 448));
-        const s = e4m3Value(code);
-        return .{ .code = code, .r = if (p != 0) (1 / p) / s else 1 / s };
+        return .{ .code = code, .r = factors[code] };
     }
     if (a.scale_mode == .rceil) {
         const s = rceil(amax, e.max);
         return .{ .code = s, .r = if (s == 0) 1 else if (s == 255) std.math.nan(f32) else pow2(127 - @as(i32, s)) };
     }
+    // torchao divides by 2^-126 where the scale is 2^-127; MXINT8, which
+    // torchao lacks, divides by the scale as OCP does.
     const s = floor(amax, e.emax);
-    return .{ .code = s, .r = if (s == 255) 0 else pow2(@min(127 - @as(i32, s), 126)) };
+    const k = 127 - @as(i32, s);
+    return .{ .code = s, .r = if (s == 255) 0 else pow2(if (e.int) k else @min(k, 126)) };
+}
+
+/// NVFP4's factor of each block scale code S (0x7F: NaN), c(1 / S) or with
+/// a per-tensor scale p c(c(1 / p) / S): 128 divisions a call, not one a block.
+const Factors = [0x80]f32;
+
+fn nvfp4Factors(a: *const Args) Factors {
+    var r: Factors = undefined;
+    if (a.mx != .nvfp4) return r;
+    const p = a.per_tensor_scale;
+    for (&r, 0..) |*x, c| x.* = if (p != 0) (1 / p) / e4m3Value(@intCast(c)) else 1 / e4m3Value(@intCast(c));
+    return r;
 }
 
 fn floor(amax: f32, emax: i32) u8 {
@@ -323,16 +338,24 @@ const Vectors = struct {
     }
 };
 
-/// Blocks are done a batch at a time: their scales (a pass over the batch),
-/// then their elements (a second pass, from the cache).
+/// The general kernel does blocks a batch at a time: their scales (a pass
+/// over the batch), then their elements (a second pass, from the cache).
 const batch_elements = 4096;
 
 fn quantizeRange(args: *const Args, begin: usize, end: usize) callconv(.c) void {
     const a = args.*;
+    if (a.block_size % w == 0) switch (a.float_type) {
+        inline .f32, .bf16 => |t| switch (a.mx) {
+            inline .mxfp8_e4m3, .mxfp8_e5m2, .mxfp6_e2m3, .mxfp6_e3m2, .mxfp4, .mxint8, .nvfp4 => |f| return wholeVectors(f, t, &a, begin, end),
+            else => unreachable,
+        },
+        else => {},
+    };
     const e = element(a.mx);
     const size = a.block_size;
     const stochastic = a.round_mode == .stochastic;
     var key = rounding.Key.init(a.seed);
+    const factors = nvfp4Factors(&a);
     var r: [batch_elements]f32 = undefined;
     const per: usize = @max(1, batch_elements / size);
     var b = begin;
@@ -340,7 +363,7 @@ fn quantizeRange(args: *const Args, begin: usize, end: usize) callconv(.c) void 
         const n = @min(per, end - b);
         for (0..n) |k| {
             stream.prefetchAhead(a.src, a.float_type.byteCount((b + k) * size));
-            const s = blockScale(&a, e, blockAmax(a.float_type, a.src, (b + k) * size, size));
+            const s = blockScale(&a, e, blockAmax(a.float_type, a.src, (b + k) * size, size), &factors);
             a.mx_scales.?[b + k] = s.code;
             r[k] = s.r;
         }
@@ -348,10 +371,48 @@ fn quantizeRange(args: *const Args, begin: usize, end: usize) callconv(.c) void 
         while (it.next(r[0..n])) |m| {
             const x = if (it.whole()) load(a.float_type, a.src, it.v) else loadPart(a.float_type, a.src, it.v, it.lo, it.hi);
             const y = signedNans(x * m, x, m);
-            storeCodes(a.mx, a.dst, it.v, it.lo, it.hi, encode(e, y, stochastic, &key, it.v));
+            storeCodes(a.mx, a.dst, it.v, it.lo, it.hi, encode(e, false, y, stochastic, &key, it.v));
             it.v += w;
         }
         b += n;
+    }
+}
+
+/// Blocks of whole vectors (the block size a multiple of w), the format
+/// and float type known at compile time: a block's amax, scale and codes in
+/// one visit, its vectors read again from L1 rather than a batch later.
+/// amax is the largest |x| as bits (ordered as the values; NaN above
+/// infinity's bits), and a block with a finite amax and factor cannot make
+/// a NaN y, so its codes skip the NaN selects.
+fn wholeVectors(comptime f: MxFormat, comptime t: DType, a: *const Args, begin: usize, end: usize) void {
+    const e = comptime element(f);
+    const size = a.block_size;
+    const stochastic = a.round_mode == .stochastic;
+    var key = rounding.Key.init(a.seed);
+    const factors = nvfp4Factors(a);
+    const magnitude = splat(u32, 0x7FFF_FFFF);
+    for (begin..end) |b| {
+        const i = b * size;
+        var top: U = @splat(0);
+        var j: usize = 0;
+        while (j < size) : (j += w) {
+            inline for (0..comptime @max(1, t.byteCount(w) / 64)) |l| stream.prefetchAhead(a.src, t.byteCount(i + j) + 64 * l);
+            top = @max(top, @as(U, @bitCast(floats.loadFloats(t, a.src, i + j))) & magnitude);
+        }
+        const bits = @reduce(.Max, top);
+        const s = blockScale(a, e, if (bits > 0x7F80_0000) std.math.nan(f32) else @bitCast(bits), &factors);
+        a.mx_scales.?[b] = s.code;
+        const m: V = @splat(s.r);
+        j = 0;
+        if (bits < 0x7F80_0000 and std.math.isFinite(s.r)) {
+            while (j < size) : (j += w) {
+                const x = floats.loadFloats(t, a.src, i + j);
+                storeCodes(f, a.dst, i + j, 0, w, encode(e, true, x * m, stochastic, &key, i + j));
+            }
+        } else while (j < size) : (j += w) {
+            const x = floats.loadFloats(t, a.src, i + j);
+            storeCodes(f, a.dst, i + j, 0, w, encode(e, false, signedNans(x * m, x, m), stochastic, &key, i + j));
+        }
     }
 }
 
@@ -402,7 +463,7 @@ test "every code decodes to a value that encodes back to it" {
             const codes = std.simd.iota(u32, w) + splat(u32, c);
             const v = decode(e, codes);
             var key = rounding.Key.init(0);
-            const back = encode(e, v, false, &key, 0);
+            const back = encode(e, false, v, false, &key, 0);
             for (0..w) |j| {
                 if (codes[j] >= count) continue;
                 const mag = codes[j] & ((count >> 1) - 1);
