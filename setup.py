@@ -9,6 +9,7 @@ with one of the targets in piquant/_platforms.py; the wheel carries that platfor
 library and tag."""
 
 import os
+import platform
 import runpy
 import shutil
 import subprocess
@@ -26,6 +27,11 @@ TARGETS = runpy.run_path(str(ROOT / "piquant" / "_platforms.py"))["TARGETS"]
 TARGET = os.environ.get("PIQUANT_TARGET", "")
 if TARGET and TARGET not in TARGETS:
     sys.exit(f"PIQUANT_TARGET: expected one of {', '.join(TARGETS)}, got {TARGET!r}")
+# Without PIQUANT_TARGET, a glibc Linux machine builds for its own entry of TARGETS rather than for
+# `native`: the library then needs glibc 2.28 at most, and it is the very build the platform tests
+# check, so Zig's cache serves both instead of compiling every kernel variant twice.
+HOST = f"{platform.machine()}-linux-gnu" if sys.platform == "linux" and platform.libc_ver()[0] == "glibc" else ""
+BUILD_TARGET = TARGET or (HOST if HOST in TARGETS else "")
 PREFIX = ROOT / ("zig-out" if not TARGET else f"zig-out-{TARGET}")
 LIBRARY = TARGETS[TARGET][0] if TARGET else {"win32": "bin/piquant.dll", "darwin": "lib/libpiquant.dylib"}.get(sys.platform, "lib/libpiquant.so")
 
@@ -33,7 +39,7 @@ LIBRARY = TARGETS[TARGET][0] if TARGET else {"win32": "bin/piquant.dll", "darwin
 class BuildWithZig(build_py):
     def run(self):
         optimize = os.environ.get("PIQUANT_OPTIMIZE", "ReleaseFast")
-        target = [f"-Dtarget={TARGET}"] if TARGET else []
+        target = [f"-Dtarget={BUILD_TARGET}"] if BUILD_TARGET else []
         subprocess.check_call(
             [sys.executable, "-m", "ziglang", "build", f"-Doptimize={optimize}", *target, "--prefix", str(PREFIX)],
             cwd=ROOT,
