@@ -194,6 +194,8 @@ class TorchFacts(NamedTuple):
     module: Any
     strided: Any
     storage: dict[DataType, Any]  # the torch dtype each type's data is stored as
+    per_tensor_schemes: tuple[Any, ...]  # the affine qschemes of torch quantized tensors
+    per_channel_schemes: tuple[Any, ...]
 
 
 # Set with the facts: what read() and write() test a tensor against without a call.
@@ -216,7 +218,8 @@ def torch_facts() -> TorchFacts:
     _increment_version = torch._C._increment_version
     _torch_empty = torch.empty
     _torch_numpy = {getattr(torch, n): np.dtype(n) for n in ("float32", "float64", "int64", "uint64") if hasattr(torch, n)}
-    return TorchFacts(torch, torch.strided, storage)
+    return TorchFacts(torch, torch.strided, storage, (torch.per_tensor_affine, torch.per_tensor_symmetric),
+                      (torch.per_channel_affine, torch.per_channel_symmetric))
 
 
 # bfloat16 and float8 arrays are ml_dtypes'.
