@@ -86,7 +86,7 @@ def _computed_sets(backend: Any, src: Buffer, qdt: DataType, symmetric: bool, la
     if src.numel == 0:  # every set is empty: each gets the parameters of no values
         s, zp = backend.compute_params(src.ptr, src.dtype, 0, qdt, bool(symmetric))
         zdt = np.uint64 if qdt is DataType.UINT64 else np.int64
-        return _groups.Sets(np.full(lay.count, s), np.full(lay.count, zp, zdt), lay.count, max(lay.inner, 1))
+        return _groups.new_sets(np.full(lay.count, s), np.full(lay.count, zp, zdt), lay.count, max(lay.inner, 1))
     return backend.compute_params_sets(src.ptr, src.dtype, src.numel, qdt, bool(symmetric), lay.count, lay.inner)
 
 

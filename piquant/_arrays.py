@@ -94,17 +94,6 @@ def torch_address(t: Any, dt: DataType, arg: str) -> int:
     return ptr
 
 
-def check_storage(t: Any, arg: str) -> None:
-    """A strided tensor's elements lie inside its storage (see torch_address)."""
-    if not t.numel():
-        return
-    last = t.storage_offset() + sum((n - 1) * step for n, step in zip(t.shape, t.stride()))
-    storage = t.untyped_storage()
-    end = (last + 1) * t.itemsize
-    if end > storage.nbytes():
-        raise _storage_error(arg, storage, end)
-
-
 def _storage_error(arg: str, storage: Any, end: int) -> ValueError:
     return ValueError(f"{arg}: its storage holds {storage.nbytes()} bytes, fewer than the {end} its elements span (was the storage resized?)")
 
@@ -119,6 +108,22 @@ def _packed_address(t: Any, storage: Any, bits: int, arg: str) -> int:
         raise _storage_error(arg, storage, end)
     return storage.data_ptr() + start
 
+
+def array_address(a: Any, arg: str) -> int:
+    """The address of the first element of a numpy array or of a CPU
+    tensor of any strides (parameter arrays, used where they lie), after
+    checking that a tensor's storage holds every element its strides reach
+    (see torch_address)."""
+    if type(a) is np.ndarray:
+        return address(a)
+    ptr: int = a.data_ptr()
+    if a.numel():
+        last = a.storage_offset() + sum((n - 1) * step for n, step in zip(a.shape, a.stride()))
+        storage = a.untyped_storage()
+        end = (last + 1) * a.itemsize
+        if end > storage.nbytes():
+            raise _storage_error(arg, storage, end)
+    return ptr
 
 
 def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
