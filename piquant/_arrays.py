@@ -256,13 +256,15 @@ def torch_storage(dt: DataType) -> Any:
     return torch_facts().storage[dt]
 
 
-def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: int, arg: str = "out", *, in_place: bool = False) -> Buffer:
+def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: int, arg: str = "out", *, in_place: bool = False,
+          storage: Any = None, src_arg: str = "the input") -> Buffer:
     """``out`` as the destination of a call reading ``src``: it must be the
-    same kind of array, contiguous, writable, of the exact storage dtype and
-    size, and share no memory with ``src`` (kernels read and write in
-    parallel blocks: a shared byte would be read after it was overwritten),
-    unless ``in_place`` allows it to be ``src`` itself. It is never copied,
-    so results land in the caller's memory or an error is raised."""
+    same kind of array, contiguous, writable, of the exact storage dtype
+    (``storage``, a numpy or torch dtype, if not dt's: piquant.mx's
+    one-byte codes and scales) and size, and apart from ``src`` (see
+    `check_apart`; named ``src_arg``), unless ``in_place`` allows it to be
+    ``src`` itself. It is never copied, so results land in the caller's
+    memory or an error is raised."""
     _, kind, src_ptr, src_dt, _, src_numel = src
     got = NUMPY if type(out) is np.ndarray else TORCH if type(out) is _torch_tensor else kind_of(out, arg)
     if got != kind:
@@ -271,7 +273,7 @@ def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: in
     nbytes = (numel * bits + 7) >> 3
     want_size = nbytes if bits < 8 else numel
     if kind == NUMPY:
-        want = _NP_STORAGE.get(dt) or numpy_storage(dt)  # the function raises what is missing
+        want = storage if storage is not None else _NP_STORAGE.get(dt) or numpy_storage(dt)  # the function raises what is missing
         if out.dtype is not want and out.dtype != want:
             raise ValueError(f"{arg}: expected dtype {want}, got {out.dtype}")
         try:  # the buffer export proves the array C-contiguous and writable
@@ -288,21 +290,21 @@ def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: in
     else:
         if not out.is_cpu or out.layout is not _strided or out.is_nested:
             check_torch(out, arg)
-        want = _torch_storage[dt]
+        want = storage if storage is not None else _torch_storage[dt]
         if out.dtype is not want:  # torch dtypes are singletons
             raise ValueError(f"{arg}: expected dtype {want}, got {out.dtype}")
         if not out.is_contiguous():
             raise ValueError(f"{arg}: expected a contiguous tensor")
         if out.requires_grad:
             raise ValueError(f"{arg}: a tensor that requires grad cannot be written in place")
-        if out.is_neg():
-            check_writable_tensor(out, arg)
+        if out.is_neg():  # it holds the negation of its values: results written there would read back negated
+            raise ValueError(f"{arg}: the tensor has the negative bit set (a lazy negation), so results written into it would read back negated; "
+                             "pass a tensor without it")
         if out.numel() != want_size:
             raise ValueError(f"{arg}: expected {want_size} elements, got {out.numel()}")
         ptr = torch_address(out, dt if bits >= 8 else DataType.UINT8, arg)  # packed types: plain bytes
-    src_end = src_ptr + ((src_numel * src_dt._bits + 7) >> 3)  # type: ignore[attr-defined]
-    if numel and src_numel and src_ptr < ptr + nbytes and ptr < src_end and not (in_place and ptr == src_ptr):
-        raise ValueError(f"{arg}: shares memory with the input; pass a separate array")
+    if not (in_place and ptr == src_ptr):
+        check_apart(arg, ptr, nbytes, src_arg, src_ptr, (src_numel * src_dt._bits + 7) >> 3)  # type: ignore[attr-defined]
     if kind == TORCH:
         # Bumps its autograd version counter as torch's own in-place writes
         # do, so that a backward pass that saved it raises instead of using
@@ -311,10 +313,9 @@ def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: in
     return _new(Buffer, (out, kind, ptr, dt, shape, numel))
 
 
-def check_writable_tensor(out: Any, arg: str) -> None:
-    """A tensor with the negative bit holds the negation of its values: the
-    results written there would read back negated."""
-    if out.is_neg():
-        raise ValueError(f"{arg}: the tensor has the negative bit set (a lazy negation), so results written into it would read back negated; "
-                         "pass a tensor without it")
-
+def check_apart(arg: str, ptr: int, nbytes: int, other: str, other_ptr: int, other_nbytes: int) -> None:
+    """That the ``nbytes`` a call writes at ``ptr`` share no byte with the
+    ``other_nbytes`` it reads at ``other_ptr``: kernels read and write in
+    parallel blocks, so a shared byte would be read after it was overwritten."""
+    if nbytes and other_nbytes and ptr < other_ptr + other_nbytes and other_ptr < ptr + nbytes:
+        raise ValueError(f"{arg}: shares memory with {other}; pass a separate array")
