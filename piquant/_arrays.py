@@ -60,15 +60,30 @@ def dtype_of(x: Any, kind: str, arg: str, *, quantized: bool) -> DataType:
     return dt
 
 
-def address(a: np.ndarray) -> int:
-    """The address of a contiguous numpy array's first element: through the
-    buffer protocol when the array is writable (a third of the cost of
+def address(a: Any, arg: str) -> int:
+    """The address of the first element of a contiguous numpy array, or of
+    a CPU tensor of any strides (parameter arrays, used where they lie)
+    after checking that its storage holds every element its strides reach
+    (see torch_address; ``arg`` names it). A numpy array's is taken through
+    the buffer protocol when the array is writable (a third of the cost of
     ``a.ctypes.data``), else, or for an empty array or a dtype without a
     buffer format (ml_dtypes.bfloat16), through ``a.ctypes``."""
+    tp = type(a)
+    if tp is not np.ndarray and (tp is _torch_tensor or not isinstance(a, np.ndarray)):  # a tensor (or a subclass: Parameter)
+        ptr: int = a.data_ptr()
+        if a.numel():
+            last = a.storage_offset()
+            for n, step in zip(a.shape, a.stride()):  # a loop, not sum() of a generator: half the time
+                last += (n - 1) * step
+            storage = a.untyped_storage()
+            end = (last + 1) * a.itemsize
+            if end > storage.nbytes():
+                raise _storage_error(arg, storage, end)
+        return ptr
     try:
         return _addressof(_from_buffer(a))
     except (ValueError, TypeError):
-        ptr: int = a.ctypes.data
+        ptr = a.ctypes.data
         return ptr
 
 
@@ -109,23 +124,6 @@ def _packed_address(t: Any, storage: Any, bits: int, arg: str) -> int:
     return storage.data_ptr() + start
 
 
-def array_address(a: Any, arg: str) -> int:
-    """The address of the first element of a numpy array or of a CPU
-    tensor of any strides (parameter arrays, used where they lie), after
-    checking that a tensor's storage holds every element its strides reach
-    (see torch_address)."""
-    if type(a) is np.ndarray:
-        return address(a)
-    ptr: int = a.data_ptr()
-    if a.numel():
-        last = a.storage_offset() + sum((n - 1) * step for n, step in zip(a.shape, a.stride()))
-        storage = a.untyped_storage()
-        end = (last + 1) * a.itemsize
-        if end > storage.nbytes():
-            raise _storage_error(arg, storage, end)
-    return ptr
-
-
 def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
     """A read-only buffer of ``x``; a non-contiguous input is copied, and so
     is a tensor with the negative bit (torch's lazy negation), whose memory
@@ -148,7 +146,7 @@ def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
     if kind == NUMPY:
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
-        return Buffer(x, kind, address(x), dt, x.shape, x.size)
+        return Buffer(x, kind, address(x, arg), dt, x.shape, x.size)
     if x.requires_grad:
         x = x.detach()
     if x.is_neg():  # complex dtypes are refused above, so no conjugate bit can be set

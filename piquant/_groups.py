@@ -90,7 +90,7 @@ class Sets(NamedTuple):
 def new_sets(scales: Any, zero_points: Any, count: int, inner: int) -> Sets:
     """Sets of these arrays, addressed once, where a tensor's storage is
     checked to hold them (its memory is read where it lies)."""
-    return _new(Sets, (scales, zero_points, count, inner, _arrays.array_address(scales, "scale"), _arrays.array_address(zero_points, "zero_point")))
+    return _new(Sets, (scales, zero_points, count, inner, _arrays.address(scales, "scale"), _arrays.address(zero_points, "zero_point")))
 
 
 def as_numpy(a: Any) -> np.ndarray:
@@ -108,7 +108,7 @@ def _numpy(a: Any, arg: str, integral: bool, qdt: DataType | None = None) -> np.
     if kind == _arrays.NUMPY:  # ml_dtypes' bfloat16 is exact in float32 (dtype.name is slow to read)
         return a.astype(np.float32) if a.dtype.type.__name__ == "bfloat16" else a
     _arrays.check_torch(a, arg)
-    _arrays.array_address(a, arg)  # its storage checked before numpy reads it
+    _arrays.address(a, arg)  # its storage checked before numpy reads it
     if a.requires_grad:  # each of these makes a tensor: only when needed
         a = a.detach()
     if a.is_neg():

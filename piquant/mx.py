@@ -77,15 +77,12 @@ def _layout(fmt: str, kind: str, shape: tuple[int, ...], block_size: int) -> tup
     return (dshape, ddt), (sshape, torch.float8_e4m3fn if fmt == "nvfp4" else torch.float8_e8m0fnu)
 
 
-def _empty(kind: str, shape: tuple[int, ...], dtype: Any) -> tuple[Any, int]:
-    """A new array and its address."""
+def _empty(kind: str, shape: tuple[int, ...], dtype: Any) -> Any:
     if kind == _arrays.NUMPY:
-        a = np.empty(shape, dtype)
-        return a, _arrays.address(a)
+        return np.empty(shape, dtype)
     import torch
 
-    t = torch.empty(shape, dtype=dtype)
-    return t, t.data_ptr()
+    return torch.empty(shape, dtype=dtype)
 
 
 def _destination(arr: Any, src: _arrays.Buffer, shape: tuple[int, ...], dtype: Any, arg: str) -> int:
@@ -137,7 +134,8 @@ def quantize(
     backend = resolve_context(ctx)
     (dshape, ddt), (sshape, sdt) = _layout(fmt, src.kind, shape, bs)
     if out is None:
-        (data, dp), (scales, sp) = _empty(src.kind, dshape, ddt), _empty(src.kind, sshape, sdt)
+        data, scales = _empty(src.kind, dshape, ddt), _empty(src.kind, sshape, sdt)
+        dp, sp = _arrays.address(data, "out[0]"), _arrays.address(scales, "out[1]")
     else:
         if not isinstance(out, tuple) or len(out) != 2:
             raise TypeError("out: expected a pair (data, scales) of arrays")
@@ -171,9 +169,10 @@ def dequantize(mx: MXArray, dtype: Any = None, *, out: Any = None, ctx: Context 
     if data.size != mx_data_bytes(mx.fmt, n) or scales.size * mx.block_size != n:
         raise ValueError(f"mx: data of {data.size} bytes and {scales.size} scales do not hold shape {mx.shape} in blocks of {mx.block_size}")
     fdt = resolve(dtype if dtype is not None else (out.dtype if out is not None else "float32"), "dtype", quantized=False)
-    data_buf = _arrays.Buffer(mx.data, kind, _arrays.address(data), DataType.UINT8, (data.size,), data.size)
+    data_buf = _arrays.Buffer(mx.data, kind, _arrays.address(data, "mx.data"), DataType.UINT8, (data.size,), data.size)
     dst = _arrays.empty(kind, mx.shape, fdt) if out is None else _arrays.write(out, data_buf, fdt, mx.shape, n)
     if n:
-        _arrays.check_apart("out", dst.ptr, fdt.nbytes(n), "mx.scales", _arrays.address(scales), scales.size)
-        backend.mx_dequantize(data_buf.ptr, _arrays.address(scales), dst.ptr, fdt, n, mx.shape[-1], mx.fmt, mx.block_size, mx.per_tensor_scale)
+        sp = _arrays.address(scales, "mx.scales")
+        _arrays.check_apart("out", dst.ptr, fdt.nbytes(n), "mx.scales", sp, scales.size)
+        backend.mx_dequantize(data_buf.ptr, sp, dst.ptr, fdt, n, mx.shape[-1], mx.fmt, mx.block_size, mx.per_tensor_scale)
     return dst.array
