@@ -106,6 +106,8 @@ def _numpy(a: Any, arg: str, integral: bool, qdt: DataType | None = None) -> np.
     except TypeError:
         raise TypeError(f"{arg}: with axis= or group_size=, expected an array of per-set values, got {type(a).__name__}") from None
     if kind == _arrays.NUMPY:  # ml_dtypes' bfloat16 is exact in float32 (dtype.name is slow to read)
+        if type(a) is not np.ndarray:  # a subclass (memmap, matrix): the plain array of its memory, which Sets and the results hold
+            a = a.view(np.ndarray)
         return a.astype(np.float32) if a.dtype.type.__name__ == "bfloat16" else a
     _arrays.check_torch(a, arg)
     _arrays.address(a, arg)  # its storage checked before numpy reads it
