@@ -20,6 +20,7 @@ from ._context import Context, resolve_context, round_mode_value
 from ._dtypes import DataType, resolve
 
 FORMATS = MX_FORMATS
+_BYTE = DataType.UINT8  # an enum member read once (a class attribute lookup costs 0.1 µs)
 _FP8 = {"mxfp8_e4m3": "float8_e4m3fn", "mxfp8_e5m2": "float8_e5m2"}
 
 
@@ -77,19 +78,22 @@ def _layout(fmt: str, kind: str, shape: tuple[int, ...], block_size: int) -> tup
     return (dshape, ddt), (sshape, torch.float8_e4m3fn if fmt == "nvfp4" else torch.float8_e8m0fnu)
 
 
-def _empty(kind: str, shape: tuple[int, ...], dtype: Any) -> Any:
+def _empty(kind: str, shape: tuple[int, ...], dtype: Any, arg: str) -> tuple[Any, int]:
+    """A new array and its address (a new tensor's storage is whole: not checked)."""
     if kind == _arrays.NUMPY:
-        return np.empty(shape, dtype)
+        a = np.empty(shape, dtype)
+        return a, _arrays.address(a, arg)
     import torch
 
-    return torch.empty(shape, dtype=dtype)
+    t = torch.empty(shape, dtype=dtype)
+    return t, t.data_ptr()
 
 
 def _destination(arr: Any, src: _arrays.Buffer, shape: tuple[int, ...], dtype: Any, arg: str) -> int:
     """The address of one array of ``out``: an `_arrays.write` destination
     of one-byte elements (FP4 codes by pairs) apart from x, of the layout's
     shape."""
-    ptr = _arrays.write(arr, src, DataType.UINT8, shape, math.prod(shape), arg, storage=dtype, src_arg="x").ptr
+    ptr = _arrays.write(arr, src, _BYTE, shape, math.prod(shape), arg, storage=dtype, src_arg="x").ptr
     if tuple(arr.shape) != shape:
         raise ValueError(f"{arg}: expected shape {shape}, got {tuple(arr.shape)}")
     return ptr
@@ -134,8 +138,7 @@ def quantize(
     backend = resolve_context(ctx)
     (dshape, ddt), (sshape, sdt) = _layout(fmt, src.kind, shape, bs)
     if out is None:
-        data, scales = _empty(src.kind, dshape, ddt), _empty(src.kind, sshape, sdt)
-        dp, sp = _arrays.address(data, "out[0]"), _arrays.address(scales, "out[1]")
+        (data, dp), (scales, sp) = _empty(src.kind, dshape, ddt, "out[0]"), _empty(src.kind, sshape, sdt, "out[1]")
     else:
         if not isinstance(out, tuple) or len(out) != 2:
             raise TypeError("out: expected a pair (data, scales) of arrays")
@@ -169,7 +172,7 @@ def dequantize(mx: MXArray, dtype: Any = None, *, out: Any = None, ctx: Context 
     if data.size != mx_data_bytes(mx.fmt, n) or scales.size * mx.block_size != n:
         raise ValueError(f"mx: data of {data.size} bytes and {scales.size} scales do not hold shape {mx.shape} in blocks of {mx.block_size}")
     fdt = resolve(dtype if dtype is not None else (out.dtype if out is not None else "float32"), "dtype", quantized=False)
-    data_buf = _arrays.Buffer(mx.data, kind, _arrays.address(data, "mx.data"), DataType.UINT8, (data.size,), data.size)
+    data_buf = _arrays.Buffer(mx.data, kind, _arrays.address(data, "mx.data"), _BYTE, (data.size,), data.size)
     dst = _arrays.empty(kind, mx.shape, fdt) if out is None else _arrays.write(out, data_buf, fdt, mx.shape, n)
     if n:
         sp = _arrays.address(scales, "mx.scales")
