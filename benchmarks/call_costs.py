@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 import piquant
+import piquant.torch  # for piquant.torch.dequantize, a timed statement
 from piquant import _arrays, _backend, _checks, _groups, _native  # noqa: F401  _checks, _groups: timed statements' names
 
 # Names the timed statements use (PIECES, as strings):
@@ -133,6 +134,7 @@ def setup() -> dict[str, Any]:
     t2 = t.reshape(N, 1)
     S, Z = piquant.compute_params(t2, "uint8", axis=0)
     S64 = S.double()
+    tqc = torch.quantize_per_channel(t2, S64, Z, 0, torch.quint8)
     lay = _groups.layout(srct.shape, 0, None)
     sets = _groups.checked(S, Z, f32, u8, lay)
     pack17 = _backend._CALL.pack
@@ -243,6 +245,8 @@ PIECES: list[tuple[str, str, str]] = [
      "execute_ptr(handle, pack17(0, 0, 20, 0, 0, 0, t2.data_ptr(), a.data_ptr(), N, 0.0, 0, 0, S.data_ptr(), Z.data_ptr(), N, 1, 0))"),
     ("per channel", "piquant.quantize(t2, 'uint8', scale=S, zero_point=Z, axis=0)", "piquant.quantize(t2, 'uint8', scale=S, zero_point=Z, axis=0)"),
     ("per channel", "torch.quantize_per_channel(t2, S64, Z, 0, quint8)", "torch.quantize_per_channel(t2, S64, Z, 0, torch.quint8)"),
+    ("per channel", "piquant.dequantize(tqc) (torch per-channel quantized tensor)", "piquant.dequantize(tqc)"),
+    ("per channel", "tqc.dequantize()", "tqc.dequantize()"),
     ("group-wise, 4,096", "floor, per tensor int4: execute(pack12(2 addresses))",
      "execute_ptr(handle, pack12(0, 0, i4, 0, 0, 0, ad(cf(xg)), ad(cf(qg)), 4096, ps, pz, 0))"),
     ("group-wise, 4,096", "floor, g=32 int4: execute(pack17(4 addresses))",
@@ -253,6 +257,9 @@ PIECES: list[tuple[str, str, str]] = [
      "piquant.quantize(xg, 'int4', scale=gS, zero_point=gZ, group_size=32)"),
     ("whole calls", "torch.quantize_per_tensor(t, s, zp, quint8)", "torch.quantize_per_tensor(t, s, zp, torch.quint8)"),
     ("whole calls", "tq.dequantize()", "tq.dequantize()"),
+    ("whole calls", "piquant.dequantize(tq) (torch quantized tensor)", "piquant.dequantize(tq)"),
+    ("whole calls", "piquant.torch.dequantize(tq, scale=, zero_point=, dtype=float32) (pi-quant's API)",
+     "piquant.torch.dequantize(tq, scale=s, zero_point=zp, dtype=torch.float32)"),
     ("whole calls", "piquant.quantize(x, 'uint8', scale=, zero_point=, out=) (numpy)", "piquant.quantize(x, 'uint8', scale=s, zero_point=zp, out=q8)"),
     ("whole calls", "piquant.quantize(t, 'uint8', scale=, zero_point=, out=) (torch)", "piquant.quantize(t, 'uint8', scale=s, zero_point=zp, out=qt8)"),
     ("whole calls", "piquant.quantize(x, 'uint8', scale=, zero_point=) (numpy, allocated)", "piquant.quantize(x, 'uint8', scale=s, zero_point=zp)"),

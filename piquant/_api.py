@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -87,7 +86,7 @@ def _computed_sets(backend: Any, src: Buffer, qdt: DataType, symmetric: bool, la
     if src.numel == 0:  # every set is empty: each gets the parameters of no values
         s, zp = backend.compute_params(src.ptr, src.dtype, 0, qdt, bool(symmetric))
         zdt = np.uint64 if qdt is DataType.UINT64 else np.int64
-        return _groups.Sets(np.full(lay.count, s), np.full(lay.count, zp, zdt), lay.count, max(lay.inner, 1))
+        return _groups.new_sets(np.full(lay.count, s), np.full(lay.count, zp, zdt), lay.count, max(lay.inner, 1))
     return backend.compute_params_sets(src.ptr, src.dtype, src.numel, qdt, bool(symmetric), lay.count, lay.inner)
 
 
@@ -277,10 +276,10 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
             raise ValueError("q: a torch quantized tensor carries its parameters; do not restate them")
         buf = _arrays.read(q, "q", quantized=True)
         scheme = q.qscheme()
-        per_tensor, per_channel = _torch_schemes()
-        if scheme in per_tensor:
+        facts = _arrays.torch_facts()
+        if scheme in facts.per_tensor_schemes:
             return buf, buf.dtype, q.q_scale(), q.q_zero_point(), buf.shape, None, None  # a Python float and int
-        if scheme in per_channel:
+        if scheme in facts.per_channel_schemes:
             return buf, buf.dtype, q.q_per_channel_scales(), q.q_per_channel_zero_points(), buf.shape, q.q_per_channel_axis(), None
         raise NotImplementedError(f"q: quantization scheme {scheme} is not supported (its zero points are floats)")
     buf = _arrays.read(q, "q", quantized=True)
@@ -307,14 +306,6 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
     if qdt.is_packed:  # the buffer holds bytes; the call counts values
         buf = _new(Buffer, (buf.array, buf.kind, buf.ptr, qdt, buf.shape, math.prod(logical)))
     return buf, qdt, scale, zero_point, logical, axis, group_size
-
-
-@functools.cache
-def _torch_schemes() -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    """torch's per-tensor and per-channel affine qschemes."""
-    import torch
-
-    return (torch.per_tensor_affine, torch.per_tensor_symmetric), (torch.per_channel_affine, torch.per_channel_symmetric)
 
 
 def dequantize(

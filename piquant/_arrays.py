@@ -60,15 +60,30 @@ def dtype_of(x: Any, kind: str, arg: str, *, quantized: bool) -> DataType:
     return dt
 
 
-def address(a: np.ndarray) -> int:
-    """The address of a contiguous numpy array's first element: through the
-    buffer protocol when the array is writable (a third of the cost of
+def address(a: Any, arg: str) -> int:
+    """The address of the first element of a contiguous numpy array, or of
+    a CPU tensor of any strides (parameter arrays, used where they lie)
+    after checking that its storage holds every element its strides reach
+    (see torch_address; ``arg`` names it). A numpy array's is taken through
+    the buffer protocol when the array is writable (a third of the cost of
     ``a.ctypes.data``), else, or for an empty array or a dtype without a
     buffer format (ml_dtypes.bfloat16), through ``a.ctypes``."""
+    tp = type(a)
+    if tp is not np.ndarray and (tp is _torch_tensor or not isinstance(a, np.ndarray)):  # a tensor (or a subclass: Parameter)
+        ptr: int = a.data_ptr()
+        if a.numel():
+            last = a.storage_offset()
+            for n, step in zip(a.shape, a.stride()):  # a loop, not sum() of a generator: half the time
+                last += (n - 1) * step
+            storage = a.untyped_storage()
+            end = (last + 1) * a.itemsize
+            if end > storage.nbytes():
+                raise _storage_error(arg, storage, end)
+        return ptr
     try:
         return _addressof(_from_buffer(a))
     except (ValueError, TypeError):
-        ptr: int = a.ctypes.data
+        ptr = a.ctypes.data
         return ptr
 
 
@@ -94,17 +109,6 @@ def torch_address(t: Any, dt: DataType, arg: str) -> int:
     return ptr
 
 
-def check_storage(t: Any, arg: str) -> None:
-    """A strided tensor's elements lie inside its storage (see torch_address)."""
-    if not t.numel():
-        return
-    last = t.storage_offset() + sum((n - 1) * step for n, step in zip(t.shape, t.stride()))
-    storage = t.untyped_storage()
-    end = (last + 1) * t.itemsize
-    if end > storage.nbytes():
-        raise _storage_error(arg, storage, end)
-
-
 def _storage_error(arg: str, storage: Any, end: int) -> ValueError:
     return ValueError(f"{arg}: its storage holds {storage.nbytes()} bytes, fewer than the {end} its elements span (was the storage resized?)")
 
@@ -118,7 +122,6 @@ def _packed_address(t: Any, storage: Any, bits: int, arg: str) -> int:
     if n and end > storage.nbytes():
         raise _storage_error(arg, storage, end)
     return storage.data_ptr() + start
-
 
 
 def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
@@ -143,7 +146,7 @@ def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
     if kind == NUMPY:
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
-        return Buffer(x, kind, address(x), dt, x.shape, x.size)
+        return Buffer(x, kind, address(x, arg), dt, x.shape, x.size)
     if x.requires_grad:
         x = x.detach()
     if x.is_neg():  # complex dtypes are refused above, so no conjugate bit can be set
@@ -194,6 +197,8 @@ class TorchFacts(NamedTuple):
     module: Any
     strided: Any
     storage: dict[DataType, Any]  # the torch dtype each type's data is stored as
+    per_tensor_schemes: tuple[Any, ...]  # the affine qschemes of torch quantized tensors
+    per_channel_schemes: tuple[Any, ...]
 
 
 # Set with the facts: what read() and write() test a tensor against without a call.
@@ -216,7 +221,8 @@ def torch_facts() -> TorchFacts:
     _increment_version = torch._C._increment_version
     _torch_empty = torch.empty
     _torch_numpy = {getattr(torch, n): np.dtype(n) for n in ("float32", "float64", "int64", "uint64") if hasattr(torch, n)}
-    return TorchFacts(torch, torch.strided, storage)
+    return TorchFacts(torch, torch.strided, storage, (torch.per_tensor_affine, torch.per_tensor_symmetric),
+                      (torch.per_channel_affine, torch.per_channel_symmetric))
 
 
 # bfloat16 and float8 arrays are ml_dtypes'.
@@ -248,13 +254,15 @@ def torch_storage(dt: DataType) -> Any:
     return torch_facts().storage[dt]
 
 
-def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: int, arg: str = "out", *, in_place: bool = False) -> Buffer:
+def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: int, arg: str = "out", *, in_place: bool = False,
+          storage: Any = None, src_arg: str = "the input") -> Buffer:
     """``out`` as the destination of a call reading ``src``: it must be the
-    same kind of array, contiguous, writable, of the exact storage dtype and
-    size, and share no memory with ``src`` (kernels read and write in
-    parallel blocks: a shared byte would be read after it was overwritten),
-    unless ``in_place`` allows it to be ``src`` itself. It is never copied,
-    so results land in the caller's memory or an error is raised."""
+    same kind of array, contiguous, writable, of the exact storage dtype
+    (``storage``, a numpy or torch dtype, if not dt's: piquant.mx's
+    one-byte codes and scales) and size, and apart from ``src`` (see
+    `check_apart`; named ``src_arg``), unless ``in_place`` allows it to be
+    ``src`` itself. It is never copied, so results land in the caller's
+    memory or an error is raised."""
     _, kind, src_ptr, src_dt, _, src_numel = src
     got = NUMPY if type(out) is np.ndarray else TORCH if type(out) is _torch_tensor else kind_of(out, arg)
     if got != kind:
@@ -263,7 +271,7 @@ def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: in
     nbytes = (numel * bits + 7) >> 3
     want_size = nbytes if bits < 8 else numel
     if kind == NUMPY:
-        want = _NP_STORAGE.get(dt) or numpy_storage(dt)  # the function raises what is missing
+        want = storage if storage is not None else _NP_STORAGE.get(dt) or numpy_storage(dt)  # the function raises what is missing
         if out.dtype is not want and out.dtype != want:
             raise ValueError(f"{arg}: expected dtype {want}, got {out.dtype}")
         try:  # the buffer export proves the array C-contiguous and writable
@@ -280,21 +288,21 @@ def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: in
     else:
         if not out.is_cpu or out.layout is not _strided or out.is_nested:
             check_torch(out, arg)
-        want = _torch_storage[dt]
+        want = storage if storage is not None else _torch_storage[dt]
         if out.dtype is not want:  # torch dtypes are singletons
             raise ValueError(f"{arg}: expected dtype {want}, got {out.dtype}")
         if not out.is_contiguous():
             raise ValueError(f"{arg}: expected a contiguous tensor")
         if out.requires_grad:
             raise ValueError(f"{arg}: a tensor that requires grad cannot be written in place")
-        if out.is_neg():
-            check_writable_tensor(out, arg)
+        if out.is_neg():  # it holds the negation of its values: results written there would read back negated
+            raise ValueError(f"{arg}: the tensor has the negative bit set (a lazy negation), so results written into it would read back negated; "
+                             "pass a tensor without it")
         if out.numel() != want_size:
             raise ValueError(f"{arg}: expected {want_size} elements, got {out.numel()}")
         ptr = torch_address(out, dt if bits >= 8 else DataType.UINT8, arg)  # packed types: plain bytes
-    src_end = src_ptr + ((src_numel * src_dt._bits + 7) >> 3)  # type: ignore[attr-defined]
-    if numel and src_numel and src_ptr < ptr + nbytes and ptr < src_end and not (in_place and ptr == src_ptr):
-        raise ValueError(f"{arg}: shares memory with the input; pass a separate array")
+    if not (in_place and ptr == src_ptr):
+        check_apart(arg, ptr, nbytes, src_arg, src_ptr, (src_numel * src_dt._bits + 7) >> 3)  # type: ignore[attr-defined]
     if kind == TORCH:
         # Bumps its autograd version counter as torch's own in-place writes
         # do, so that a backward pass that saved it raises instead of using
@@ -303,10 +311,9 @@ def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: in
     return _new(Buffer, (out, kind, ptr, dt, shape, numel))
 
 
-def check_writable_tensor(out: Any, arg: str) -> None:
-    """A tensor with the negative bit holds the negation of its values: the
-    results written there would read back negated."""
-    if out.is_neg():
-        raise ValueError(f"{arg}: the tensor has the negative bit set (a lazy negation), so results written into it would read back negated; "
-                         "pass a tensor without it")
-
+def check_apart(arg: str, ptr: int, nbytes: int, other: str, other_ptr: int, other_nbytes: int) -> None:
+    """That the ``nbytes`` a call writes at ``ptr`` share no byte with the
+    ``other_nbytes`` it reads at ``other_ptr``: kernels read and write in
+    parallel blocks, so a shared byte would be read after it was overwritten."""
+    if nbytes and other_nbytes and ptr < other_ptr + other_nbytes and other_ptr < ptr + nbytes:
+        raise ValueError(f"{arg}: shares memory with {other}; pass a separate array")

@@ -13,10 +13,8 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from ._arrays import address
 from ._dtypes import DataType
-from ._groups import Sets, as_numpy, check_values
-from ._groups import address as set_address
+from ._groups import Sets, as_numpy, check_values, new_sets
 
 _lib: Any = None
 _lib_path: str | None = None
@@ -115,9 +113,8 @@ class NativeBackend:
         if sets is None:
             call = _pack_per_tensor(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, scale, zp - (1 << 64) if zp >= 1 << 63 else zp, seed)
         else:
-            scales = sets.scales
-            call = _CALL.pack(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, 0.0, 0, seed, set_address(scales),
-                              set_address(sets.zero_points), sets.count, sets.inner, _F32 if scales.itemsize == 4 else _F64)
+            call = _CALL.pack(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, 0.0, 0, seed, sets.scales_ptr, sets.zero_points_ptr,
+                              sets.count, sets.inner, _F32 if sets.scales.itemsize == 4 else _F64)
         status = self._execute(self._ctx, call)
         if status:
             _native.raise_status(self._lib, status)
@@ -127,11 +124,12 @@ class NativeBackend:
             _native.raise_status(self._lib, status)
 
     def compute_params_sets(self, src: int, src_dt: DataType, n: int, q_dt: DataType, symmetric: bool, count: int, inner: int) -> Sets:
-        scales, zps = np.empty(count, np.float64), np.empty(count, np.int64)
+        zps = np.empty(count, np.int64)
+        sets = new_sets(np.empty(count, np.float64), zps.view(np.uint64) if q_dt is DataType.UINT64 else zps, count, inner)
         self._check(self._lib.piquant_compute_params_grouped(
-            self._ctx, src, src_dt.value, n, q_dt.value, int(symmetric), count, inner, address(scales), address(zps)
+            self._ctx, src, src_dt.value, n, q_dt.value, int(symmetric), count, inner, sets.scales_ptr, sets.zero_points_ptr
         ))
-        return Sets(scales, zps.view(np.uint64) if q_dt is DataType.UINT64 else zps, count, inner)
+        return sets
 
     def gguf_quantize(self, src: int, src_dt: DataType, dst: int, gguf_type: int, n: int) -> None:
         self._check(self._lib.piquant_gguf_quantize(self._ctx, src, src_dt.value, dst, gguf_type, n))
@@ -262,7 +260,7 @@ class ReferenceBackend:
     def compute_params_sets(self, src: int, src_dt: DataType, n: int, q_dt: DataType, symmetric: bool, count: int, inner: int) -> Sets:
         x = _float_view(src, src_dt, n).reshape(-1, count, inner)
         p = self._ref.compute_params(x, q_dt.short_name, symmetric, float_dtype=src_dt.short_name, axis=1)
-        return Sets(p.scale.astype(np.float64), p.zero_point, count, inner)
+        return new_sets(p.scale.astype(np.float64), p.zero_point, count, inner)
 
 
     def gguf_quantize(self, src: int, src_dt: DataType, dst: int, gguf_type: int, n: int) -> None:

@@ -77,25 +77,25 @@ class Sets(NamedTuple):
     """Parameter arrays as the backends take them (the native library checks
     their values; `check_values` does for the reference): numpy arrays, or
     the caller's own CPU tensors where they need no conversion (`as_numpy`
-    views them)."""
+    views them), with their addresses. Made by `new_sets`."""
 
     scales: Any  # float32 or float64, contiguous, one per set (flat or of the parameter shape)
     zero_points: Any  # int64 (uint64 for UINT64), contiguous, one per set (as scales)
     count: int  # type: ignore[assignment]  # as in Layout
     inner: int
+    scales_ptr: int
+    zero_points_ptr: int
+
+
+def new_sets(scales: Any, zero_points: Any, count: int, inner: int) -> Sets:
+    """Sets of these arrays, addressed once, where a tensor's storage is
+    checked to hold them (its memory is read where it lies)."""
+    return _new(Sets, (scales, zero_points, count, inner, _arrays.address(scales, "scale"), _arrays.address(zero_points, "zero_point")))
 
 
 def as_numpy(a: Any) -> np.ndarray:
     """A parameter array of Sets as numpy (a tensor's view of the same memory)."""
     return a if type(a) is np.ndarray else a.numpy()
-
-
-def address(a: Any) -> int:
-    """The address of a parameter array of Sets."""
-    if type(a) is np.ndarray:
-        return _arrays.address(a)
-    ptr: int = a.data_ptr()
-    return ptr
 
 
 def _numpy(a: Any, arg: str, integral: bool, qdt: DataType | None = None) -> np.ndarray:
@@ -106,9 +106,11 @@ def _numpy(a: Any, arg: str, integral: bool, qdt: DataType | None = None) -> np.
     except TypeError:
         raise TypeError(f"{arg}: with axis= or group_size=, expected an array of per-set values, got {type(a).__name__}") from None
     if kind == _arrays.NUMPY:  # ml_dtypes' bfloat16 is exact in float32 (dtype.name is slow to read)
+        if type(a) is not np.ndarray:  # a subclass (memmap, matrix): the plain array of its memory, which Sets and the results hold
+            a = a.view(np.ndarray)
         return a.astype(np.float32) if a.dtype.type.__name__ == "bfloat16" else a
     _arrays.check_torch(a, arg)
-    _arrays.check_storage(a, arg)
+    _arrays.address(a, arg)  # its storage checked before numpy reads it
     if a.requires_grad:  # each of these makes a tensor: only when needed
         a = a.detach()
     if a.is_neg():
@@ -214,15 +216,15 @@ def checked(scale: Any, zero_point: Any, fdt: DataType, qdt: DataType, lay: Layo
     if scale is None or zero_point is None:
         raise ValueError("scale, zero_point: give both, or neither to compute them from x")
     if qdt is _UINT64:
-        given = _as_given(scale, "scale", _F32, _F64, lay) and _as_given(zero_point, "zero_point", _U64, None, lay)
+        given = _as_given(scale, _F32, _F64, lay) and _as_given(zero_point, _U64, None, lay)
     else:
-        given = _as_given(scale, "scale", _F32, _F64, lay) and _as_given(zero_point, "zero_point", _I64, None, lay)
-    if given:
-        return _new(Sets, (scale, zero_point, lay.count, lay.inner))  # what _scales and _zero_points would make of them
-    return Sets(_scales(scale, lay), _zero_points(zero_point, qdt, lay), lay.count, lay.inner)
+        given = _as_given(scale, _F32, _F64, lay) and _as_given(zero_point, _I64, None, lay)
+    if given:  # what _scales and _zero_points would make of them
+        return new_sets(scale, zero_point, lay.count, lay.inner)
+    return new_sets(_scales(scale, lay), _zero_points(zero_point, qdt, lay), lay.count, lay.inner)
 
 
-def _as_given(a: Any, arg: str, dtype: Any, other: Any, lay: Layout) -> bool:
+def _as_given(a: Any, dtype: Any, other: Any, lay: Layout) -> bool:
     """a is an array that the checks would pass through unchanged, or a
     tensor they would only view as one: one of the wanted dtypes (by
     identity: numpy's and torch's dtype objects are singletons),
@@ -236,11 +238,8 @@ def _as_given(a: Any, arg: str, dtype: Any, other: Any, lay: Layout) -> bool:
     if tp is not _arrays._torch_tensor or tp is None:  # None: no tensor read yet
         return False
     dt = _arrays._torch_numpy.get(a.dtype)
-    if not ((dt is dtype or dt is other) and dt is not None and not a.is_nested and (a.shape == lay.shape or a.shape == (lay.count,))
-            and a.is_cpu and a.layout is _arrays._strided and not a.requires_grad and not a.is_neg() and a.is_contiguous()):
-        return False
-    _arrays.check_storage(a, arg)  # its memory is read where it lies
-    return True
+    return ((dt is dtype or dt is other) and dt is not None and not a.is_nested and (a.shape == lay.shape or a.shape == (lay.count,))
+            and a.is_cpu and a.layout is _arrays._strided and not a.requires_grad and not a.is_neg() and a.is_contiguous())
 
 
 _F32, _F64, _I64, _U64 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.uint64)

@@ -252,6 +252,18 @@ def test_bad_grouping_arguments_are_named(rng, kwargs, exc, match):
         piquant.quantize(x, "uint8", **kwargs)
 
 
+def test_parameter_arrays_of_numpy_subclasses_are_used_as_plain_arrays(rng, tmp_path):
+    """A memmap of scales (an ndarray subclass) is read as the array it is."""
+    x = rng.standard_normal((4, 64)).astype(np.float32)
+    s, z = piquant.compute_params(x, "uint8", axis=0)
+    mapped = np.memmap(tmp_path / "scales", np.float64, "w+", shape=(4,))
+    mapped[:] = s
+    out = np.empty((4, 64), np.uint8)
+    q = piquant.quantize(x, "uint8", scale=mapped, zero_point=z, axis=0, out=out)
+    assert type(q.scale) is np.ndarray
+    np.testing.assert_array_equal(out, piquant.quantize(x, "uint8", scale=s, zero_point=z, axis=0).data)
+
+
 def test_c_abi_checks_every_set(contexts):
     """The grouped C calls check the layout and name the bad set."""
     import ctypes
