@@ -9,7 +9,6 @@ with one of the targets in piquant/_platforms.py; the wheel carries that platfor
 library and tag."""
 
 import os
-import platform
 import runpy
 import shutil
 import subprocess
@@ -23,15 +22,12 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 
-TARGETS = runpy.run_path(str(ROOT / "piquant" / "_platforms.py"))["TARGETS"]
+PLATFORMS = runpy.run_path(str(ROOT / "piquant" / "_platforms.py"))
+TARGETS = PLATFORMS["TARGETS"]
 TARGET = os.environ.get("PIQUANT_TARGET", "")
 if TARGET and TARGET not in TARGETS:
     sys.exit(f"PIQUANT_TARGET: expected one of {', '.join(TARGETS)}, got {TARGET!r}")
-# Without PIQUANT_TARGET, a glibc Linux machine builds for its own entry of TARGETS rather than for
-# `native`: the library then needs glibc 2.28 at most, and it is the very build the platform tests
-# check, so Zig's cache serves both instead of compiling every kernel variant twice.
-HOST = f"{platform.machine()}-linux-gnu" if sys.platform == "linux" and platform.libc_ver()[0] == "glibc" else ""
-BUILD_TARGET = TARGET or (HOST if HOST in TARGETS else "")
+BUILD_TARGET = TARGET or PLATFORMS["host_target"]()
 PREFIX = ROOT / ("zig-out" if not TARGET else f"zig-out-{TARGET}")
 LIBRARY = TARGETS[TARGET][0] if TARGET else {"win32": "bin/piquant.dll", "darwin": "lib/libpiquant.dylib"}.get(sys.platform, "lib/libpiquant.so")
 

@@ -13,3 +13,18 @@ TARGETS = {
     "aarch64-macos": ("lib/libpiquant.dylib", "macosx_11_0_arm64"),
     "x86_64-windows-gnu": ("bin/piquant.dll", "win_amd64"),
 }
+
+
+def host_target() -> str:
+    """The target of TARGETS a build on this machine uses without
+    PIQUANT_TARGET: its own row on glibc Linux (so the library needs glibc
+    2.28 at most), else "" for Zig's `native`. setup.py's build, the platform
+    tests' build and `zig build test` all use it, so Zig's cache compiles the
+    kernel variants once for all three."""
+    import platform
+    import sys
+
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return ""
+    target = f"{platform.machine()}-linux-gnu"
+    return target if target in TARGETS else ""
