@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_zig_build_test():
     # The target of the installed build: the ABI's tests link the kernel objects Zig's cache already holds.
-    target = [f"-Dtarget={host_target()}"] if host_target() else []
+    host = host_target()
+    target = [f"-Dtarget={host}"] if host else []
     r = subprocess.run([sys.executable, "-m", "ziglang", "build", "test", *target, "--summary", "all"], cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "tests passed" in r.stderr + r.stdout
