@@ -222,7 +222,7 @@ PIECES: list[tuple[str, str, str]] = [
     ("call path layers", "_arrays.empty('numpy', ...)", "_arrays.empty('numpy', (N,), u8, numel=N)"),
     ("call path layers", "_arrays.empty('torch', ...)", "_arrays.empty('torch', (N,), u8, numel=N)"),
     ("call path layers", "per_tensor_args(...) (a combination seen before)", "_checks.per_tensor_args('uint8', 'nearest', s, zp, f32)"),
-    ("call path layers", "NativeBackend.run(...) (quantize 64)", "be.run(0, f32, u8, src.ptr, ad(cf(q8)), N, s, zp, 0, 0, 0)"),
+    ("call path layers", "backend.execute(handle, pack_per_tensor(...)) (quantize 64)", "be.execute(be.handle, pack12(0, 0, 20, 0, 0, 0, src.ptr, ad(cf(q8)), N, s, zp, 0))"),
     ("floor", "numpy out=: execute(pack(address of x, of out))",
      "execute_ptr(handle, pack12(0, 0, 20, 0, 0, 0, ad(cf(x)), ad(cf(q8)), N, s, zp, 0))"),
     ("floor", "numpy allocated: the same and np.empty",

@@ -10,13 +10,14 @@ import numpy as np
 
 from . import _arrays, _groups
 from ._arrays import Buffer
-from ._backend import DEQUANTIZE, FAKE_QUANTIZE, QUANTIZE
+from ._backend import DEQUANTIZE, FAKE_QUANTIZE, QUANTIZE, pack_per_tensor
 from ._checks import check_scale, check_seed, check_shape, check_zero_point, per_tensor_args
 from ._context import Context, reduce_op_value, resolve_context, round_mode_value
 from ._dtypes import TORCH_QUANTIZED_TYPES, DataType, resolve
 
 _new = tuple.__new__  # builds a NamedTuple without its generated __new__ (small calls)
 _F32 = DataType.F32  # a member read through the Enum class costs three times a global
+_2_63, _2_64 = 1 << 63, 1 << 64  # a uint64 zero point travels as the int64 of its bits (DataType.raw_zero_point)
 
 
 class QuantParams(NamedTuple):
@@ -173,10 +174,13 @@ def quantize(
     else:
         dst_array, _, dst_ptr, _, _, _ = _arrays.write(out, src, qdt, shape, numel)
     if lay is None:
-        backend.run(QUANTIZE, fdt, qdt, src_ptr, dst_ptr, numel, s, zp, mode, 0, 0 if seed is None and mode == 0 else check_seed(seed, mode))
+        status = backend.execute(backend.handle, pack_per_tensor(QUANTIZE, fdt._value_, qdt._value_, mode, 0, 0, src_ptr, dst_ptr, numel, s,
+                                                                 zp if zp < _2_63 else zp - _2_64, 0 if seed is None and mode == 0 else check_seed(seed, mode)))
+        if status:
+            backend.fail(status)
         return Quantized(dst_array, qdt, shape, s, zp)
     if numel:
-        backend.run(QUANTIZE, fdt, qdt, src_ptr, dst_ptr, numel, 0.0, 0, mode, 0, check_seed(seed, mode), sets)
+        backend.run_sets(QUANTIZE, fdt, qdt, src_ptr, dst_ptr, numel, mode, 0, check_seed(seed, mode), sets)
     else:
         _groups.check_values(sets, fdt, qdt)
     scales, zps = _groups.as_arrays(sets, fdt, lay, kind)
@@ -242,9 +246,13 @@ def fake_quantize(
     else:
         dst = _arrays.write(out, src, src.dtype, src.shape, src.numel, in_place=True)
     if lay is None:
-        backend.run(FAKE_QUANTIZE, src.dtype, qdt, src.ptr, dst.ptr, src.numel, s, zp, mode, op, 0 if seed is None and mode == 0 else check_seed(seed, mode))
+        status = backend.execute(backend.handle, pack_per_tensor(FAKE_QUANTIZE, src.dtype._value_, qdt._value_, mode, op, 0, src.ptr, dst.ptr, src.numel,
+                                                                 s, zp if zp < _2_63 else zp - _2_64,
+                                                                 0 if seed is None and mode == 0 else check_seed(seed, mode)))
+        if status:
+            backend.fail(status)
     elif src.numel:
-        backend.run(FAKE_QUANTIZE, src.dtype, qdt, src.ptr, dst.ptr, src.numel, 0.0, 0, mode, op, check_seed(seed, mode), sets)
+        backend.run_sets(FAKE_QUANTIZE, src.dtype, qdt, src.ptr, dst.ptr, src.numel, mode, op, check_seed(seed, mode), sets)
     else:
         _groups.check_values(sets, src.dtype, qdt)
     return dst.array
@@ -358,11 +366,14 @@ def dequantize_buffer(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero
     if lay is not None:
         sets = _groups.checked(scale, zero_point, dst_dt, qdt, lay)
         if src.numel:
-            backend.run(DEQUANTIZE, dst_dt, qdt, src.ptr, dst_ptr, src.numel, 0.0, 0, 0, op, 0, sets)
+            backend.run_sets(DEQUANTIZE, dst_dt, qdt, src.ptr, dst_ptr, src.numel, 0, op, 0, sets)
         else:
             _groups.check_values(sets, dst_dt, qdt)
         return dst_array
     s = check_scale(scale, dst_dt)
     zp = check_zero_point(zero_point, qdt)
-    backend.run(DEQUANTIZE, dst_dt, qdt, src.ptr, dst_ptr, src.numel, s, zp, 0, op, 0)
+    status = backend.execute(backend.handle, pack_per_tensor(DEQUANTIZE, dst_dt._value_, qdt._value_, 0, op, 0, src.ptr, dst_ptr, src.numel, s,
+                                                             zp if zp < _2_63 else zp - _2_64, 0))
+    if status:
+        backend.fail(status)
     return dst_array

@@ -140,7 +140,14 @@ def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
         dt = _torch_types.get(x.dtype)
         if (dt is not None and (dt._value_ >= 16) == quantized and x.is_cpu and x.layout is _strided and not x.is_nested and not x.requires_grad
                 and not x.is_neg() and x.is_contiguous()):
-            return _new(Buffer, (x, TORCH, torch_address(x, dt, arg), dt, tuple(x.shape), x.numel()))
+            if dt._bits < 8:  # type: ignore[attr-defined]
+                return _new(Buffer, (x, TORCH, torch_address(x, dt, arg), dt, tuple(x.shape), x.numel()))
+            storage = x.untyped_storage()  # torch_address, inline
+            ptr = x.data_ptr()
+            nbytes = x.nbytes
+            if ptr - storage.data_ptr() + nbytes > storage.nbytes() and nbytes:
+                raise _storage_error(arg, storage, ptr - storage.data_ptr() + nbytes)
+            return _new(Buffer, (x, TORCH, ptr, dt, tuple(x.shape), x.numel()))
     kind = kind_of(x, arg)
     dt = dtype_of(x, kind, arg, quantized=quantized)
     if kind == NUMPY:
