@@ -11,8 +11,8 @@ import numpy as np
 from . import _arrays, _groups
 from ._arrays import Buffer
 from ._backend import DEQUANTIZE, FAKE_QUANTIZE, QUANTIZE, pack_per_tensor
-from ._checks import check_scale, check_seed, check_shape, check_zero_point, per_tensor_args
-from ._context import Context, reduce_op_value, resolve_context, round_mode_value
+from ._checks import check_seed, check_shape, per_tensor_args
+from ._context import _REDUCE_NAMES, Context, reduce_op_value, resolve_context, round_mode_value
 from ._dtypes import TORCH_QUANTIZED_TYPES, DataType, resolve
 
 _new = tuple.__new__  # builds a NamedTuple without its generated __new__ (small calls)
@@ -110,7 +110,7 @@ def compute_params(
     ``axis=k`` computes them per channel along axis k (as
     PerChannelMinMaxObserver), ``group_size=g`` per run of g elements along
     the last axis; both give arrays (numpy or torch, like x)."""
-    backend = resolve_context(ctx)
+    backend = (Context._default or Context.get())._backend if ctx is None else resolve_context(ctx)  # a default context is never closed
     src = _arrays.read(x, "x", quantized=False)
     qdt = resolve(dtype, "dtype", quantized=True)
     lay = _groups.layout(src.shape, axis, group_size)
@@ -151,7 +151,7 @@ def quantize(
     then arrays of that shape, computed ones are returned as such. Returns
     a :class:`Quantized`.
     """
-    backend = resolve_context(ctx)
+    backend = (Context._default or Context.get())._backend if ctx is None else resolve_context(ctx)  # a default context is never closed
     src = _arrays.read(x, "x", quantized=False)
     _, kind, src_ptr, fdt, shape, numel = src
     if axis is None and group_size is None:
@@ -224,7 +224,7 @@ def fake_quantize(
     the integers: an array of x's float type and shape. ``reduce="add"`` adds
     the result into ``out``. ``out`` may be ``x`` itself (in place); any other
     overlap with ``x`` is an error. ``axis``/``group_size`` as in quantize."""
-    backend = resolve_context(ctx)
+    backend = (Context._default or Context.get())._backend if ctx is None else resolve_context(ctx)  # a default context is never closed
     src = _arrays.read(x, "x", quantized=False)
     if axis is None and group_size is None:
         lay = None
@@ -294,7 +294,7 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
     qdt = buf.dtype if qdtype is None else resolve(qdtype, "qdtype", quantized=True)
     if shape is not None:
         shape = check_shape(shape)
-    if qdt.is_packed:
+    if qdt._bits < 8:  # type: ignore[attr-defined]  # qdt.is_packed, without a property's frame
         if buf.dtype is not DataType.UINT8:
             raise TypeError(f"q: packed {qdt.short_name} data must be a uint8 array, got {buf.array.dtype}")
         numel = 8 // qdt.bit_size * buf.numel if shape is None else math.prod(shape)
@@ -311,7 +311,7 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
         zero_point = 0 if axis is None and group_size is None else np.zeros(np.shape(scale), np.int64)
     if scale is None or zero_point is None:
         raise ValueError("scale, zero_point: required to dequantize a plain integer array")
-    if qdt.is_packed:  # the buffer holds bytes; the call counts values
+    if qdt._bits < 8:  # type: ignore[attr-defined]  # packed: the buffer holds bytes; the call counts values
         buf = _new(Buffer, (buf.array, buf.kind, buf.ptr, qdt, buf.shape, math.prod(logical)))
     return buf, qdt, scale, zero_point, logical, axis, group_size
 
@@ -341,7 +341,7 @@ def dequantize(
     ``reduce="add"`` adds into ``out`` instead of overwriting it (``out`` is
     then required).
     """
-    backend = resolve_context(ctx)
+    backend = (Context._default or Context.get())._backend if ctx is None else resolve_context(ctx)  # a default context is never closed
     src, qdt, scale, zero_point, logical, axis, group_size = _source(q, qdtype, scale, zero_point, shape, axis, group_size)
     return dequantize_buffer(backend, src, qdt, scale, zero_point, logical, axis, group_size, dtype, reduce, out)
 
@@ -352,7 +352,9 @@ def dequantize_buffer(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero
     them, of type ``qdt``) once its source is known: the core that
     piquant.torch shares."""
     lay = None if axis is None and group_size is None else _groups.layout(logical, axis, group_size)
-    op = reduce_op_value(reduce)
+    op = _REDUCE_NAMES.get(reduce) if type(reduce) is str else None
+    if op is None:
+        op = reduce_op_value(reduce)
     fdt = None if dtype is None else resolve(dtype, "dtype", quantized=False)
     if out is None:
         if op == 1:
@@ -370,8 +372,7 @@ def dequantize_buffer(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero
         else:
             _groups.check_values(sets, dst_dt, qdt)
         return dst_array
-    s = check_scale(scale, dst_dt)
-    zp = check_zero_point(zero_point, qdt)
+    _, _, s, zp = per_tensor_args(qdt, "nearest", scale, zero_point, dst_dt)  # the checks of scale and zero_point, a combination seen before looked up
     status = backend.execute(backend.handle, pack_per_tensor(DEQUANTIZE, dst_dt._value_, qdt._value_, 0, op, 0, src.ptr, dst_ptr, src.numel, s,
                                                              zp if zp < _2_63 else zp - _2_64, 0))
     if status:

@@ -199,8 +199,8 @@ def _check_ptrs(ptr_in: int, ptr_out: int, numel: int) -> None:
 def resolve_context(ctx: Context | None) -> Any:
     """The backend of ``ctx`` or of the default context."""
     if ctx is None:
-        ctx = Context._default or Context.get()
-    elif not isinstance(ctx, Context):
+        return (Context._default or Context.get())._backend  # closing the default context unsets it: it is never closed
+    if not isinstance(ctx, Context):
         raise TypeError(f"ctx: expected a piquant.Context or None, got {type(ctx).__name__}")
     if ctx._closed:
         raise RuntimeError("Context: this context was closed")
