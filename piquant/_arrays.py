@@ -307,9 +307,18 @@ def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: in
                              "pass a tensor without it")
         if out.numel() != want_size:
             raise ValueError(f"{arg}: expected {want_size} elements, got {out.numel()}")
-        ptr = torch_address(out, dt if bits >= 8 else DataType.UINT8, arg)  # packed types: plain bytes
-    if not (in_place and ptr == src_ptr):
-        check_apart(arg, ptr, nbytes, src_arg, src_ptr, (src_numel * src_dt._bits + 7) >> 3)  # type: ignore[attr-defined]
+        if bits < 8:  # packed types: plain bytes
+            ptr = torch_address(out, DataType.UINT8, arg)
+        else:  # torch_address, inline
+            storage = out.untyped_storage()
+            ptr = out.data_ptr()
+            out_nbytes = out.nbytes
+            end = ptr - storage.data_ptr() + out_nbytes
+            if end > storage.nbytes() and out_nbytes:
+                raise _storage_error(arg, storage, end)
+    src_nbytes = (src_numel * src_dt._bits + 7) >> 3  # type: ignore[attr-defined]
+    if ptr < src_ptr + src_nbytes and src_ptr < ptr + nbytes and not (in_place and ptr == src_ptr):  # check_apart raises, unless one is empty
+        check_apart(arg, ptr, nbytes, src_arg, src_ptr, src_nbytes)
     if kind == TORCH:
         # Bumps its autograd version counter as torch's own in-place writes
         # do, so that a backward pass that saved it raises instead of using
