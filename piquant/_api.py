@@ -170,9 +170,9 @@ def quantize(
                                      fdt, lay, out)
         dst_ptr = dst_array.data_ptr()  # new, so its storage is whole and its offset 0 (a packed one's too)
     elif out is None:
-        dst_array, _, dst_ptr, _, _, _ = _arrays.empty(kind, shape, qdt, numel=numel)
+        dst_array, dst_ptr = _arrays.empty(kind, shape, qdt, numel=numel)
     else:
-        dst_array, _, dst_ptr, _, _, _ = _arrays.write(out, src, qdt, shape, numel)
+        dst_array, dst_ptr = _arrays.write(out, src, qdt, numel)
     if lay is None:
         status = backend.execute(backend.handle, pack_per_tensor(QUANTIZE, fdt._value_, qdt._value_, mode, 0, 0, src_ptr, dst_ptr, numel, s,
                                                                  zp if zp < _2_63 else zp - _2_64, 0 if seed is None and mode == 0 else check_seed(seed, mode)))
@@ -242,20 +242,20 @@ def fake_quantize(
     if out is None:
         if op == 1:
             raise ValueError("out: reduce='add' needs the array to add into")
-        dst = _arrays.empty(src.kind, src.shape, src.dtype)
+        dst_array, dst_ptr = _arrays.empty(src.kind, src.shape, src.dtype)
     else:
-        dst = _arrays.write(out, src, src.dtype, src.shape, src.numel, in_place=True)
+        dst_array, dst_ptr = _arrays.write(out, src, src.dtype, src.numel, in_place=True)
     if lay is None:
-        status = backend.execute(backend.handle, pack_per_tensor(FAKE_QUANTIZE, src.dtype._value_, qdt._value_, mode, op, 0, src.ptr, dst.ptr, src.numel,
+        status = backend.execute(backend.handle, pack_per_tensor(FAKE_QUANTIZE, src.dtype._value_, qdt._value_, mode, op, 0, src.ptr, dst_ptr, src.numel,
                                                                  s, zp if zp < _2_63 else zp - _2_64,
                                                                  0 if seed is None and mode == 0 else check_seed(seed, mode)))
         if status:
             backend.fail(status)
     elif src.numel:
-        backend.run_sets(FAKE_QUANTIZE, src.dtype, qdt, src.ptr, dst.ptr, src.numel, mode, op, check_seed(seed, mode), sets)
+        backend.run_sets(FAKE_QUANTIZE, src.dtype, qdt, src.ptr, dst_ptr, src.numel, mode, op, check_seed(seed, mode), sets)
     else:
         _groups.check_values(sets, src.dtype, qdt)
-    return dst.array
+    return dst_array
 
 
 # What _source finds: the quantized buffer, its type, parameters, logical shape, axis and group size.
@@ -359,12 +359,14 @@ def dequantize_buffer(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero
     if out is None:
         if op == 1:
             raise ValueError("out: reduce='add' needs the array to add into")
-        dst_array, _, dst_ptr, dst_dt, _, _ = _arrays.empty(src.kind, logical, fdt or _F32, numel=src.numel)
+        dst_dt = fdt or _F32
+        dst_array, dst_ptr = _arrays.empty(src.kind, logical, dst_dt, numel=src.numel)
     else:
         out_dt = _arrays.dtype_of(out, _arrays.kind_of(out, "out"), "out", quantized=False)
         if fdt is not None and fdt is not out_dt:
             raise ValueError(f"dtype: {fdt.short_name} does not match out's dtype {out.dtype}")
-        dst_array, _, dst_ptr, dst_dt, _, _ = _arrays.write(out, src, out_dt, logical, src.numel)
+        dst_dt = out_dt
+        dst_array, dst_ptr = _arrays.write(out, src, out_dt, src.numel)
     if lay is not None:
         sets = _groups.checked(scale, zero_point, dst_dt, qdt, lay)
         if src.numel:
