@@ -10,13 +10,14 @@ import numpy as np
 
 from . import _arrays, _groups
 from ._arrays import Buffer
-from ._backend import DEQUANTIZE, FAKE_QUANTIZE, QUANTIZE
-from ._checks import check_scale, check_seed, check_shape, check_zero_point, per_tensor_args
-from ._context import Context, reduce_op_value, resolve_context, round_mode_value
+from ._backend import DEQUANTIZE, FAKE_QUANTIZE, QUANTIZE, pack_per_tensor
+from ._checks import check_seed, check_shape, per_tensor_args
+from ._context import _REDUCE_NAMES, Context, reduce_op_value, resolve_context, round_mode_value
 from ._dtypes import TORCH_QUANTIZED_TYPES, DataType, resolve
 
 _new = tuple.__new__  # builds a NamedTuple without its generated __new__ (small calls)
 _F32 = DataType.F32  # a member read through the Enum class costs three times a global
+_2_63, _2_64 = 1 << 63, 1 << 64  # a uint64 zero point travels as the int64 of its bits (DataType.raw_zero_point)
 
 
 class QuantParams(NamedTuple):
@@ -109,7 +110,7 @@ def compute_params(
     ``axis=k`` computes them per channel along axis k (as
     PerChannelMinMaxObserver), ``group_size=g`` per run of g elements along
     the last axis; both give arrays (numpy or torch, like x)."""
-    backend = resolve_context(ctx)
+    backend = (Context._default or Context.get())._backend if ctx is None else resolve_context(ctx)  # a default context is never closed
     src = _arrays.read(x, "x", quantized=False)
     qdt = resolve(dtype, "dtype", quantized=True)
     lay = _groups.layout(src.shape, axis, group_size)
@@ -150,7 +151,7 @@ def quantize(
     then arrays of that shape, computed ones are returned as such. Returns
     a :class:`Quantized`.
     """
-    backend = resolve_context(ctx)
+    backend = (Context._default or Context.get())._backend if ctx is None else resolve_context(ctx)  # a default context is never closed
     src = _arrays.read(x, "x", quantized=False)
     _, kind, src_ptr, fdt, shape, numel = src
     if axis is None and group_size is None:
@@ -169,14 +170,17 @@ def quantize(
                                      fdt, lay, out)
         dst_ptr = dst_array.data_ptr()  # new, so its storage is whole and its offset 0 (a packed one's too)
     elif out is None:
-        dst_array, _, dst_ptr, _, _, _ = _arrays.empty(kind, shape, qdt, numel=numel)
+        dst_array, dst_ptr = _arrays.empty(kind, shape, qdt, numel=numel)
     else:
-        dst_array, _, dst_ptr, _, _, _ = _arrays.write(out, src, qdt, shape, numel)
+        dst_array, dst_ptr = _arrays.write(out, src, qdt, numel)
     if lay is None:
-        backend.run(QUANTIZE, fdt, qdt, src_ptr, dst_ptr, numel, s, zp, mode, 0, 0 if seed is None and mode == 0 else check_seed(seed, mode))
+        status = backend.execute(backend.handle, pack_per_tensor(QUANTIZE, fdt._value_, qdt._value_, mode, 0, 0, src_ptr, dst_ptr, numel, s,
+                                                                 zp if zp < _2_63 else zp - _2_64, 0 if seed is None and mode == 0 else check_seed(seed, mode)))
+        if status:
+            backend.fail(status)
         return Quantized(dst_array, qdt, shape, s, zp)
     if numel:
-        backend.run(QUANTIZE, fdt, qdt, src_ptr, dst_ptr, numel, 0.0, 0, mode, 0, check_seed(seed, mode), sets)
+        backend.run_sets(QUANTIZE, fdt, qdt, src_ptr, dst_ptr, numel, mode, 0, check_seed(seed, mode), sets)
     else:
         _groups.check_values(sets, fdt, qdt)
     scales, zps = _groups.as_arrays(sets, fdt, lay, kind)
@@ -220,7 +224,7 @@ def fake_quantize(
     the integers: an array of x's float type and shape. ``reduce="add"`` adds
     the result into ``out``. ``out`` may be ``x`` itself (in place); any other
     overlap with ``x`` is an error. ``axis``/``group_size`` as in quantize."""
-    backend = resolve_context(ctx)
+    backend = (Context._default or Context.get())._backend if ctx is None else resolve_context(ctx)  # a default context is never closed
     src = _arrays.read(x, "x", quantized=False)
     if axis is None and group_size is None:
         lay = None
@@ -238,16 +242,20 @@ def fake_quantize(
     if out is None:
         if op == 1:
             raise ValueError("out: reduce='add' needs the array to add into")
-        dst = _arrays.empty(src.kind, src.shape, src.dtype)
+        dst_array, dst_ptr = _arrays.empty(src.kind, src.shape, src.dtype)
     else:
-        dst = _arrays.write(out, src, src.dtype, src.shape, src.numel, in_place=True)
+        dst_array, dst_ptr = _arrays.write(out, src, src.dtype, src.numel, in_place=True)
     if lay is None:
-        backend.run(FAKE_QUANTIZE, src.dtype, qdt, src.ptr, dst.ptr, src.numel, s, zp, mode, op, 0 if seed is None and mode == 0 else check_seed(seed, mode))
+        status = backend.execute(backend.handle, pack_per_tensor(FAKE_QUANTIZE, src.dtype._value_, qdt._value_, mode, op, 0, src.ptr, dst_ptr, src.numel,
+                                                                 s, zp if zp < _2_63 else zp - _2_64,
+                                                                 0 if seed is None and mode == 0 else check_seed(seed, mode)))
+        if status:
+            backend.fail(status)
     elif src.numel:
-        backend.run(FAKE_QUANTIZE, src.dtype, qdt, src.ptr, dst.ptr, src.numel, 0.0, 0, mode, op, check_seed(seed, mode), sets)
+        backend.run_sets(FAKE_QUANTIZE, src.dtype, qdt, src.ptr, dst_ptr, src.numel, mode, op, check_seed(seed, mode), sets)
     else:
         _groups.check_values(sets, src.dtype, qdt)
-    return dst.array
+    return dst_array
 
 
 # What _source finds: the quantized buffer, its type, parameters, logical shape, axis and group size.
@@ -286,7 +294,7 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
     qdt = buf.dtype if qdtype is None else resolve(qdtype, "qdtype", quantized=True)
     if shape is not None:
         shape = check_shape(shape)
-    if qdt.is_packed:
+    if qdt._bits < 8:  # type: ignore[attr-defined]  # qdt.is_packed, without a property's frame
         if buf.dtype is not DataType.UINT8:
             raise TypeError(f"q: packed {qdt.short_name} data must be a uint8 array, got {buf.array.dtype}")
         numel = 8 // qdt.bit_size * buf.numel if shape is None else math.prod(shape)
@@ -303,7 +311,7 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
         zero_point = 0 if axis is None and group_size is None else np.zeros(np.shape(scale), np.int64)
     if scale is None or zero_point is None:
         raise ValueError("scale, zero_point: required to dequantize a plain integer array")
-    if qdt.is_packed:  # the buffer holds bytes; the call counts values
+    if qdt._bits < 8:  # type: ignore[attr-defined]  # packed: the buffer holds bytes; the call counts values
         buf = _new(Buffer, (buf.array, buf.kind, buf.ptr, qdt, buf.shape, math.prod(logical)))
     return buf, qdt, scale, zero_point, logical, axis, group_size
 
@@ -333,7 +341,7 @@ def dequantize(
     ``reduce="add"`` adds into ``out`` instead of overwriting it (``out`` is
     then required).
     """
-    backend = resolve_context(ctx)
+    backend = (Context._default or Context.get())._backend if ctx is None else resolve_context(ctx)  # a default context is never closed
     src, qdt, scale, zero_point, logical, axis, group_size = _source(q, qdtype, scale, zero_point, shape, axis, group_size)
     return dequantize_buffer(backend, src, qdt, scale, zero_point, logical, axis, group_size, dtype, reduce, out)
 
@@ -344,25 +352,31 @@ def dequantize_buffer(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero
     them, of type ``qdt``) once its source is known: the core that
     piquant.torch shares."""
     lay = None if axis is None and group_size is None else _groups.layout(logical, axis, group_size)
-    op = reduce_op_value(reduce)
+    op = _REDUCE_NAMES.get(reduce) if type(reduce) is str else None
+    if op is None:
+        op = reduce_op_value(reduce)
     fdt = None if dtype is None else resolve(dtype, "dtype", quantized=False)
     if out is None:
         if op == 1:
             raise ValueError("out: reduce='add' needs the array to add into")
-        dst_array, _, dst_ptr, dst_dt, _, _ = _arrays.empty(src.kind, logical, fdt or _F32, numel=src.numel)
+        dst_dt = fdt or _F32
+        dst_array, dst_ptr = _arrays.empty(src.kind, logical, dst_dt, numel=src.numel)
     else:
         out_dt = _arrays.dtype_of(out, _arrays.kind_of(out, "out"), "out", quantized=False)
         if fdt is not None and fdt is not out_dt:
             raise ValueError(f"dtype: {fdt.short_name} does not match out's dtype {out.dtype}")
-        dst_array, _, dst_ptr, dst_dt, _, _ = _arrays.write(out, src, out_dt, logical, src.numel)
+        dst_dt = out_dt
+        dst_array, dst_ptr = _arrays.write(out, src, out_dt, src.numel)
     if lay is not None:
         sets = _groups.checked(scale, zero_point, dst_dt, qdt, lay)
         if src.numel:
-            backend.run(DEQUANTIZE, dst_dt, qdt, src.ptr, dst_ptr, src.numel, 0.0, 0, 0, op, 0, sets)
+            backend.run_sets(DEQUANTIZE, dst_dt, qdt, src.ptr, dst_ptr, src.numel, 0, op, 0, sets)
         else:
             _groups.check_values(sets, dst_dt, qdt)
         return dst_array
-    s = check_scale(scale, dst_dt)
-    zp = check_zero_point(zero_point, qdt)
-    backend.run(DEQUANTIZE, dst_dt, qdt, src.ptr, dst_ptr, src.numel, s, zp, 0, op, 0)
+    _, _, s, zp = per_tensor_args(qdt, "nearest", scale, zero_point, dst_dt)  # the checks of scale and zero_point, a combination seen before looked up
+    status = backend.execute(backend.handle, pack_per_tensor(DEQUANTIZE, dst_dt._value_, qdt._value_, 0, op, 0, src.ptr, dst_ptr, src.numel, s,
+                                                             zp if zp < _2_63 else zp - _2_64, 0))
+    if status:
+        backend.fail(status)
     return dst_array

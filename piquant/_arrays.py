@@ -140,7 +140,14 @@ def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
         dt = _torch_types.get(x.dtype)
         if (dt is not None and (dt._value_ >= 16) == quantized and x.is_cpu and x.layout is _strided and not x.is_nested and not x.requires_grad
                 and not x.is_neg() and x.is_contiguous()):
-            return _new(Buffer, (x, TORCH, torch_address(x, dt, arg), dt, tuple(x.shape), x.numel()))
+            if dt._bits < 8:  # type: ignore[attr-defined]
+                return _new(Buffer, (x, TORCH, torch_address(x, dt, arg), dt, tuple(x.shape), x.numel()))
+            storage = x.untyped_storage()  # torch_address, inline
+            ptr = x.data_ptr()
+            nbytes = x.nbytes
+            if ptr - storage.data_ptr() + nbytes > storage.nbytes() and nbytes:
+                raise _storage_error(arg, storage, ptr - storage.data_ptr() + nbytes)
+            return _new(Buffer, (x, TORCH, ptr, dt, tuple(x.shape), x.numel()))
     kind = kind_of(x, arg)
     dt = dtype_of(x, kind, arg, quantized=quantized)
     if kind == NUMPY:
@@ -229,9 +236,11 @@ def torch_facts() -> TorchFacts:
 NUMPY_TYPES = {numpy_storage(dt): dt for dt in DataType if not dt.is_packed and ((dt is not DataType.BF16 and not dt.is_float8) or has_numpy_bfloat16())}
 
 
-def empty(kind: str, shape: tuple[int, ...], dt: DataType, *, zeros: bool = False, numel: int | None = None) -> Buffer:
+def empty(kind: str, shape: tuple[int, ...], dt: DataType, *, zeros: bool = False, numel: int | None = None) -> tuple[Any, int]:
     """A new array for ``shape`` elements of ``dt`` (packed types: flat
-    bytes); ``numel``, if the caller knows it, is ``math.prod(shape)``."""
+    bytes) and its address; ``numel``, if the caller knows it, is
+    ``math.prod(shape)``. A pair, not a Buffer: the caller knows the rest,
+    and a NamedTuple costs a tenth of a small call to build and free."""
     if numel is None:
         numel = math.prod(shape)
     storage_shape = ((numel * dt._bits + 7) >> 3,) if dt._bits < 8 else shape  # type: ignore[attr-defined]
@@ -241,12 +250,12 @@ def empty(kind: str, shape: tuple[int, ...], dt: DataType, *, zeros: bool = Fals
             ptr = _addressof(_from_buffer(a))
         except (ValueError, TypeError):  # empty, or a dtype without a buffer format
             ptr = a.ctypes.data
-        return _new(Buffer, (a, kind, ptr, dt, shape, numel))
+        return a, ptr
     storage = _torch_storage.get(dt) or torch_facts().storage[dt]
     make = torch_facts().module.zeros if zeros else _torch_empty
     # torch 2.13 parses sizes given one by one in a fifth of the time of a tuple of them
     t = make(*storage_shape, dtype=storage) if storage_shape else make((), dtype=storage)
-    return _new(Buffer, (t, kind, t.data_ptr(), dt, shape, numel))
+    return t, t.data_ptr()
 
 
 def torch_storage(dt: DataType) -> Any:
@@ -254,15 +263,16 @@ def torch_storage(dt: DataType) -> Any:
     return torch_facts().storage[dt]
 
 
-def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: int, arg: str = "out", *, in_place: bool = False,
-          storage: Any = None, src_arg: str = "the input") -> Buffer:
+def write(out: Any, src: Buffer, dt: DataType, numel: int, arg: str = "out", *, in_place: bool = False,
+          storage: Any = None, src_arg: str = "the input") -> tuple[Any, int]:
     """``out`` as the destination of a call reading ``src``: it must be the
     same kind of array, contiguous, writable, of the exact storage dtype
     (``storage``, a numpy or torch dtype, if not dt's: piquant.mx's
     one-byte codes and scales) and size, and apart from ``src`` (see
     `check_apart`; named ``src_arg``), unless ``in_place`` allows it to be
     ``src`` itself. It is never copied, so results land in the caller's
-    memory or an error is raised."""
+    memory or an error is raised. Returns ``out`` and its address (a pair,
+    as `empty`)."""
     _, kind, src_ptr, src_dt, _, src_numel = src
     got = NUMPY if type(out) is np.ndarray else TORCH if type(out) is _torch_tensor else kind_of(out, arg)
     if got != kind:
@@ -300,15 +310,24 @@ def write(out: Any, src: Buffer, dt: DataType, shape: tuple[int, ...], numel: in
                              "pass a tensor without it")
         if out.numel() != want_size:
             raise ValueError(f"{arg}: expected {want_size} elements, got {out.numel()}")
-        ptr = torch_address(out, dt if bits >= 8 else DataType.UINT8, arg)  # packed types: plain bytes
-    if not (in_place and ptr == src_ptr):
-        check_apart(arg, ptr, nbytes, src_arg, src_ptr, (src_numel * src_dt._bits + 7) >> 3)  # type: ignore[attr-defined]
+        if bits < 8:  # packed types: plain bytes
+            ptr = torch_address(out, DataType.UINT8, arg)
+        else:  # torch_address, inline
+            storage = out.untyped_storage()
+            ptr = out.data_ptr()
+            out_nbytes = out.nbytes
+            end = ptr - storage.data_ptr() + out_nbytes
+            if end > storage.nbytes() and out_nbytes:
+                raise _storage_error(arg, storage, end)
+    src_nbytes = (src_numel * src_dt._bits + 7) >> 3  # type: ignore[attr-defined]
+    if ptr < src_ptr + src_nbytes and src_ptr < ptr + nbytes and not (in_place and ptr == src_ptr):  # check_apart raises, unless one is empty
+        check_apart(arg, ptr, nbytes, src_arg, src_ptr, src_nbytes)
     if kind == TORCH:
         # Bumps its autograd version counter as torch's own in-place writes
         # do, so that a backward pass that saved it raises instead of using
         # the overwritten values.
         _increment_version((out,))
-    return _new(Buffer, (out, kind, ptr, dt, shape, numel))
+    return out, ptr
 
 
 def check_apart(arg: str, ptr: int, nbytes: int, other: str, other_ptr: int, other_nbytes: int) -> None:

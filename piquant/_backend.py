@@ -68,8 +68,13 @@ QUANTIZE, DEQUANTIZE, FAKE_QUANTIZE = 0, 1, 2
 # (benchmarks/call_costs.py); packed into bytes, which the library only reads.
 _CALL = _native.packer(_native.Call)
 _CALL_PER_TENSOR = _native.packer(_native.Call, zeroed="params")  # params.count = 0: scale and zero_point are used
-_pack_per_tensor = _CALL_PER_TENSOR.pack
+# A per-tensor call, packed by its caller and run by ``backend.execute(backend.handle,
+# call)`` (a status; nonzero: ``backend.fail(status)`` raises it): called
+# inline, without a Python frame between the entry point and the library.
+# The zero point is the ABI's int64 (DataType.raw_zero_point).
+pack_per_tensor = _CALL_PER_TENSOR.pack
 _F32, _F64 = DataType.F32.value, DataType.F64.value
+_UINT64 = DataType.UINT64
 
 
 # What a call returns through pointers, one set per thread (each call reads
@@ -91,7 +96,8 @@ class NativeBackend:
         # close() raises instead of touching freed memory.
         self._ctx = handle.value
         self.isa = lib.piquant_isa_name(lib.piquant_context_isa(self._ctx)).decode()
-        self._execute = lib.piquant_execute
+        self.handle = self._ctx
+        self.execute = lib.piquant_execute  # (handle, call) -> status
         self._compute_params = lib.piquant_compute_params
 
     @property
@@ -103,19 +109,18 @@ class NativeBackend:
         """Waits for the calls in flight, then frees the pool; later calls raise."""
         self._lib.piquant_context_destroy(self._ctx)
 
-    def run(self, op: int, fdt: DataType, qdt: DataType, src: int, dst: int, n: int, scale: float, zp: int, mode: int, reduce: int,
-            seed: int, sets: Sets | None = None) -> None:
-        """One call (piquant_call): quantize from the fdt buffer src into the
-        qdt buffer dst, dequantize from qdt src into fdt dst, or fake-quantize
-        fdt to fdt; with scale and zp, or with sets per channel or group (then
-        scale and zp are not read; sets.count >= 1). The caller checks scale
-        and zp; the library checks them, and sets, and answers a status."""
-        if sets is None:
-            call = _pack_per_tensor(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, scale, zp - (1 << 64) if zp >= 1 << 63 else zp, seed)
-        else:
-            call = _CALL.pack(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, 0.0, 0, seed, sets.scales_ptr, sets.zero_points_ptr,
-                              sets.count, sets.inner, _F32 if sets.scales.itemsize == 4 else _F64)
-        status = self._execute(self._ctx, call)
+    def fail(self, status: int) -> None:
+        _native.raise_status(self._lib, status)
+
+    def run_sets(self, op: int, fdt: DataType, qdt: DataType, src: int, dst: int, n: int, mode: int, reduce: int, seed: int, sets: Sets) -> None:
+        """One call (piquant_call) with sets of parameters per channel or
+        group (sets.count >= 1): quantize from the fdt buffer src into the
+        qdt buffer dst, dequantize from qdt src into fdt dst, or
+        fake-quantize fdt to fdt. The library checks the sets and answers a
+        status."""
+        call = _CALL.pack(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, 0.0, 0, seed, sets.scales_ptr, sets.zero_points_ptr,
+                          sets.count, sets.inner, _F32 if sets.scales.itemsize == 4 else _F64)
+        status = self.execute(self._ctx, call)
         if status:
             _native.raise_status(self._lib, status)
 
@@ -163,7 +168,8 @@ class NativeBackend:
         status = self._compute_params(self._ctx, src, src_dt._value_, n, q_dt._value_, 1 if symmetric else 0, scale_ref, zp_ref)
         if status:
             _native.raise_status(self._lib, status)
-        return scale.value, q_dt.zero_point_from_raw(zp.value)
+        raw = zp.value
+        return scale.value, raw + (1 << 64) if raw < 0 and q_dt is _UINT64 else raw  # DataType.zero_point_from_raw, inline
 
 
 def _view(ptr: int, nbytes: int, dtype: Any) -> np.ndarray:
@@ -182,6 +188,7 @@ class ReferenceBackend:
 
     name = "reference"
     isa = "reference"
+    handle = None
 
     def __init__(self, num_threads: int, isa: str | None) -> None:
         import piquant_reference
@@ -192,23 +199,32 @@ class ReferenceBackend:
     def close(self) -> None:
         pass
 
-    def run(self, op: int, fdt: DataType, qdt: DataType, src: int, dst: int, n: int, scale: float, zp: int, mode: int, reduce: int,
-            seed: int, sets: Sets | None = None) -> None:
-        """NativeBackend.run on the reference."""
-        if sets is not None:
-            sets = sets._replace(scales=as_numpy(sets.scales).reshape(-1), zero_points=as_numpy(sets.zero_points).reshape(-1))
-            if op == QUANTIZE:
-                self.quantize_sets(src, fdt, dst, qdt, n, sets, mode, seed)
-            elif op == DEQUANTIZE:
-                self.dequantize_sets(src, qdt, dst, fdt, n, sets, reduce)
-            else:
-                self.fake_quantize_sets(src, fdt, dst, n, qdt, sets, mode, seed, reduce)
-        elif op == QUANTIZE:
+    def fail(self, status: int) -> None:  # execute raises instead
+        raise AssertionError(status)
+
+    def execute(self, handle: None, call: bytes) -> int:
+        """NativeBackend.execute of a per-tensor call (pack_per_tensor's bytes)
+        on the reference: raises what the library reports."""
+        op, f, q, mode, reduce, _, src, dst, n, scale, raw, seed = _CALL_PER_TENSOR.unpack(call)
+        fdt, qdt = DataType(f), DataType(q)
+        zp = qdt.zero_point_from_raw(raw)
+        if op == QUANTIZE:
             self.quantize(src, fdt, dst, qdt, n, scale, zp, mode, seed)
         elif op == DEQUANTIZE:
             self.dequantize(src, qdt, dst, fdt, n, scale, zp, reduce)
         else:
             self.fake_quantize(src, fdt, dst, n, qdt, scale, zp, mode, seed, reduce)
+        return 0
+
+    def run_sets(self, op: int, fdt: DataType, qdt: DataType, src: int, dst: int, n: int, mode: int, reduce: int, seed: int, sets: Sets) -> None:
+        """NativeBackend.run_sets on the reference."""
+        sets = sets._replace(scales=as_numpy(sets.scales).reshape(-1), zero_points=as_numpy(sets.zero_points).reshape(-1))
+        if op == QUANTIZE:
+            self.quantize_sets(src, fdt, dst, qdt, n, sets, mode, seed)
+        elif op == DEQUANTIZE:
+            self.dequantize_sets(src, qdt, dst, fdt, n, sets, reduce)
+        else:
+            self.fake_quantize_sets(src, fdt, dst, n, qdt, sets, mode, seed, reduce)
 
     def _quant_view(self, ptr: int, dt: DataType, n: int) -> np.ndarray:
         return _view(ptr, dt.nbytes(n), self._ref.storage_dtype(dt.short_name))

@@ -135,16 +135,16 @@ class Context:
         dst_dt = resolve(dtype_out, "dtype_out", quantized=True)
         _check_ptrs(ptr_in, ptr_out, numel)
         _, mode, s, zp = per_tensor_args(dst_dt, round_mode, scale, zero_point, src_dt)  # dst_dt is resolved: its errors are named above
-        resolve_context(self).run(_backend.QUANTIZE, src_dt, dst_dt, ptr_in, ptr_out, numel, s, zp, mode, 0, 0 if seed is None and mode == 0 else
-                                  check_seed(seed, mode))
+        _execute(resolve_context(self), _backend.QUANTIZE, src_dt, dst_dt, ptr_in, ptr_out, numel, s, zp, mode, 0,
+                 0 if seed is None and mode == 0 else check_seed(seed, mode))
 
     def dequantize_ptr(self, ptr_in: int, dtype_in: DataType, ptr_out: int, dtype_out: DataType, numel: int,
                        scale: float, zero_point: int, reduce_op: ReduceOp) -> None:
         src_dt = resolve(dtype_in, "dtype_in", quantized=True)
         dst_dt = resolve(dtype_out, "dtype_out", quantized=False)
         _check_ptrs(ptr_in, ptr_out, numel)
-        resolve_context(self).run(_backend.DEQUANTIZE, dst_dt, src_dt, ptr_in, ptr_out, numel, check_scale(scale, dst_dt),
-                         check_zero_point(zero_point, src_dt), 0, reduce_op_value(reduce_op), 0)
+        _execute(resolve_context(self), _backend.DEQUANTIZE, dst_dt, src_dt, ptr_in, ptr_out, numel, check_scale(scale, dst_dt),
+                 check_zero_point(zero_point, src_dt), 0, reduce_op_value(reduce_op), 0)
 
     def compute_quant_params_ptr_float32(self, ptr: int, target_quant_dtype: DataType, numel: int) -> tuple[float, int]:
         _check_ptrs(ptr, ptr, numel)
@@ -153,6 +153,14 @@ class Context:
     def compute_quant_params_ptr_bfloat16(self, ptr: int, target_quant_dtype: DataType, numel: int) -> tuple[float, int]:
         _check_ptrs(ptr, ptr, numel)
         return self.backend.compute_params(ptr, DataType.BF16, numel, resolve(target_quant_dtype, "target_quant_dtype", quantized=True), False)
+
+
+def _execute(backend: Any, op: int, fdt: DataType, qdt: DataType, src: int, dst: int, n: int, scale: float, zp: int, mode: int, reduce: int,
+             seed: int) -> None:
+    status = backend.execute(backend.handle, _backend.pack_per_tensor(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, scale,
+                                                                      qdt.raw_zero_point(zp), seed))
+    if status:
+        backend.fail(status)
 
 
 def _thread_count(n: Any) -> int:
@@ -191,8 +199,8 @@ def _check_ptrs(ptr_in: int, ptr_out: int, numel: int) -> None:
 def resolve_context(ctx: Context | None) -> Any:
     """The backend of ``ctx`` or of the default context."""
     if ctx is None:
-        ctx = Context._default or Context.get()
-    elif not isinstance(ctx, Context):
+        return (Context._default or Context.get())._backend  # closing the default context unsets it: it is never closed
+    if not isinstance(ctx, Context):
         raise TypeError(f"ctx: expected a piquant.Context or None, got {type(ctx).__name__}")
     if ctx._closed:
         raise RuntimeError("Context: this context was closed")

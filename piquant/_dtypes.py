@@ -176,7 +176,7 @@ def resolve(dtype: Any, arg: str, *, quantized: bool | None = None) -> DataType:
         dt = _resolve(dtype)
         if dt is not None and len(_RESOLVED) < 256:
             _RESOLVED[dtype] = dt
-    if dt is None or (quantized is not None and dt.is_quantized != quantized):
+    if dt is None or (quantized is not None and (dt._value_ >= 16) != quantized):  # dt.is_quantized, without a property's frame
         side = {True: "a quantized type (uint2 … int64, float8_e4m3fn, float8_e5m2)", False: "a float type (float32, bfloat16, float16, float64)"}
         expected = side.get(quantized, "a piquant dtype") if quantized is not None else "a piquant dtype"
         raise TypeError(f"{arg}: expected {expected}, got {dtype!r}")

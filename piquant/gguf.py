@@ -71,12 +71,12 @@ def quantize(x: Any, qtype: Any, *, out: Any = None, ctx: Context | None = None)
     shape = src.shape[:-1] + (src.shape[-1] // elements * size,)
     nbytes = src.numel // elements * size
     if out is None:
-        dst = _arrays.empty(src.kind, shape, DataType.UINT8)
+        dst, dst_ptr = _arrays.empty(src.kind, shape, DataType.UINT8)
     else:
-        dst = _arrays.write(out, src, DataType.UINT8, shape, nbytes)
+        dst, dst_ptr = _arrays.write(out, src, DataType.UINT8, nbytes)
     if src.numel:
-        backend.gguf_quantize(src.ptr, src.dtype, dst.ptr, number, src.numel)
-    return dst.array
+        backend.gguf_quantize(src.ptr, src.dtype, dst_ptr, number, src.numel)
+    return dst
 
 
 def dequantize(data: Any, qtype: Any, *, dtype: Any = None, out: Any = None, ctx: Context | None = None) -> Any:
@@ -96,15 +96,16 @@ def dequantize(data: Any, qtype: Any, *, dtype: Any = None, out: Any = None, ctx
     numel = src.numel // size * elements
     fdt = None if dtype is None else resolve(dtype, "dtype", quantized=False)
     if out is None:
-        dst = _arrays.empty(src.kind, shape, fdt or DataType.F32)
+        dst_dt = fdt or DataType.F32
+        dst, dst_ptr = _arrays.empty(src.kind, shape, dst_dt)
     else:
-        out_dt = _arrays.dtype_of(out, _arrays.kind_of(out, "out"), "out", quantized=False)
-        if fdt is not None and fdt is not out_dt:
+        dst_dt = _arrays.dtype_of(out, _arrays.kind_of(out, "out"), "out", quantized=False)
+        if fdt is not None and fdt is not dst_dt:
             raise ValueError(f"dtype: {fdt.short_name} does not match out's dtype {out.dtype}")
-        dst = _arrays.write(out, src, out_dt, shape, numel)
+        dst, dst_ptr = _arrays.write(out, src, dst_dt, numel)
     if numel:
-        backend.gguf_dequantize(src.ptr, number, dst.ptr, dst.dtype, numel)
-    return dst.array
+        backend.gguf_dequantize(src.ptr, number, dst_ptr, dst_dt, numel)
+    return dst
 
 
 from ._gguf_file import FILE_TYPES, quantize_file  # noqa: E402  (it quantizes with the functions above)

@@ -93,7 +93,7 @@ def _destination(arr: Any, src: _arrays.Buffer, shape: tuple[int, ...], dtype: A
     """The address of one array of ``out``: an `_arrays.write` destination
     of one-byte elements (FP4 codes by pairs) apart from x, of the layout's
     shape."""
-    ptr = _arrays.write(arr, src, _BYTE, shape, math.prod(shape), arg, storage=dtype, src_arg="x").ptr
+    _, ptr = _arrays.write(arr, src, _BYTE, math.prod(shape), arg, storage=dtype, src_arg="x")
     if tuple(arr.shape) != shape:
         raise ValueError(f"{arg}: expected shape {shape}, got {tuple(arr.shape)}")
     return ptr
@@ -173,9 +173,9 @@ def dequantize(mx: MXArray, dtype: Any = None, *, out: Any = None, ctx: Context 
         raise ValueError(f"mx: data of {data.size} bytes and {scales.size} scales do not hold shape {mx.shape} in blocks of {mx.block_size}")
     fdt = resolve(dtype if dtype is not None else (out.dtype if out is not None else "float32"), "dtype", quantized=False)
     data_buf = _arrays.Buffer(mx.data, kind, _arrays.address(data, "mx.data"), _BYTE, (data.size,), data.size)
-    dst = _arrays.empty(kind, mx.shape, fdt) if out is None else _arrays.write(out, data_buf, fdt, mx.shape, n)
+    dst, dst_ptr = _arrays.empty(kind, mx.shape, fdt) if out is None else _arrays.write(out, data_buf, fdt, n)
     if n:
         sp = _arrays.address(scales, "mx.scales")
-        _arrays.check_apart("out", dst.ptr, fdt.nbytes(n), "mx.scales", sp, scales.size)
-        backend.mx_dequantize(data_buf.ptr, sp, dst.ptr, fdt, n, mx.shape[-1], mx.fmt, mx.block_size, mx.per_tensor_scale)
-    return dst.array
+        _arrays.check_apart("out", dst_ptr, fdt.nbytes(n), "mx.scales", sp, scales.size)
+        backend.mx_dequantize(data_buf.ptr, sp, dst_ptr, fdt, n, mx.shape[-1], mx.fmt, mx.block_size, mx.per_tensor_scale)
+    return dst
