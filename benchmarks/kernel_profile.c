@@ -21,7 +21,15 @@ static int cmp(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+static const char *const mx_rows[] = {"mx_f32_mxfp8_e4m3", "mx_f32_mxfp8_e5m2", "mx_f32_mxfp6_e2m3", "mx_f32_mxfp6_e3m2",
+                                      "mx_f32_mxfp4", "mx_f32_mxint8", "mx_f32_nvfp4"};
+
 static int run(piquant_context *ctx, const char *row, void *f32, void *bf16, void *u8, void *f32_out, void *bf16_out, size_t n) {
+    /* MX rows: codes to u8, block scales to the bf16 buffer (n / 16 bytes at most). */
+    for (int f = 0; f < (int)(sizeof mx_rows / sizeof *mx_rows); f++)
+        if (!strcmp(row, mx_rows[f]))
+            return piquant_mx_quantize(ctx, f32, PIQUANT_DTYPE_F32, u8, bf16_out, n, n, f, f == PIQUANT_NVFP4 ? 16 : 32,
+                                       PIQUANT_SCALE_FLOOR, PIQUANT_ROUND_NEAREST, 0, NULL);
     if (!strcmp(row, "quantize_f32_u8"))
         return piquant_quantize(ctx, f32, PIQUANT_DTYPE_F32, u8, PIQUANT_DTYPE_UINT8, n, 0.01, 128, PIQUANT_ROUND_NEAREST, 0);
     if (!strcmp(row, "quantize_f32_i8"))

@@ -23,7 +23,9 @@ import warnings
 from pathlib import Path
 
 ROWS = ("quantize_f32_u8", "quantize_f32_i8", "stochastic_f32_u8", "quantize_bf16_u8",
-        "dequantize_u8_f32", "dequantize_u8_f32_add", "dequantize_u8_bf16")
+        "dequantize_u8_f32", "dequantize_u8_f32_add", "dequantize_u8_bf16",
+        "mx_f32_mxfp8_e4m3", "mx_f32_mxfp8_e5m2", "mx_f32_mxfp6_e2m3", "mx_f32_mxfp6_e3m2", "mx_f32_mxfp4",
+        "mx_f32_mxint8", "mx_f32_nvfp4")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -40,6 +42,7 @@ def instructions_per_16(exe: Path, isa: str, row: str, n: int, work: Path) -> fl
     calls = 4
     subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--collect-atstart=no",
                     "--toggle-collect=piquant_quantize", "--toggle-collect=piquant_dequantize",
+                    "--toggle-collect=piquant_mx_quantize",
                     str(exe), isa, row, str(n), str(calls), "count"], check=True, capture_output=True)
     total = int(re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M).group(1))
     return total * 16 / (n * calls)
@@ -75,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=65536)
     parser.add_argument("--reps", type=int, default=31)
     parser.add_argument("--no-count", action="store_true", help="times only (no valgrind)")
+    parser.add_argument("--rows", nargs="+", metavar="TEXT", help="only rows whose name contains one of these")
     args = parser.parse_args(argv)
 
     import piquant
@@ -90,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         print("| row | " + " | ".join(isas) + " | torch ns/el |")
         print("| --- |" + " --- |" * (len(isas) + 1))
         for row in ROWS:
+            if args.rows and not any(t in row for t in args.rows):
+                continue
             cells = []
             for isa in isas:
                 ins = (f"{instructions_per_16(exe, isa, row, args.n, Path(tmp)):.1f}"

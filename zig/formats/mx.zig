@@ -248,7 +248,7 @@ fn storeCodes(f: MxFormat, dst: [*]u8, v: usize, lo: usize, hi: usize, codes: U)
         if (lo == 0 and hi == w) dst[v / 2 ..][0 .. w / 2].* = bytes else @memcpy(dst[(v + lo) / 2 .. (v + hi) / 2], bytes[lo / 2 .. hi / 2]);
         return;
     }
-    const bytes: [w]u8 = @as(simd.Vec(u8), @truncate(codes));
+    const bytes: [w]u8 = simd.narrowBytes(u8, @bitCast(codes));
     if (lo == 0 and hi == w) dst[v..][0..w].* = bytes else @memcpy(dst[v + lo .. v + hi], bytes[lo..hi]);
 }
 
@@ -379,8 +379,9 @@ fn quantizeRange(args: *const Args, begin: usize, end: usize) callconv(.c) void 
 }
 
 /// Blocks of whole vectors (the block size a multiple of w), the format
-/// and float type known at compile time: a block's amax, scale and codes in
-/// one visit, its vectors read again from L1 rather than a batch later.
+/// and float type known at compile time, a batch at a time: the blocks'
+/// amaxes (one pass), their scales w blocks a vector (no scalar chain a
+/// block), then their codes (a second pass, from L1).
 /// amax is the largest |x| as bits (ordered as the values; NaN above
 /// infinity's bits), and a block with a finite amax and factor cannot make
 /// a NaN y, so its codes skip the NaN selects.
@@ -391,27 +392,94 @@ fn wholeVectors(comptime f: MxFormat, comptime t: DType, a: *const Args, begin: 
     var key = rounding.Key.init(a.seed);
     const factors = nvfp4Factors(a);
     const magnitude = splat(u32, 0x7FFF_FFFF);
-    for (begin..end) |b| {
-        const i = b * size;
-        var top: U = @splat(0);
-        var j: usize = 0;
-        while (j < size) : (j += w) {
-            inline for (0..comptime @max(1, t.byteCount(w) / 64)) |l| stream.prefetchAhead(a.src, t.byteCount(i + j) + 64 * l);
-            top = @max(top, @as(U, @bitCast(floats.loadFloats(t, a.src, i + j))) & magnitude);
-        }
-        const bits = @reduce(.Max, top);
-        const s = blockScale(a, e, if (bits > 0x7F80_0000) std.math.nan(f32) else @bitCast(bits), &factors);
-        a.mx_scales.?[b] = s.code;
-        const m: V = @splat(s.r);
-        j = 0;
-        if (bits < 0x7F80_0000 and std.math.isFinite(s.r)) {
+    const per: usize = @max(1, @min(batch_blocks, batch_elements / size));
+    var bits: [batch_blocks]u32 = undefined;
+    var codes: [batch_blocks]u8 = undefined;
+    var r: [batch_blocks]f32 = undefined;
+    var b = begin;
+    while (b < end) {
+        const n = @min(per, end - b);
+        for (0..n) |k| {
+            const i = (b + k) * size;
+            var top: U = @splat(0);
+            var j: usize = 0;
             while (j < size) : (j += w) {
-                const x = floats.loadFloats(t, a.src, i + j);
-                storeCodes(f, a.dst, i + j, 0, w, encode(e, true, x * m, stochastic, &key, i + j));
+                inline for (0..comptime @max(1, t.byteCount(w) / 64)) |l| stream.prefetchAhead(a.src, t.byteCount(i + j) + 64 * l);
+                top = @max(top, @as(U, @bitCast(floats.loadFloats(t, a.src, i + j))) & magnitude);
             }
-        } else while (j < size) : (j += w) {
-            const x = floats.loadFloats(t, a.src, i + j);
-            storeCodes(f, a.dst, i + j, 0, w, encode(e, false, signedNans(x * m, x, m), stochastic, &key, i + j));
+            bits[k] = @reduce(.Max, top);
+        }
+        @memset(bits[n .. (n + w - 1) / w * w], 0);
+        blockScales(f, a, &bits, n, &codes, &r, &factors);
+        @memcpy(a.mx_scales.?[b..][0..n], codes[0..n]);
+        for (0..n) |k| {
+            const i = (b + k) * size;
+            const m: V = @splat(r[k]);
+            var j: usize = 0;
+            if (bits[k] < 0x7F80_0000 and std.math.isFinite(r[k])) {
+                while (j < size) : (j += w) {
+                    const x = floats.loadFloats(t, a.src, i + j);
+                    storeCodes(f, a.dst, i + j, 0, w, encode(e, true, x * m, stochastic, &key, i + j));
+                }
+            } else while (j < size) : (j += w) {
+                const x = floats.loadFloats(t, a.src, i + j);
+                storeCodes(f, a.dst, i + j, 0, w, encode(e, false, signedNans(x * m, x, m), stochastic, &key, i + j));
+            }
+        }
+        b += n;
+    }
+}
+
+/// Blocks in a batch of wholeVectors: a multiple of every target's w.
+const batch_blocks = 256;
+
+comptime {
+    std.debug.assert(batch_blocks % w == 0);
+}
+
+/// blockScale of blocks [0, n) of amax bits (lanes up to the next multiple
+/// of w are 0), w blocks a vector where the rule is a few integer and
+/// float operations: the same values, lane by lane. rceil's float64 log2
+/// stays scalar.
+fn blockScales(comptime f: MxFormat, a: *const Args, bits: *const [batch_blocks]u32, n: usize, codes: *[batch_blocks]u8, r: *[batch_blocks]f32, factors: *const Factors) void {
+    const e = comptime element(f);
+    if (f != .nvfp4 and a.scale_mode == .rceil) {
+        for (0..n) |k| {
+            const s = blockScale(a, e, if (bits[k] > 0x7F80_0000) std.math.nan(f32) else @bitCast(bits[k]), factors);
+            codes[k] = s.code;
+            r[k] = s.r;
+        }
+        return;
+    }
+    var k: usize = 0;
+    while (k < n) : (k += w) {
+        const x: U = bits[k..][0..w].*;
+        const nan = x > splat(u32, 0x7F80_0000);
+        if (f == .nvfp4) {
+            // e4m3Code of the clamped b, lane by lane.
+            var q = @as(V, @bitCast(x)) / splat(f32, 6);
+            if (a.per_tensor_scale != 0) q = q / splat(f32, a.per_tensor_scale);
+            const bad = q != q;
+            const c = @min(@max(@select(f32, bad, splat(f32, 1), q), splat(f32, 0x1p-6)), splat(f32, 448));
+            const ex: I = @as(I, @bitCast(@as(U, @bitCast(c)) >> @splat(23))) - splat(i32, 127);
+            const y = c * pow2v(splat(i32, 3) - ex);
+            const even = (y + splat(f32, 0x1p23)) - splat(f32, 0x1p23);
+            const code: U = @bitCast(((ex + splat(i32, 6)) << @splat(3)) + @as(I, @intFromFloat(even)));
+            const sc = @select(u32, bad, splat(u32, 0x7F), code);
+            codes[k..][0..w].* = @as(@Vector(w, u8), @truncate(sc));
+            for (k..k + w) |l| r[l] = factors[codes[l]];
+        } else {
+            // floor: the exponent field (≤ 255: the sign is clear) less emax.
+            const exp = @as(I, @bitCast(x >> @splat(23))) - splat(i32, 127);
+            const s = @max(@min(exp - splat(i32, e.emax), splat(i32, 128)), splat(i32, -127)) + splat(i32, 127);
+            const sc = @select(i32, nan, splat(i32, 255), s);
+            const k2 = splat(i32, 127) - sc;
+            const kk = if (e.int) k2 else @min(k2, splat(i32, 126));
+            const normal = @as(U, @bitCast(kk + splat(i32, 127))) << @splat(23);
+            var rb = @select(u32, kk >= splat(i32, -126), normal, splat(u32, 0x0040_0000)); // 2^-127
+            rb = @select(u32, sc == splat(i32, 255), splat(u32, 0), rb);
+            codes[k..][0..w].* = @as(@Vector(w, u8), @truncate(@as(U, @bitCast(sc))));
+            r[k..][0..w].* = @as(V, @bitCast(rb));
         }
     }
 }
