@@ -60,6 +60,17 @@ pub fn narrowBytes(comptime T: type, v: Vec(i32)) Vec(T) {
     return @intCast(v);
 }
 
+/// Bytes of type T (u8 or i8) of round_half_even(c) + zp, NaN lanes giving
+/// zp, for c clamped so that every result fits T (NaN passes the clamp):
+/// one rounding conversion where the ISA has it, the NaN test and the
+/// addition after narrowing where that is cheaper.
+pub fn roundBytes(comptime T: type, c: Vec(f32), zp: Vec(i32)) Vec(T) {
+    if (@hasDecl(impl, "roundBytes")) return impl.roundBytes(block, T, c, zp);
+    const z = @select(f32, c != c, @as(Vec(f32), @splat(0)), c);
+    const r: Vec(i32) = @intFromFloat(roundEven(f32, z));
+    return narrowBytes(T, r + zp);
+}
+
 /// Non-temporal stores depend on the architecture alone (movntdq is
 /// baseline x86-64), so the C ABI's roofline copy uses them too.
 const nontemporal = if (llvm and builtin.cpu.arch == .x86_64) @import("simd/x86.zig") else @import("simd/soft.zig");

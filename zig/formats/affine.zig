@@ -37,10 +37,15 @@ fn wrapBits(comptime N: u16, comptime C: type, r: Vec(C)) Vec(std.meta.Int(.unsi
     return @select(UN, r < splat(C, 0), splat(UN, 0) -% m, m);
 }
 
+/// r limited to [lo, hi]; NaN passes.
+fn clamp(comptime C: type, r: Vec(C), p: anytype) Vec(C) {
+    const c = @select(C, r > p.hi, p.hi, r);
+    return @select(C, c < p.lo, p.lo, c);
+}
+
 /// clamp(r + zp, qmin, qmax) for integer-valued r, NaN → zp, exactly.
 fn toQuant(comptime Q: DType, comptime C: type, r: Vec(C), p: sets.Lanes(C, Q)) Vec(Lane(Q)) {
-    var c = @select(C, r > p.hi, p.hi, r);
-    c = @select(C, c < p.lo, p.lo, c);
+    var c = clamp(C, r, p);
     c = @select(C, c != c, splat(C, 0), c);
     if (comptime sets.exactBounds(Q, C)) {
         const W = if (comptime Q.bits() <= 16) i32 else i64;
@@ -79,6 +84,14 @@ inline fn quantizeBlock(comptime c: Case, p: anytype, src: [*]const u8, dst: [*]
     const C = c.float_type.Compute();
     const l = p.at(index);
     const y = floats.loadFloats(c.float_type, src, i) * l.inv_scale;
+    if (comptime c.round_mode == .nearest and C == f32 and c.quant_type.bits() == 8) {
+        // lo and hi are integers and rounding is monotonic, so clamping
+        // before rounding gives the same integers, and one conversion rounds.
+        const T = c.quant_type.Storage();
+        const out: [*]align(1) T = @ptrCast(dst);
+        out[i..][0..simd.block].* = simd.roundBytes(T, clamp(C, y, l), l.zp);
+        return;
+    }
     packing.store(c.quant_type, dst, i, toQuant(c.quant_type, C, rounding.round(C, c.round_mode, y, &p.key, index), l));
 }
 

@@ -1,8 +1,10 @@
 //! x86-64 instruction helpers (simd.zig): SSE4.1 and AVX-512 rounding,
-//! F16C conversions, movntdq/vmovntdq stores. A level without an
+//! rounding conversions and saturating packs to bytes, F16C conversions,
+//! movntdq/vmovntdq stores. A level without an
 //! instruction (baseline x86-64 has neither rounding nor F16C) gets the
 //! portable helper.
 
+const std = @import("std");
 const builtin = @import("builtin");
 const llvm = @import("llvm.zig");
 const soft = @import("soft.zig");
@@ -34,31 +36,82 @@ pub fn f32ToF16(comptime n: usize, x: @Vector(n, f32)) @Vector(n, u16) {
     return @bitCast(@as(@Vector(n, f16), @floatCast(x)));
 }
 
+extern fn @"llvm.x86.sse2.cvtps2dq"(@Vector(4, f32)) @Vector(4, i32);
+extern fn @"llvm.x86.avx.cvt.ps2dq.256"(@Vector(8, f32)) @Vector(8, i32);
+extern fn @"llvm.x86.avx512.mask.cvtps2dq.512"(@Vector(16, f32), @Vector(16, i32), u16, i32) @Vector(16, i32);
 extern fn @"llvm.x86.sse2.packssdw.128"(@Vector(4, i32), @Vector(4, i32)) @Vector(8, i16);
 extern fn @"llvm.x86.avx2.packssdw"(@Vector(8, i32), @Vector(8, i32)) @Vector(16, i16);
 extern fn @"llvm.x86.sse2.packuswb.128"(@Vector(8, i16), @Vector(8, i16)) @Vector(16, u8);
 extern fn @"llvm.x86.sse2.packsswb.128"(@Vector(8, i16), @Vector(8, i16)) @Vector(16, i8);
 
+/// Round half to even and convert, one instruction per register (SSE2 is
+/// baseline): cvtps2dq rounds as MXCSR says, the default nearest-even the
+/// multiply before it assumes too; AVX-512 embeds {rn-sae}. NaN and lanes
+/// outside i32 give 0x80000000.
+fn roundToI32(comptime n: usize, y: @Vector(n, f32)) @Vector(n, i32) {
+    const reg = register_bytes / 4;
+    const arr: [n]f32 = y;
+    var parts: [n / reg]@Vector(reg, i32) = undefined;
+    inline for (&parts, 0..) |*part, k| {
+        const v: @Vector(reg, f32) = arr[k * reg ..][0..reg].*;
+        part.* = switch (reg) {
+            4 => @"llvm.x86.sse2.cvtps2dq"(v),
+            8 => @"llvm.x86.avx.cvt.ps2dq.256"(v),
+            16 => @"llvm.x86.avx512.mask.cvtps2dq.512"(v, @splat(0), 0xFFFF, 8), // 8: {rn-sae}
+            else => @compileError("no register of this shape"),
+        };
+    }
+    return @bitCast(parts);
+}
+
+/// Bytes of round_half_even(c) + zp with NaN lanes giving zp (simd.zig).
+/// NaN converts to 0x80000000, which packssdw saturates to -32768 and no
+/// clamped lane reaches: NaN lanes are found after the pack, one compare
+/// per 16 lanes instead of one per 8 before the conversion, and zp (in
+/// range for T, so it packs exactly) is added to the 16-bit lanes.
+pub fn roundBytes(comptime n: usize, comptime T: type, c: @Vector(n, f32), zp: @Vector(n, i32)) @Vector(n, T) {
+    const d = roundToI32(n, c);
+    if (register_bytes == 64 or n != 2 * register_bytes / 4) {
+        // vpmovdb narrows in one instruction: no packs to share.
+        const nan = d == @as(@Vector(n, i32), @splat(std.math.minInt(i32)));
+        return @intCast(@select(i32, nan, @as(@Vector(n, i32), @splat(0)), d) + zp);
+    }
+    const w = packWords(n, d);
+    const nan = w == @as(@Vector(n, i16), @splat(std.math.minInt(i16)));
+    return bytesOfWords(n, T, @select(i16, nan, @as(@Vector(n, i16), @splat(0)), w) + packWords(n, zp));
+}
+
 /// Saturating packs (i32 → i16 → byte), exact for lanes that fit T: LLVM
 /// lowers a truncation to the same packs after masking every lane first.
 /// AVX-512 has a one-instruction truncation (vpmovdb), which LLVM uses.
 pub fn narrowBytes(comptime n: usize, comptime T: type, v: @Vector(n, i32)) @Vector(n, T) {
+    if (register_bytes == 64 or n != 2 * register_bytes / 4) return @intCast(v);
+    return bytesOfWords(n, T, packWords(n, v));
+}
+
+/// The two registers of a block packed with signed saturation into one;
+/// AVX2 packs per 128-bit lane: [a0..3 b0..3 | a4..7 b4..7], a and b the
+/// halves of v.
+fn packWords(comptime n: usize, v: @Vector(n, i32)) @Vector(n, i16) {
     const a: [n]i32 = v;
+    const h = n / 2;
+    return switch (register_bytes) {
+        16 => @"llvm.x86.sse2.packssdw.128"(a[0..h].*, a[h..n].*),
+        32 => @"llvm.x86.avx2.packssdw"(a[0..h].*, a[h..n].*),
+        else => @compileError("no pack of this width"),
+    };
+}
+
+/// packWords' lanes narrowed to bytes in element order.
+fn bytesOfWords(comptime n: usize, comptime T: type, w: @Vector(n, i16)) @Vector(n, T) {
     const bytes = switch (register_bytes) {
-        16 => blk: {
-            if (n != 8) return @intCast(v);
-            const w = @"llvm.x86.sse2.packssdw.128"(a[0..4].*, a[4..8].*);
-            break :blk packBytes(T, w, w);
-        },
+        16 => packBytes(T, w, w),
         32 => blk: {
-            if (n != 16) return @intCast(v);
-            // Per 128-bit lane: [a0..3 b0..3 | a4..7 b4..7], a and b the halves of v.
-            const w = @"llvm.x86.avx2.packssdw"(a[0..8].*, a[8..16].*);
             const lanes: [2][8]i16 = @bitCast(w);
             const b: @Vector(4, u32) = @bitCast(packBytes(T, lanes[0], lanes[1])); // a0..3 b0..3 a4..7 b4..7
             break :blk @as(@Vector(16, T), @bitCast(@shuffle(u32, b, undefined, @Vector(4, i32){ 0, 2, 1, 3 })));
         },
-        else => return @intCast(v),
+        else => @compileError("no pack of this width"),
     };
     return @as([16]T, bytes)[0..n].*;
 }
