@@ -125,9 +125,31 @@ def test_kernel_profile_times_every_row_on_every_variant_this_cpu_runs():
     assert r.returncode == 0, r.stderr
     assert "Warning" not in r.stderr
     table = [line for line in r.stdout.splitlines() if line.startswith("| ") and not line.startswith(("| row", "| ---"))]
-    assert len(table) == 7
+    rows = _kernel_profile_rows(script)
+    assert [line.strip("|").split("|")[0].strip() for line in table] == list(rows)
     for line in table:
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert len(cells) == 2 + len(ISAS)
         for cell in cells[1:-1]:
             assert float(cell.split("·")[1]) > 0
+
+
+def _kernel_profile_rows(script) -> tuple[str, ...]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kernel_profile", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ROWS
+
+
+def test_kernel_profile_rows_filter_picks_rows_by_name():
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "kernel_profile.py"
+    r = subprocess.run([sys.executable, str(script), "--no-count", "--n", "4096", "--reps", "3", "--rows", "mx_f32_mxint8", "i8"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    names = [line.strip("|").split("|")[0].strip() for line in r.stdout.splitlines()
+             if line.startswith("| ") and not line.startswith(("| row", "| ---"))]
+    assert names == ["quantize_f32_i8", "mx_f32_mxint8"]
