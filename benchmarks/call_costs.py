@@ -135,7 +135,7 @@ def setup() -> dict[str, Any]:
     S, Z = piquant.compute_params(t2, "uint8", axis=0)
     S64 = S.double()
     tqc = torch.quantize_per_channel(t2, S64, Z, 0, torch.quint8)
-    lay = _groups.layout(srct.shape, 0, None)
+    lay = _groups.layout(srct[4], 0, None)
     sets = _groups.checked(S, Z, f32, u8, lay)
     pack17 = _backend._CALL.pack
     # Group-wise int4, g=32, at 4,096 elements (numpy), beside the per-tensor call of the same data.
@@ -223,7 +223,7 @@ PIECES: list[tuple[str, str, str]] = [
     ("call path layers", "_arrays.empty('torch', ...)", "_arrays.empty('torch', (N,), u8, numel=N)"),
     ("call path layers", "per_tensor_args(...) (a combination seen before)", "_checks.per_tensor_args('uint8', 'nearest', s, zp, f32)"),
     ("call path layers", "backend.execute(handle, pack_per_tensor(...)) (quantize 64)",
-     "be.execute(be.handle, pack12(0, 0, 20, 0, 0, 0, src.ptr, ad(cf(q8)), N, s, zp, 0))"),
+     "be.execute(be.handle, pack12(0, 0, 20, 0, 0, 0, src[2], ad(cf(q8)), N, s, zp, 0))"),
     ("floor", "numpy out=: execute(pack(address of x, of out))",
      "execute_ptr(handle, pack12(0, 0, 20, 0, 0, 0, ad(cf(x)), ad(cf(q8)), N, s, zp, 0))"),
     ("floor", "numpy allocated: the same and np.empty",
@@ -236,7 +236,7 @@ PIECES: list[tuple[str, str, str]] = [
     ("floor", "torch, checked: the floor with read()'s checks of t and out", "t.dtype; t.is_cpu; t.layout; t.is_nested; t.requires_grad; t.is_neg(); "
      "t.is_contiguous(); qt8.dtype; qt8.is_cpu; qt8.layout; qt8.is_nested; qt8.requires_grad; qt8.is_neg(); qt8.is_contiguous(); "
      "execute_ptr(handle, pack12(0, 0, 20, 0, 0, 0, _arrays.torch_address(t, f32, 'x'), _arrays.torch_address(qt8, u8, 'out'), N, s, zp, 0))"),
-    ("per channel", "_groups.layout(shape, 0, None) (a layout seen before)", "_groups.layout(srct.shape, 0, None)"),
+    ("per channel", "_groups.layout(shape, 0, None) (a layout seen before)", "_groups.layout(srct[4], 0, None)"),
     ("per channel", "_groups.checked(S, Z): torch parameters used in place", "_groups.checked(S, Z, f32, u8, lay)"),
     ("per channel", "_groups.as_arrays(sets): the given tensors handed back", "_groups.as_arrays(sets, f32, lay, 'torch')"),
     ("per channel", "floor, out=: execute(pack17(4 data_ptr()))",

@@ -77,18 +77,20 @@ def _computed(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero_point: 
     """Parameters computed from the data, where one of scale and zero_point is
     missing; an FP8 type takes a scale alone (its zero point is 0)."""
     if scale is None and zero_point is None:
-        return backend.compute_params(src.ptr, src.dtype, src.numel, qdt, bool(symmetric))
+        _, _, ptr, fdt, _, numel = src
+        return backend.compute_params(ptr, fdt, numel, qdt, bool(symmetric))
     if zero_point is None and qdt.is_float8:
         return scale, 0
     raise ValueError("scale, zero_point: give both, or neither to compute them from x")
 
 
 def _computed_sets(backend: Any, src: Buffer, qdt: DataType, symmetric: bool, lay: _groups.Layout) -> _groups.Sets:
-    if src.numel == 0:  # every set is empty: each gets the parameters of no values
-        s, zp = backend.compute_params(src.ptr, src.dtype, 0, qdt, bool(symmetric))
+    _, _, ptr, fdt, _, numel = src
+    if numel == 0:  # every set is empty: each gets the parameters of no values
+        s, zp = backend.compute_params(ptr, fdt, 0, qdt, bool(symmetric))
         zdt = np.uint64 if qdt is DataType.UINT64 else np.int64
         return _groups.new_sets(np.full(lay.count, s), np.full(lay.count, zp, zdt), lay.count, max(lay.inner, 1))
-    return backend.compute_params_sets(src.ptr, src.dtype, src.numel, qdt, bool(symmetric), lay.count, lay.inner)
+    return backend.compute_params_sets(ptr, fdt, numel, qdt, bool(symmetric), lay.count, lay.inner)
 
 
 def _sets(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero_point: Any, symmetric: bool, lay: _groups.Layout) -> _groups.Sets:
@@ -97,7 +99,7 @@ def _sets(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero_point: Any,
         return _computed_sets(backend, src, qdt, symmetric, lay)
     if zero_point is None and qdt.is_float8:
         zero_point = np.zeros(lay.count, np.int64)
-    return _groups.checked(scale, zero_point, src.dtype, qdt, lay)
+    return _groups.checked(scale, zero_point, src[3], qdt, lay)
 
 
 def compute_params(
@@ -112,11 +114,12 @@ def compute_params(
     the last axis; both give arrays (numpy or torch, like x)."""
     backend = (Context._default or Context.get())._backend if ctx is None else resolve_context(ctx)  # a default context is never closed
     src = _arrays.read(x, "x", quantized=False)
+    _, kind, ptr, fdt, shape, numel = src
     qdt = resolve(dtype, "dtype", quantized=True)
-    lay = _groups.layout(src.shape, axis, group_size)
+    lay = _groups.layout(shape, axis, group_size)
     if lay is not None:
-        return _new(QuantParams, _groups.as_arrays(_computed_sets(backend, src, qdt, symmetric, lay), src.dtype, lay, src.kind))
-    return _new(QuantParams, backend.compute_params(src.ptr, src.dtype, src.numel, qdt, bool(symmetric)))
+        return _new(QuantParams, _groups.as_arrays(_computed_sets(backend, src, qdt, symmetric, lay), fdt, lay, kind))
+    return _new(QuantParams, backend.compute_params(ptr, fdt, numel, qdt, bool(symmetric)))
 
 
 def quantize(
@@ -226,35 +229,36 @@ def fake_quantize(
     overlap with ``x`` is an error. ``axis``/``group_size`` as in quantize."""
     backend = (Context._default or Context.get())._backend if ctx is None else resolve_context(ctx)  # a default context is never closed
     src = _arrays.read(x, "x", quantized=False)
+    _, kind, src_ptr, fdt, shape, numel = src
     if axis is None and group_size is None:
         lay = None
         if scale is None or zero_point is None:
             scale, zero_point = _computed(backend, src, resolve(dtype, "dtype", quantized=True), scale, zero_point, symmetric)
-        qdt, mode, s, zp = per_tensor_args(dtype, round_mode, scale, zero_point, src.dtype)
+        qdt, mode, s, zp = per_tensor_args(dtype, round_mode, scale, zero_point, fdt)
         op = reduce_op_value(reduce)
     else:
         qdt = resolve(dtype, "dtype", quantized=True)
         mode = round_mode_value(round_mode)
         op = reduce_op_value(reduce)
-        lay = _groups.layout(src.shape, axis, group_size)
+        lay = _groups.layout(shape, axis, group_size)
         assert lay is not None  # axis or group_size was given
         sets = _sets(backend, src, qdt, scale, zero_point, symmetric, lay)
     if out is None:
         if op == 1:
             raise ValueError("out: reduce='add' needs the array to add into")
-        dst_array, dst_ptr = _arrays.empty(src.kind, src.shape, src.dtype)
+        dst_array, dst_ptr = _arrays.empty(kind, shape, fdt)
     else:
-        dst_array, dst_ptr = _arrays.write(out, src, src.dtype, src.numel, in_place=True)
+        dst_array, dst_ptr = _arrays.write(out, src, fdt, numel, in_place=True)
     if lay is None:
-        status = backend.execute(backend.handle, pack_per_tensor(FAKE_QUANTIZE, src.dtype._value_, qdt._value_, mode, op, 0, src.ptr, dst_ptr, src.numel,
+        status = backend.execute(backend.handle, pack_per_tensor(FAKE_QUANTIZE, fdt._value_, qdt._value_, mode, op, 0, src_ptr, dst_ptr, numel,
                                                                  s, zp if zp < _2_63 else zp - _2_64,
                                                                  0 if seed is None and mode == 0 else check_seed(seed, mode)))
         if status:
             backend.fail(status)
-    elif src.numel:
-        backend.run_sets(FAKE_QUANTIZE, src.dtype, qdt, src.ptr, dst_ptr, src.numel, mode, op, check_seed(seed, mode), sets)
+    elif numel:
+        backend.run_sets(FAKE_QUANTIZE, fdt, qdt, src_ptr, dst_ptr, numel, mode, op, check_seed(seed, mode), sets)
     else:
-        _groups.check_values(sets, src.dtype, qdt)
+        _groups.check_values(sets, fdt, qdt)
     return dst_array
 
 
@@ -277,7 +281,7 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
         if buf[3] is not qdt or buf[5] != numel:  # else the storage of numel qdt values, which check_data also passes
             _arrays.check_data(buf, qdt, numel, "q.data")
             array, kind, ptr, _, shape, _ = buf
-            buf = _new(Buffer, (array, kind, ptr, qdt, shape, numel))
+            buf = array, kind, ptr, qdt, shape, numel
         return buf, qdt, q.scale, q.zero_point, logical, q.axis, q.group_size
     if (type(q) is _arrays._torch_tensor or _arrays.kind_of(q, "q") == _arrays.TORCH) and q.is_quantized:
         if scale is not None or zero_point is not None or axis is not None or group_size is not None:
@@ -286,33 +290,34 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
         scheme = q.qscheme()
         facts = _arrays.torch_facts()
         if scheme in facts.per_tensor_schemes:
-            return buf, buf.dtype, q.q_scale(), q.q_zero_point(), buf.shape, None, None  # a Python float and int
+            return buf, buf[3], q.q_scale(), q.q_zero_point(), buf[4], None, None  # a Python float and int
         if scheme in facts.per_channel_schemes:
-            return buf, buf.dtype, q.q_per_channel_scales(), q.q_per_channel_zero_points(), buf.shape, q.q_per_channel_axis(), None
+            return buf, buf[3], q.q_per_channel_scales(), q.q_per_channel_zero_points(), buf[4], q.q_per_channel_axis(), None
         raise NotImplementedError(f"q: quantization scheme {scheme} is not supported (its zero points are floats)")
     buf = _arrays.read(q, "q", quantized=True)
-    qdt = buf.dtype if qdtype is None else resolve(qdtype, "qdtype", quantized=True)
+    array, kind, ptr, buf_dt, buf_shape, buf_numel = buf
+    qdt = buf_dt if qdtype is None else resolve(qdtype, "qdtype", quantized=True)
     if shape is not None:
         shape = check_shape(shape)
     if qdt._bits < 8:  # type: ignore[attr-defined]  # qdt.is_packed, without a property's frame
-        if buf.dtype is not DataType.UINT8:
-            raise TypeError(f"q: packed {qdt.short_name} data must be a uint8 array, got {buf.array.dtype}")
-        numel = 8 // qdt.bit_size * buf.numel if shape is None else math.prod(shape)
-        if qdt.nbytes(numel) != buf.numel:
-            raise ValueError(f"shape: {numel} {qdt.short_name} elements need {qdt.nbytes(numel)} bytes, q has {buf.numel}")
+        if buf_dt is not DataType.UINT8:
+            raise TypeError(f"q: packed {qdt.short_name} data must be a uint8 array, got {array.dtype}")
+        numel = 8 // qdt.bit_size * buf_numel if shape is None else math.prod(shape)
+        if qdt.nbytes(numel) != buf_numel:
+            raise ValueError(f"shape: {numel} {qdt.short_name} elements need {qdt.nbytes(numel)} bytes, q has {buf_numel}")
         logical = (numel,) if shape is None else shape
     else:
-        if qdt is not buf.dtype:
-            raise TypeError(f"qdtype: {qdt.short_name} does not match q's dtype {buf.array.dtype}")
-        logical = buf.shape if shape is None else shape
-        if shape is not None and math.prod(logical) != buf.numel:
-            raise ValueError(f"shape: {logical} has {math.prod(logical)} elements, q has {buf.numel}")
+        if qdt is not buf_dt:
+            raise TypeError(f"qdtype: {qdt.short_name} does not match q's dtype {array.dtype}")
+        logical = buf_shape if shape is None else shape
+        if shape is not None and math.prod(logical) != buf_numel:
+            raise ValueError(f"shape: {logical} has {math.prod(logical)} elements, q has {buf_numel}")
     if zero_point is None and qdt.is_float8:
         zero_point = 0 if axis is None and group_size is None else np.zeros(np.shape(scale), np.int64)
     if scale is None or zero_point is None:
         raise ValueError("scale, zero_point: required to dequantize a plain integer array")
     if qdt._bits < 8:  # type: ignore[attr-defined]  # packed: the buffer holds bytes; the call counts values
-        buf = _new(Buffer, (buf.array, buf.kind, buf.ptr, qdt, buf.shape, math.prod(logical)))
+        buf = array, kind, ptr, qdt, buf_shape, math.prod(logical)
     return buf, qdt, scale, zero_point, logical, axis, group_size
 
 
@@ -348,9 +353,10 @@ def dequantize(
 
 def dequantize_buffer(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero_point: Any, logical: tuple[int, ...], axis: Any,
                       group_size: Any, dtype: Any, reduce: Any, out: Any) -> Any:
-    """dequantize from the buffer of the stored values (``src.numel`` of
+    """dequantize from the buffer of the stored values (``numel`` of
     them, of type ``qdt``) once its source is known: the core that
     piquant.torch shares."""
+    _, kind, src_ptr, _, _, numel = src
     lay = None if axis is None and group_size is None else _groups.layout(logical, axis, group_size)
     op = _REDUCE_NAMES.get(reduce) if type(reduce) is str else None
     if op is None:
@@ -360,22 +366,22 @@ def dequantize_buffer(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero
         if op == 1:
             raise ValueError("out: reduce='add' needs the array to add into")
         dst_dt = fdt or _F32
-        dst_array, dst_ptr = _arrays.empty(src.kind, logical, dst_dt, numel=src.numel)
+        dst_array, dst_ptr = _arrays.empty(kind, logical, dst_dt, numel=numel)
     else:
         out_dt = _arrays.dtype_of(out, _arrays.kind_of(out, "out"), "out", quantized=False)
         if fdt is not None and fdt is not out_dt:
             raise ValueError(f"dtype: {fdt.short_name} does not match out's dtype {out.dtype}")
         dst_dt = out_dt
-        dst_array, dst_ptr = _arrays.write(out, src, out_dt, src.numel)
+        dst_array, dst_ptr = _arrays.write(out, src, out_dt, numel)
     if lay is not None:
         sets = _groups.checked(scale, zero_point, dst_dt, qdt, lay)
-        if src.numel:
-            backend.run_sets(DEQUANTIZE, dst_dt, qdt, src.ptr, dst_ptr, src.numel, 0, op, 0, sets)
+        if numel:
+            backend.run_sets(DEQUANTIZE, dst_dt, qdt, src_ptr, dst_ptr, numel, 0, op, 0, sets)
         else:
             _groups.check_values(sets, dst_dt, qdt)
         return dst_array
     _, _, s, zp = per_tensor_args(qdt, "nearest", scale, zero_point, dst_dt)  # the checks of scale and zero_point, a combination seen before looked up
-    status = backend.execute(backend.handle, pack_per_tensor(DEQUANTIZE, dst_dt._value_, qdt._value_, 0, op, 0, src.ptr, dst_ptr, src.numel, s,
+    status = backend.execute(backend.handle, pack_per_tensor(DEQUANTIZE, dst_dt._value_, qdt._value_, 0, op, 0, src_ptr, dst_ptr, numel, s,
                                                              zp if zp < _2_63 else zp - _2_64, 0))
     if status:
         backend.fail(status)

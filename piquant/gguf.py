@@ -65,17 +65,18 @@ def quantize(x: Any, qtype: Any, *, out: Any = None, ctx: Context | None = None)
     name, number, elements, size = _resolve(qtype)
     backend = resolve_context(ctx)
     src = _arrays.read(x, "x", quantized=False)
-    if not src.shape or src.shape[-1] % elements:
-        last = src.shape[-1] if src.shape else "no"
+    _, kind, src_ptr, fdt, src_shape, numel = src
+    if not src_shape or src_shape[-1] % elements:
+        last = src_shape[-1] if src_shape else "no"
         raise ValueError(f"x: the last axis has {last} elements; {name} blocks need a multiple of {elements}")
-    shape = src.shape[:-1] + (src.shape[-1] // elements * size,)
-    nbytes = src.numel // elements * size
+    shape = src_shape[:-1] + (src_shape[-1] // elements * size,)
+    nbytes = numel // elements * size
     if out is None:
-        dst, dst_ptr = _arrays.empty(src.kind, shape, DataType.UINT8)
+        dst, dst_ptr = _arrays.empty(kind, shape, DataType.UINT8)
     else:
         dst, dst_ptr = _arrays.write(out, src, DataType.UINT8, nbytes)
-    if src.numel:
-        backend.gguf_quantize(src.ptr, src.dtype, dst_ptr, number, src.numel)
+    if numel:
+        backend.gguf_quantize(src_ptr, fdt, dst_ptr, number, numel)
     return dst
 
 
@@ -87,24 +88,25 @@ def dequantize(data: Any, qtype: Any, *, dtype: Any = None, out: Any = None, ctx
     _, number, elements, size = _resolve(qtype)
     backend = resolve_context(ctx)
     src = _arrays.read(data, "data", quantized=True)
-    if src.dtype is not DataType.UINT8:
-        raise TypeError(f"data: expected uint8 bytes of GGUF blocks, got dtype {src.array.dtype}")
-    if not src.shape or src.shape[-1] % size:
-        last = src.shape[-1] if src.shape else "no"
+    array, kind, src_ptr, src_dt, src_shape, src_numel = src
+    if src_dt is not DataType.UINT8:
+        raise TypeError(f"data: expected uint8 bytes of GGUF blocks, got dtype {array.dtype}")
+    if not src_shape or src_shape[-1] % size:
+        last = src_shape[-1] if src_shape else "no"
         raise ValueError(f"data: the last axis has {last} bytes, not a whole number of {size}-byte blocks")
-    shape = src.shape[:-1] + (src.shape[-1] // size * elements,)
-    numel = src.numel // size * elements
+    shape = src_shape[:-1] + (src_shape[-1] // size * elements,)
+    numel = src_numel // size * elements
     fdt = None if dtype is None else resolve(dtype, "dtype", quantized=False)
     if out is None:
         dst_dt = fdt or DataType.F32
-        dst, dst_ptr = _arrays.empty(src.kind, shape, dst_dt)
+        dst, dst_ptr = _arrays.empty(kind, shape, dst_dt)
     else:
         dst_dt = _arrays.dtype_of(out, _arrays.kind_of(out, "out"), "out", quantized=False)
         if fdt is not None and fdt is not dst_dt:
             raise ValueError(f"dtype: {fdt.short_name} does not match out's dtype {out.dtype}")
         dst, dst_ptr = _arrays.write(out, src, dst_dt, numel)
     if numel:
-        backend.gguf_dequantize(src.ptr, number, dst_ptr, dst_dt, numel)
+        backend.gguf_dequantize(src_ptr, number, dst_ptr, dst_dt, numel)
     return dst
 
 

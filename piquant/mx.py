@@ -125,7 +125,7 @@ def quantize(
         raise ValueError("per_tensor_scale: only NVFP4 has a per-tensor scale")
     mode = round_mode_value(round_mode)
     src = _arrays.read(x, "x", quantized=False)
-    shape = tuple(src.shape)
+    _, kind, src_ptr, fdt, shape, numel = src
     if not shape or shape[-1] % bs:
         last = shape[-1] if shape else "a 0-d array's"
         raise ValueError(f"x: the last axis ({last}) is not a multiple of the block size {bs}")
@@ -136,9 +136,9 @@ def quantize(
             raise ValueError(f"per_tensor_scale: expected a finite float32 > 0, got {per_tensor_scale!r}")
     s = check_seed(seed, mode)
     backend = resolve_context(ctx)
-    (dshape, ddt), (sshape, sdt) = _layout(fmt, src.kind, shape, bs)
+    (dshape, ddt), (sshape, sdt) = _layout(fmt, kind, shape, bs)
     if out is None:
-        (data, dp), (scales, sp) = _empty(src.kind, dshape, ddt, "out[0]"), _empty(src.kind, sshape, sdt, "out[1]")
+        (data, dp), (scales, sp) = _empty(kind, dshape, ddt, "out[0]"), _empty(kind, sshape, sdt, "out[1]")
     else:
         if not isinstance(out, tuple) or len(out) != 2:
             raise TypeError("out: expected a pair (data, scales) of arrays")
@@ -146,8 +146,8 @@ def quantize(
         dp = _destination(data, src, dshape, ddt, "out[0]")
         sp = _destination(scales, src, sshape, sdt, "out[1]")
         _arrays.check_apart("out[1]", sp, int(scales.nbytes), "out[0]", dp, int(data.nbytes))
-    if src.numel:
-        backend.mx_quantize(src.ptr, src.dtype, dp, sp, src.numel, shape[-1], fmt, bs, scale_mode, mode, s if mode == 1 else 0, pts)
+    if numel:
+        backend.mx_quantize(src_ptr, fdt, dp, sp, numel, shape[-1], fmt, bs, scale_mode, mode, s if mode == 1 else 0, pts)
     return MXArray(data, scales, fmt, shape, bs, pts)
 
 
@@ -172,10 +172,11 @@ def dequantize(mx: MXArray, dtype: Any = None, *, out: Any = None, ctx: Context 
     if data.size != mx_data_bytes(mx.fmt, n) or scales.size * mx.block_size != n:
         raise ValueError(f"mx: data of {data.size} bytes and {scales.size} scales do not hold shape {mx.shape} in blocks of {mx.block_size}")
     fdt = resolve(dtype if dtype is not None else (out.dtype if out is not None else "float32"), "dtype", quantized=False)
-    data_buf = _arrays.Buffer(mx.data, kind, _arrays.address(data, "mx.data"), _BYTE, (data.size,), data.size)
+    data_ptr = _arrays.address(data, "mx.data")
+    data_buf = mx.data, kind, data_ptr, _BYTE, (data.size,), data.size
     dst, dst_ptr = _arrays.empty(kind, mx.shape, fdt) if out is None else _arrays.write(out, data_buf, fdt, n)
     if n:
         sp = _arrays.address(scales, "mx.scales")
         _arrays.check_apart("out", dst_ptr, fdt.nbytes(n), "mx.scales", sp, scales.size)
-        backend.mx_dequantize(data_buf.ptr, sp, dst_ptr, fdt, n, mx.shape[-1], mx.fmt, mx.block_size, mx.per_tensor_scale)
+        backend.mx_dequantize(data_ptr, sp, dst_ptr, fdt, n, mx.shape[-1], mx.fmt, mx.block_size, mx.per_tensor_scale)
     return dst

@@ -74,9 +74,10 @@ def dequantize(
         # pi-quant reads the stored integers (packed types: their bytes) with
         # the parameters given, from the tensor's own memory.
         src = _arrays.read(tensor, "tensor", quantized=True)
+        _, _, _, qdt, shape, _ = src
         if out is None and reduce_op == "add":
-            out = torch.zeros(src.shape, dtype=_arrays.torch_storage(fdt))
-        return dequantize_buffer(resolve_context(ctx), src, src.dtype, scale, zero_point, src.shape, None, None, fdt, reduce_op, out)
+            out = torch.zeros(shape, dtype=_arrays.torch_storage(fdt))
+        return dequantize_buffer(resolve_context(ctx), src, qdt, scale, zero_point, shape, None, None, fdt, reduce_op, out)
     qdt = resolve(tensor.dtype, "tensor", quantized=True)
     if out is None and reduce_op == "add":
         out = torch.zeros(tensor.shape, dtype=_arrays.torch_storage(fdt))
