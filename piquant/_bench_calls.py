@@ -94,6 +94,22 @@ def _dequantize_q_numpy(c: CallInputs) -> tuple[Fn, Fn]:
     return (lambda: piquant.dequantize(q)), tq.dequantize
 
 
+def _dequantize_q_out(reduce: str) -> Callable[[CallInputs], tuple[Fn, Fn]]:
+    """Into a float32 tensor the caller holds, as a layer's weights or a
+    gradient accumulator are: torch's equivalent dequantizes to a new tensor
+    and copies or adds it."""
+
+    def make(c: CallInputs) -> tuple[Fn, Fn]:
+        torch = c.torch
+        q = piquant.quantize(c.t, "uint8", scale=c.s, zero_point=c.zp)
+        tq, o = _torch_quantize(c)(), torch.zeros(c.n, dtype=torch.float32)
+        if reduce == "add":
+            return (lambda: piquant.dequantize(q, out=o, reduce="add")), (lambda: o.add_(tq.dequantize()))
+        return (lambda: piquant.dequantize(q, out=o)), (lambda: o.copy_(tq.dequantize()))
+
+    return make
+
+
 def _dequantize_tq(c: CallInputs) -> tuple[Fn, Fn]:
     tq = _torch_quantize(c)()
     return (lambda: piquant.dequantize(tq)), tq.dequantize
@@ -227,6 +243,8 @@ CALLS = (
     CallRow('quantize(x, "uint8", scale=s, zero_point=zp, out=o)  [numpy]', _QPT, 0.8, _quantize_x_out, needs_torch=False),
     CallRow('quantize(t, "uint8")  [parameters computed]', _QPT, 1.5, _quantize_computed),
     CallRow("dequantize(q)  [Quantized of a tensor]", _DEQ, 1.0, _dequantize_q),
+    CallRow("dequantize(q, out=o)  [Quantized of a tensor]", "o.copy_(tq.dequantize())", None, _dequantize_q_out("set")),
+    CallRow('dequantize(q, out=o, reduce="add")  [Quantized of a tensor]', "o.add_(tq.dequantize())", None, _dequantize_q_out("add")),
     CallRow("dequantize(q)  [Quantized of a numpy array]", _DEQ, None, _dequantize_q_numpy, needs_torch=False),
     CallRow("dequantize(tq)  [torch quantized tensor]", _DEQ, None, _dequantize_tq),
     CallRow("piquant.torch.quantize(t, ..., dtype=torch.quint8)", _QPT, 1.0, _pi_quant_quantize("quint8")),
