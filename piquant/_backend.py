@@ -69,10 +69,13 @@ QUANTIZE, DEQUANTIZE, FAKE_QUANTIZE = 0, 1, 2
 _CALL = _native.packer(_native.Call)
 _CALL_PER_TENSOR = _native.packer(_native.Call, zeroed="params")  # params.count = 0: scale and zero_point are used
 # A per-tensor call, packed by its caller and run by ``backend.execute(backend.handle,
-# call)`` (a status; nonzero: ``backend.fail(status)`` raises it): called
+# call)`` (``execute_held`` for at most HELD_MAX elements; a status; nonzero: ``backend.fail(status)`` raises it): called
 # inline, without a Python frame between the entry point and the library.
 # The zero point is the ABI's int64 (DataType.raw_zero_point).
 pack_per_tensor = _CALL_PER_TENSOR.pack
+# Calls of at most this many elements keep the GIL (backend.execute_held):
+# they last microseconds, less than releasing and retaking it costs.
+HELD_MAX = 1 << 16
 _F32, _F64 = DataType.F32.value, DataType.F64.value
 _UINT64 = DataType.UINT64
 
@@ -101,7 +104,9 @@ class NativeBackend:
         # conversion (~0.5k instructions, callgrind).
         self.handle = ctypes.c_void_p(self._ctx)
         self.execute = lib.piquant_execute  # (handle, call) -> status
+        self.execute_held = _native.holding_gil(lib, "piquant_execute")  # the same, for calls of at most HELD_MAX elements
         self._compute_params = lib.piquant_compute_params
+        self._compute_params_held = _native.holding_gil(lib, "piquant_compute_params")
 
     @property
     def num_threads(self) -> int:
@@ -170,7 +175,8 @@ class NativeBackend:
         # passes an instance of a pointer's target type by reference after one
         # isinstance hit, where a byref() takes three isinstance misses (~3k
         # instructions a call, callgrind).
-        status = self._compute_params(self.handle, src, src_dt._value_, n, q_dt._value_, 1 if symmetric else 0, scale, zp)
+        status = (self._compute_params_held if n <= HELD_MAX else self._compute_params)(self.handle, src, src_dt._value_, n, q_dt._value_,
+                                                                                        1 if symmetric else 0, scale, zp)
         if status:
             _native.raise_status(self._lib, status)
         raw = zp.value
@@ -220,6 +226,8 @@ class ReferenceBackend:
         else:
             self.fake_quantize(src, fdt, dst, n, qdt, scale, zp, mode, seed, reduce)
         return 0
+
+    execute_held = execute
 
     def run_sets(self, op: int, fdt: DataType, qdt: DataType, src: int, dst: int, n: int, mode: int, reduce: int, seed: int, sets: Sets) -> None:
         """NativeBackend.run_sets on the reference."""
