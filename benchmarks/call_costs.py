@@ -168,6 +168,7 @@ PIECES: list[tuple[str, str, str]] = [
     ("buffer address", "x.ctypes.data (numpy)", "x.ctypes.data"),
     ("buffer address", "addressof(c_char.from_buffer(x)) (numpy, writable)", "ctypes.addressof(ctypes.c_char.from_buffer(x))"),
     ("buffer address", "x.__array_interface__['data'][0] (numpy)", "x.__array_interface__['data'][0]"),
+    ("buffer address", "data and flags from the array's header (numpy; what read() and write() use)", "_arrays._head(_arrays._memory, id(x) + 16)"),
     ("buffer address", "t.data_ptr() (torch)", "t.data_ptr()"),
     ("struct packing", "struct.pack, 12 fields, params left zero (what NativeBackend.run does per tensor)",
      "pack12(0, 0, 20, 0, 0, 0, 1, 2, N, s, zp, 0)"),

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _arrays, _groups
 from ._arrays import Buffer
-from ._backend import DEQUANTIZE, FAKE_QUANTIZE, QUANTIZE, pack_per_tensor
+from ._backend import DEQUANTIZE, FAKE_QUANTIZE, HELD_MAX, QUANTIZE, pack_per_tensor
 from ._checks import check_seed, check_shape, per_tensor_args
 from ._context import _REDUCE_NAMES, Context, reduce_op_value, resolve_context, round_mode_value
 from ._dtypes import TORCH_QUANTIZED_TYPES, DataType, resolve
@@ -177,8 +177,9 @@ def quantize(
     else:
         dst_array, dst_ptr = _arrays.write(out, src, qdt, numel)
     if lay is None:
-        status = backend.execute(backend.handle, pack_per_tensor(QUANTIZE, fdt._value_, qdt._value_, mode, 0, 0, src_ptr, dst_ptr, numel, s,
-                                                                 zp if zp < _2_63 else zp - _2_64, 0 if seed is None and mode == 0 else check_seed(seed, mode)))
+        execute = backend.execute_held if numel <= HELD_MAX else backend.execute
+        status = execute(backend.handle, pack_per_tensor(QUANTIZE, fdt._value_, qdt._value_, mode, 0, 0, src_ptr, dst_ptr, numel, s,
+                                                         zp if zp < _2_63 else zp - _2_64, 0 if seed is None and mode == 0 else check_seed(seed, mode)))
         if status:
             backend.fail(status)
         return Quantized(dst_array, qdt, shape, s, zp)
@@ -250,9 +251,9 @@ def fake_quantize(
     else:
         dst_array, dst_ptr = _arrays.write(out, src, fdt, numel, in_place=True)
     if lay is None:
-        status = backend.execute(backend.handle, pack_per_tensor(FAKE_QUANTIZE, fdt._value_, qdt._value_, mode, op, 0, src_ptr, dst_ptr, numel,
-                                                                 s, zp if zp < _2_63 else zp - _2_64,
-                                                                 0 if seed is None and mode == 0 else check_seed(seed, mode)))
+        execute = backend.execute_held if numel <= HELD_MAX else backend.execute
+        status = execute(backend.handle, pack_per_tensor(FAKE_QUANTIZE, fdt._value_, qdt._value_, mode, op, 0, src_ptr, dst_ptr, numel, s,
+                                                         zp if zp < _2_63 else zp - _2_64, 0 if seed is None and mode == 0 else check_seed(seed, mode)))
         if status:
             backend.fail(status)
     elif numel:
@@ -381,8 +382,9 @@ def dequantize_buffer(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero
             _groups.check_values(sets, dst_dt, qdt)
         return dst_array
     _, _, s, zp = per_tensor_args(qdt, "nearest", scale, zero_point, dst_dt)  # the checks of scale and zero_point, a combination seen before looked up
-    status = backend.execute(backend.handle, pack_per_tensor(DEQUANTIZE, dst_dt._value_, qdt._value_, 0, op, 0, src_ptr, dst_ptr, numel, s,
-                                                             zp if zp < _2_63 else zp - _2_64, 0))
+    execute = backend.execute_held if numel <= HELD_MAX else backend.execute
+    status = execute(backend.handle, pack_per_tensor(DEQUANTIZE, dst_dt._value_, qdt._value_, 0, op, 0, src_ptr, dst_ptr, numel, s,
+                                                     zp if zp < _2_63 else zp - _2_64, 0))
     if status:
         backend.fail(status)
     return dst_array

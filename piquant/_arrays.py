@@ -6,6 +6,8 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+import struct
+import sys
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -59,10 +61,8 @@ def address(a: Any, arg: str) -> int:
     """The address of the first element of a contiguous numpy array, or of
     a CPU tensor of any strides (parameter arrays, used where they lie)
     after checking that its storage holds every element its strides reach
-    (see torch_address; ``arg`` names it). A numpy array's is taken through
-    the buffer protocol when the array is writable (a third of the cost of
-    ``a.ctypes.data``), else, or for an empty array or a dtype without a
-    buffer format (ml_dtypes.bfloat16), through ``a.ctypes``."""
+    (see torch_address; ``arg`` names it). A numpy array's is read from its
+    header (see _head)."""
     tp = type(a)
     if tp is not np.ndarray and (tp is _torch_tensor or not isinstance(a, np.ndarray)):  # a tensor (or a subclass: Parameter)
         ptr: int = a.data_ptr()
@@ -75,15 +75,52 @@ def address(a: Any, arg: str) -> int:
             if end > storage.nbytes():
                 raise _storage_error(arg, storage, end)
         return ptr
-    try:
-        return _addressof(_from_buffer(a))
-    except (ValueError, TypeError):
-        ptr = a.ctypes.data
-        return ptr
+    ptr, _ = _head(_memory, id(a) + 16) if _memory is not None else _flags(a)
+    return ptr
 
 
+# A numpy array's data pointer and flags, read from its object: numpy's
+# PyArrayObject_fields begin with PyObject_HEAD, then char *data, int nd,
+# dimensions, strides, base, descr and int flags; PyArray_DATA and
+# PyArray_FLAGS are macros reading these offsets in every compiled numpy
+# extension, so the layout is numpy's ABI (checked below on probe arrays).
+# struct over a memoryview of the address space reads both in ~1.4k
+# instructions, half of c_char.from_buffer (which builds a memoryview, the
+# buffer's format string and a ctypes object) and a tenth of a.ctypes.data.
+# Where the probe fails (a CPython build with another object header: debug,
+# free-threaded), _memory is None and _flags asks numpy instead.
+_memory: memoryview | None = memoryview((ctypes.c_char * sys.maxsize).from_address(0)).cast("B")
+_head = struct.Struct("=Q40xI").unpack_from  # at id(array) + 16: (data, flags)
+_C_CONTIGUOUS, _WRITEABLE, _WARN_ON_WRITE = 0x1, 0x400, 0x80000000  # numpy's NPY_ARRAY_* flag bits
 _from_buffer: Any = ctypes.c_char.from_buffer  # exports a C-contiguous writable buffer, or raises
 _addressof = ctypes.addressof
+
+
+def _flags(a: np.ndarray) -> tuple[int, int]:
+    """What _head reads, through numpy's API. The buffer export, where it
+    succeeds, proves the array C-contiguous and writable and gives numpy's
+    warning for a write to shared memory, so _WARN_ON_WRITE is never set."""
+    try:
+        return _addressof(_from_buffer(a)), _C_CONTIGUOUS | _WRITEABLE
+    except (ValueError, TypeError):  # not both, an empty array, or a dtype without a buffer format
+        f = a.flags
+        return a.ctypes.data, (_C_CONTIGUOUS if f.c_contiguous else 0) | (_WRITEABLE if f.writeable else 0)
+
+
+def _head_matches() -> bool:
+    a = np.arange(12, dtype=np.uint8)
+    ro = a[:4]
+    ro.flags.writeable = False
+    for probe, flags in ((a, _C_CONTIGUOUS | _WRITEABLE), (a[1::2], _WRITEABLE), (ro, _C_CONTIGUOUS)):
+        assert _memory is not None
+        ptr, got = _head(_memory, id(probe) + 16)
+        if ptr != probe.ctypes.data or got & (_C_CONTIGUOUS | _WRITEABLE) != flags:
+            return False
+    return True
+
+
+if sys.implementation.name != "cpython" or not _head_matches():  # id() is an address only in CPython
+    _memory = None
 
 
 def torch_address(t: Any, dt: DataType, arg: str) -> int:
@@ -127,14 +164,17 @@ def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
     if tp is np.ndarray:  # the common cases first, checked as below but in one pass
         dt = NUMPY_TYPES.get(x.dtype)
         if dt is not None and (dt._value_ >= 16) == quantized:
-            try:  # the buffer export proves the array C-contiguous (and writable); others take the path below
-                return x, NUMPY, _addressof(_from_buffer(x)), dt, x.shape, x.size
-            except (ValueError, TypeError):
-                pass
+            ptr, flags = _head(_memory, id(x) + 16) if _memory is not None else _flags(x)
+            if flags & _C_CONTIGUOUS:  # others take the path below
+                return x, NUMPY, ptr, dt, x.shape, x.size
     elif tp is _torch_tensor:
+        # Each torch attribute read or method call costs 0.3-1k instructions
+        # (callgrind), so the common case reads only what decides it. A tensor
+        # that requires grad is read where it lies: x.detach() has the same
+        # memory, and nothing here records autograd history.
         dt = _torch_types.get(x.dtype)
-        if (dt is not None and (dt._value_ >= 16) == quantized and x.is_cpu and x.layout is _strided and not x.is_nested and not x.requires_grad
-                and not x.is_neg() and x.is_contiguous()):
+        if (dt is not None and (dt._value_ >= 16) == quantized and x.is_cpu and x.layout is _strided and not x.is_nested and x.is_contiguous()
+                and not x.is_neg()):
             if dt._bits < 8:  # type: ignore[attr-defined]
                 return x, TORCH, torch_address(x, dt, arg), dt, tuple(x.shape), x.numel()
             storage = x.untyped_storage()  # torch_address, inline
@@ -142,7 +182,7 @@ def read(x: Any, arg: str, *, quantized: bool) -> Buffer:
             nbytes = x.nbytes
             if ptr - storage.data_ptr() + nbytes > storage.nbytes() and nbytes:
                 raise _storage_error(arg, storage, ptr - storage.data_ptr() + nbytes)
-            return x, TORCH, ptr, dt, tuple(x.shape), x.numel()
+            return x, TORCH, ptr, dt, tuple(x.shape), nbytes // (dt._bits >> 3)  # type: ignore[attr-defined]  # x.numel(), without a call
     kind = kind_of(x, arg)
     dt = dtype_of(x, kind, arg, quantized=quantized)
     if kind == NUMPY:
@@ -241,10 +281,7 @@ def empty(kind: str, shape: tuple[int, ...], dt: DataType, *, zeros: bool = Fals
     storage_shape = ((numel * dt._bits + 7) >> 3,) if dt._bits < 8 else shape  # type: ignore[attr-defined]
     if kind == NUMPY:
         a = (np.zeros if zeros else np.empty)(storage_shape, dtype=_NP_STORAGE.get(dt) or numpy_storage(dt))
-        try:  # address(a), inline
-            ptr = _addressof(_from_buffer(a))
-        except (ValueError, TypeError):  # empty, or a dtype without a buffer format
-            ptr = a.ctypes.data
+        ptr, _ = _head(_memory, id(a) + 16) if _memory is not None else _flags(a)  # address(a), inline
         return a, ptr
     storage = _torch_storage.get(dt) or torch_facts().storage[dt]
     make = torch_facts().module.zeros if zeros else _torch_empty
@@ -279,15 +316,15 @@ def write(out: Any, src: Buffer, dt: DataType, numel: int, arg: str = "out", *, 
         want = storage if storage is not None else _NP_STORAGE.get(dt) or numpy_storage(dt)  # the function raises what is missing
         if out.dtype is not want and out.dtype != want:
             raise ValueError(f"{arg}: expected dtype {want}, got {out.dtype}")
-        try:  # the buffer export proves the array C-contiguous and writable
-            ptr = _addressof(_from_buffer(out))
-        except (ValueError, TypeError):  # which of them is not, or an empty array
-            flags = out.flags
-            if not flags.c_contiguous:
-                raise ValueError(f"{arg}: expected a C-contiguous array") from None
-            if not flags.writeable:
-                raise ValueError(f"{arg}: the array is read-only") from None
-            ptr = out.ctypes.data
+        ptr, flags = _head(_memory, id(out) + 16) if _memory is not None else _flags(out)
+        if flags & (_C_CONTIGUOUS | _WRITEABLE | _WARN_ON_WRITE) != _C_CONTIGUOUS | _WRITEABLE:
+            if not flags & _C_CONTIGUOUS:
+                raise ValueError(f"{arg}: expected a C-contiguous array")
+            # numpy warns when memory it shares (np.broadcast_arrays) is written, and
+            # reading the flag gives that warning (numpy 2.4 refuses such an array a
+            # writable buffer export)
+            if not (flags & _WRITEABLE and out.flags.writeable):
+                raise ValueError(f"{arg}: the array is read-only")
         if out.size != want_size:
             raise ValueError(f"{arg}: expected {want_size} elements, got {out.size}")
     else:
@@ -303,14 +340,14 @@ def write(out: Any, src: Buffer, dt: DataType, numel: int, arg: str = "out", *, 
         if out.is_neg():  # it holds the negation of its values: results written there would read back negated
             raise ValueError(f"{arg}: the tensor has the negative bit set (a lazy negation), so results written into it would read back negated; "
                              "pass a tensor without it")
-        if out.numel() != want_size:
+        out_nbytes = out.nbytes  # its element count times the size of want, without numel()'s call
+        if out_nbytes != want_size * (want.itemsize if storage is not None else 1 if bits < 8 else bits >> 3):
             raise ValueError(f"{arg}: expected {want_size} elements, got {out.numel()}")
         if bits < 8:  # packed types: plain bytes
             ptr = torch_address(out, DataType.UINT8, arg)
         else:  # torch_address, inline
             storage = out.untyped_storage()
             ptr = out.data_ptr()
-            out_nbytes = out.nbytes
             end = ptr - storage.data_ptr() + out_nbytes
             if end > storage.nbytes() and out_nbytes:
                 raise _storage_error(arg, storage, end)

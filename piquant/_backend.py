@@ -69,10 +69,13 @@ QUANTIZE, DEQUANTIZE, FAKE_QUANTIZE = 0, 1, 2
 _CALL = _native.packer(_native.Call)
 _CALL_PER_TENSOR = _native.packer(_native.Call, zeroed="params")  # params.count = 0: scale and zero_point are used
 # A per-tensor call, packed by its caller and run by ``backend.execute(backend.handle,
-# call)`` (a status; nonzero: ``backend.fail(status)`` raises it): called
+# call)`` (``execute_held`` for at most HELD_MAX elements; a status; nonzero: ``backend.fail(status)`` raises it): called
 # inline, without a Python frame between the entry point and the library.
 # The zero point is the ABI's int64 (DataType.raw_zero_point).
 pack_per_tensor = _CALL_PER_TENSOR.pack
+# Calls of at most this many elements keep the GIL (backend.execute_held):
+# they last microseconds, less than releasing and retaking it costs.
+HELD_MAX = 1 << 16
 _F32, _F64 = DataType.F32.value, DataType.F64.value
 _UINT64 = DataType.UINT64
 
@@ -96,9 +99,14 @@ class NativeBackend:
         # close() raises instead of touching freed memory.
         self._ctx = handle.value
         self.isa = lib.piquant_isa_name(lib.piquant_context_isa(self._ctx)).decode()
-        self.handle = self._ctx
+        # What the hot calls pass: ctypes takes an instance of an argument's
+        # own type as it is, where an int costs an isinstance miss and a
+        # conversion (~0.5k instructions, callgrind).
+        self.handle = ctypes.c_void_p(self._ctx)
         self.execute = lib.piquant_execute  # (handle, call) -> status
+        self.execute_held = _native.holding_gil(lib, "piquant_execute")  # the same, for calls of at most HELD_MAX elements
         self._compute_params = lib.piquant_compute_params
+        self._compute_params_held = _native.holding_gil(lib, "piquant_compute_params")
 
     @property
     def num_threads(self) -> int:
@@ -120,7 +128,7 @@ class NativeBackend:
         status."""
         call = _CALL.pack(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, 0.0, 0, seed, sets.scales_ptr, sets.zero_points_ptr,
                           sets.count, sets.inner, _F32 if sets.scales.itemsize == 4 else _F64)
-        status = self.execute(self._ctx, call)
+        status = self.execute(self.handle, call)
         if status:
             _native.raise_status(self._lib, status)
 
@@ -160,12 +168,15 @@ class NativeBackend:
 
     def compute_params(self, src: int, src_dt: DataType, n: int, q_dt: DataType, symmetric: bool) -> tuple[float, int]:
         try:
-            scale, zp, scale_ref, zp_ref = _per_thread.params_out
+            scale, zp = _per_thread.params_out
         except AttributeError:
-            scale, zp = ctypes.c_double(), ctypes.c_int64()
-            scale_ref, zp_ref = ctypes.byref(scale), ctypes.byref(zp)
-            _per_thread.params_out = (scale, zp, scale_ref, zp_ref)
-        status = self._compute_params(self._ctx, src, src_dt._value_, n, q_dt._value_, 1 if symmetric else 0, scale_ref, zp_ref)
+            scale, zp = _per_thread.params_out = ctypes.c_double(), ctypes.c_int64()
+        # The c_double and c_int64 themselves, not byref()s of them: ctypes
+        # passes an instance of a pointer's target type by reference after one
+        # isinstance hit, where a byref() takes three isinstance misses (~3k
+        # instructions a call, callgrind).
+        status = (self._compute_params_held if n <= HELD_MAX else self._compute_params)(self.handle, src, src_dt._value_, n, q_dt._value_,
+                                                                                        1 if symmetric else 0, scale, zp)
         if status:
             _native.raise_status(self._lib, status)
         raw = zp.value
@@ -215,6 +226,8 @@ class ReferenceBackend:
         else:
             self.fake_quantize(src, fdt, dst, n, qdt, scale, zp, mode, seed, reduce)
         return 0
+
+    execute_held = execute
 
     def run_sets(self, op: int, fdt: DataType, qdt: DataType, src: int, dst: int, n: int, mode: int, reduce: int, seed: int, sets: Sets) -> None:
         """NativeBackend.run_sets on the reference."""

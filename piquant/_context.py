@@ -157,8 +157,9 @@ class Context:
 
 def _execute(backend: Any, op: int, fdt: DataType, qdt: DataType, src: int, dst: int, n: int, scale: float, zp: int, mode: int, reduce: int,
              seed: int) -> None:
-    status = backend.execute(backend.handle, _backend.pack_per_tensor(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, scale,
-                                                                      qdt.raw_zero_point(zp), seed))
+    execute = backend.execute_held if n <= _backend.HELD_MAX else backend.execute
+    status = execute(backend.handle, _backend.pack_per_tensor(op, fdt._value_, qdt._value_, mode, reduce, 0, src, dst, n, scale, qdt.raw_zero_point(zp),
+                                                              seed))
     if status:
         backend.fail(status)
 
