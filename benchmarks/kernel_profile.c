@@ -34,6 +34,10 @@ static int run(piquant_context *ctx, const char *row, void *f32, void *bf16, voi
         return piquant_quantize(ctx, f32, PIQUANT_DTYPE_F32, u8, PIQUANT_DTYPE_UINT8, n, 0.01, 128, PIQUANT_ROUND_NEAREST, 0);
     if (!strcmp(row, "quantize_f32_i8"))
         return piquant_quantize(ctx, f32, PIQUANT_DTYPE_F32, u8, PIQUANT_DTYPE_INT8, n, 0.01, 0, PIQUANT_ROUND_NEAREST, 0);
+    if (!strcmp(row, "quantize_f32_float8_e4m3fn"))
+        return piquant_quantize(ctx, f32, PIQUANT_DTYPE_F32, u8, PIQUANT_DTYPE_FLOAT8_E4M3FN, n, 0.01, 0, PIQUANT_ROUND_NEAREST, 0);
+    if (!strcmp(row, "quantize_f32_float8_e5m2"))
+        return piquant_quantize(ctx, f32, PIQUANT_DTYPE_F32, u8, PIQUANT_DTYPE_FLOAT8_E5M2, n, 0.01, 0, PIQUANT_ROUND_NEAREST, 0);
     if (!strcmp(row, "stochastic_f32_u8"))
         return piquant_quantize(ctx, f32, PIQUANT_DTYPE_F32, u8, PIQUANT_DTYPE_UINT8, n, 0.01, 128, PIQUANT_ROUND_STOCHASTIC, 7);
     if (!strcmp(row, "quantize_bf16_u8"))

@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 ROWS = ("quantize_f32_u8", "quantize_f32_i8", "stochastic_f32_u8", "quantize_bf16_u8",
+        "quantize_f32_float8_e4m3fn", "quantize_f32_float8_e5m2",
         "dequantize_u8_f32", "dequantize_u8_f32_add", "dequantize_u8_bf16",
         "mx_f32_mxfp8_e4m3", "mx_f32_mxfp8_e5m2", "mx_f32_mxfp6_e2m3", "mx_f32_mxfp6_e3m2", "mx_f32_mxfp4",
         "mx_f32_mxint8", "mx_f32_nvfp4")

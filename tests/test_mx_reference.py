@@ -59,13 +59,16 @@ def element_grid(fmt: str) -> np.ndarray:
 def adversarial_blocks(rng, fmt: str, rows: int, block: int) -> np.ndarray:
     """Rows of blocks: random magnitudes over the float32 range; blocks of
     zeros, of denormals, with amax a few ulps either side of a power of two
-    (where the shared exponent changes), and of element-grid values and
-    their ties scaled by a power of two."""
+    (where the shared exponent changes), of element-grid values and
+    their ties scaled by a power of two, and of ties and their float32
+    neighbours in blocks whose amax is the format's max, scaled by a power
+    of two (so the elements are exactly those values: the binade edges,
+    the subnormal/normal boundary, round-ups into the next binade)."""
     g = element_grid(fmt)
     mids = (g[1:] + g[:-1]) / 2
     out = []
     for _ in range(rows):
-        kind = rng.integers(0, 6)
+        kind = rng.integers(0, 7)
         if kind == 0:
             b = rng.standard_normal(block) * np.exp2(rng.integers(-60, 60))
         elif kind == 1:
@@ -83,10 +86,17 @@ def adversarial_blocks(rng, fmt: str, rows: int, block: int) -> np.ndarray:
         elif kind == 4:
             k = float(np.exp2(rng.integers(-30, 30)))
             b = rng.choice(np.concatenate([g, mids, -g, -mids]), block) * k
-        else:
+        elif kind == 5:
             e = mx.ELEMENTS[fmt]
             k = float(np.exp2(rng.integers(-30, 30)))
             b = rng.choice([e.max, e.max * 1.01, -e.max, e.max + (g[-1] - g[-2]) / 2, 1.0, 0.5], block) * k
+        else:
+            m32 = mids.astype(np.float32)
+            pool = np.concatenate([g, mids, np.nextafter(m32, np.float32(np.inf)), np.nextafter(m32, np.float32(0))]).astype(np.float64)
+            k = float(np.exp2(rng.integers(-30, 30)))
+            b = rng.choice(np.concatenate([pool, -pool]), block)
+            b[rng.integers(0, block)] = mx.ELEMENTS[fmt].max * rng.choice([-1, 1])
+            b = b * k
         out.append(b)
     with np.errstate(over="ignore"):
         return np.array(out, np.float64).astype(np.float32).reshape(rows, block)

@@ -52,6 +52,7 @@ test {
     _ = @import("entry.zig");
     _ = @import("floats.zig");
     _ = @import("rounding.zig");
+    _ = @import("minifloat.zig");
     _ = @import("sets.zig");
     _ = @import("packing.zig");
     _ = @import("stream.zig");

@@ -1,9 +1,7 @@
 //! FP8 as quantized types: OCP float8_e4m3fn and float8_e5m2 with a scale
 //! per tensor, channel or group and no zero point (docs/semantics.md, FP8
-//! types). The binade of |y| is read from its bits and the value rounded as
-//! an integer on that binade's grid, with the integer types' rounding, so
-//! every variant runs the same arithmetic. Exports its kernel table entries
-//! (`entries`).
+//! types). Codes come from minifloat.zig, as the MX formats' elements do.
+//! Exports its kernel table entries (`entries`).
 
 const std = @import("std");
 const types = @import("../types.zig");
@@ -13,29 +11,18 @@ const rounding = @import("../rounding.zig");
 const sets = @import("../sets.zig");
 const stream = @import("../stream.zig");
 const entry = @import("../entry.zig");
+const minifloat = @import("../minifloat.zig");
 
 const DType = types.DType;
 const Case = entry.Case;
 const Vec = simd.Vec;
 const block = simd.block;
 
-/// The shape of an FP8 type.
-const Format = struct {
-    /// Stored mantissa bits.
-    m: u5,
-    /// Exponent of the smallest normal.
-    emin: i32,
-    /// The largest finite value.
-    max: f32,
-    /// Codes (without the sign): NaN, and +inf if the type has one.
-    nan: u8,
-    inf: ?u8,
-};
-
-fn format(comptime Q: DType) Format {
+/// An FP8 type's element format.
+fn format(comptime Q: DType) minifloat.Format {
     return switch (Q) {
-        .float8_e4m3fn => .{ .m = 3, .emin = -6, .max = 448, .nan = 0x7F, .inf = null },
-        .float8_e5m2 => .{ .m = 2, .emin = -14, .max = 57344, .nan = 0x7F, .inf = 0x7C },
+        .float8_e4m3fn => minifloat.e4m3,
+        .float8_e5m2 => minifloat.e5m2,
         else => @compileError("not an FP8 type"),
     };
 }
@@ -44,52 +31,10 @@ fn splat(comptime T: type, v: anytype) Vec(T) {
     return @splat(v);
 }
 
-fn Bits(comptime C: type) type {
-    return std.meta.Int(.unsigned, @bitSizeOf(C));
-}
+const Bits = minifloat.Bits;
 
-/// 2^k as C, for k within C's normal exponents.
-fn pow2(comptime C: type, k: Vec(i32)) Vec(C) {
-    const U = Bits(C);
-    const biased: Vec(U) = @intCast(k + splat(i32, std.math.floatExponentMax(C)));
-    return @bitCast(biased << @splat(std.math.floatMantissaBits(C)));
-}
-
-/// y = c(x · inv) on Q's grid: |y| clamped to max and rounded as an integer
-/// r on the grid of its binade e (≥ emin), so that |value| = r · 2^(e - m).
-fn Rounded(comptime C: type) type {
-    return struct { r: Vec(C), e: Vec(i32), negative: Vec(bool), nan: Vec(bool) };
-}
-
-inline fn toGrid(comptime Q: DType, comptime C: type, comptime mode: types.RoundMode, y: Vec(C), key: *rounding.Key, index: usize) Rounded(C) {
-    const f = comptime format(Q);
-    const U = Bits(C);
-    const nan = y != y;
-    const bits: Vec(U) = @bitCast(y);
-    const negative = bits >> @splat(@bitSizeOf(C) - 1) != splat(U, 0);
-    var a = @abs(y);
-    a = @select(C, nan, splat(C, 0), a);
-    a = @select(C, a > splat(C, f.max), splat(C, f.max), a);
-    const field: Vec(i32) = @intCast(@as(Vec(U), @bitCast(a)) >> @splat(std.math.floatMantissaBits(C)));
-    const e = @max(field - splat(i32, std.math.floatExponentMax(C)), splat(i32, f.emin)); // zero, subnormal: emin
-    const t = a * pow2(C, splat(i32, f.m) - e); // exact: a power of two, in range
-    return .{ .r = rounding.round(C, mode, t, key, index), .e = e, .negative = negative, .nan = nan };
-}
-
-fn encode(comptime Q: DType, comptime C: type, g: Rounded(C)) Vec(u8) {
-    const f = comptime format(Q);
-    // r reaching 2^(m+1) carries into the next binade's field, as it should.
-    const r: Vec(i32) = @intFromFloat(g.r);
-    const mag: Vec(i32) = ((g.e - splat(i32, f.emin)) << @splat(f.m)) + r;
-    const code: Vec(u8) = @intCast(@select(i32, g.nan, splat(i32, f.nan), mag));
-    return code | @select(u8, g.negative, splat(u8, 0x80), splat(u8, 0));
-}
-
-/// ±r · 2^(e - m) (exact); NaN lanes are 0 here (see `store`).
-fn value(comptime Q: DType, comptime C: type, g: Rounded(C)) Vec(C) {
-    const f = comptime format(Q);
-    const v = g.r * pow2(C, g.e - splat(i32, f.m));
-    return @select(C, g.negative, -v, v);
+inline fn encode(comptime Q: DType, comptime C: type, comptime mode: types.RoundMode, y: Vec(C), key: *rounding.Key, index: usize) minifloat.Encoded(C) {
+    return minifloat.encode(comptime format(Q), C, mode, false, y, key, index);
 }
 
 /// The quiet NaN with a sign.
@@ -120,25 +65,6 @@ fn defaultNan(comptime C: type) C {
     return @bitCast(@as(Bits(C), @bitCast(std.math.nan(C))) | @as(Bits(C), 1) << (@bitSizeOf(C) - 1));
 }
 
-/// The float32 of FP8 codes: the magnitude's bits placed at float32's
-/// mantissa top and rescaled by a power of two (exact, subnormals too).
-fn decode(comptime Q: DType, codes: Vec(u8)) Vec(f32) {
-    const f = comptime format(Q);
-    const c: Vec(u32) = codes;
-    const mag = c & splat(u32, 0x7F);
-    const sign = (c >> @splat(7)) << @splat(31);
-    const placed: Vec(f32) = @bitCast(mag << @splat(23 - @as(u5, f.m)));
-    const bias8: i32 = 1 - f.emin;
-    var bits: Vec(u32) = @bitCast(placed * pow2(f32, splat(i32, 127 - bias8)));
-    if (f.inf) |inf| {
-        bits = @select(u32, mag == splat(u32, inf), splat(u32, 0x7F80_0000), bits);
-        bits = @select(u32, mag > splat(u32, inf), splat(u32, 0x7FC0_0000), bits);
-    } else {
-        bits = @select(u32, mag == splat(u32, f.nan), splat(u32, 0x7FC0_0000), bits);
-    }
-    return @bitCast(bits | sign);
-}
-
 fn Params(comptime c: Case) type {
     return sets.Params(c.float_type.Compute(), c.quant_type);
 }
@@ -146,12 +72,14 @@ fn Params(comptime c: Case) type {
 inline fn quantizeBlock(comptime c: Case, p: *Params(c), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
     const C = c.float_type.Compute();
     const y = floats.loadFloats(c.float_type, src, i) * p.at(index).inv_scale;
-    dst[i..][0..block].* = encode(c.quant_type, C, toGrid(c.quant_type, C, c.round_mode, y, &p.key, index));
+    const code = encode(c.quant_type, C, c.round_mode, y, &p.key, index).code;
+    const bytes: Vec(u8) = if (C == f32) simd.narrowBytes(u8, @bitCast(code)) else @intCast(code);
+    dst[i..][0..block].* = bytes;
 }
 
 inline fn dequantizeBlock(comptime c: Case, p: *Params(c), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
     const C = c.float_type.Compute();
-    const q = decode(c.quant_type, src[i..][0..block].*);
+    const q = minifloat.decode(comptime format(c.quant_type), @as(Vec(u8), src[i..][0..block].*));
     const d: Vec(C) = if (C == f32) q else @floatCast(q);
     const nan = d != d;
     store(c, dst, i, @select(C, nan, splat(C, 0), d) * p.at(index).scale, nan, d);
@@ -161,8 +89,8 @@ inline fn fakeBlock(comptime c: Case, p: *Params(c), src: [*]const u8, dst: [*]u
     const C = c.float_type.Compute();
     const l = p.at(index);
     const y = floats.loadFloats(c.float_type, src, i) * l.inv_scale;
-    const g = toGrid(c.quant_type, C, c.round_mode, y, &p.key, index);
-    store(c, dst, i, value(c.quant_type, C, g) * l.scale, g.nan, quietNan(C, g.negative));
+    const g = encode(c.quant_type, C, c.round_mode, y, &p.key, index);
+    store(c, dst, i, g.value * l.scale, g.nan, quietNan(C, g.negative));
 }
 
 const Op = enum { quantize, dequantize, fake_quantize };
@@ -207,15 +135,15 @@ test "every code decodes to a value that encodes back to it" {
         var k: usize = 0;
         while (k < 256) : (k += block) {
             const q: Vec(u8) = codes[k..][0..block].*;
-            const v = decode(Q, q);
+            const v = minifloat.decode(format(Q), q);
             var key = rounding.Key.init(0);
-            const back = encode(Q, f32, toGrid(Q, f32, .nearest, v, &key, 0));
+            const back: Vec(u8) = @intCast(encode(Q, f32, .nearest, v, &key, 0).code);
             for (0..block) |j| {
-                const inf = if (format(Q).inf) |i| q[j] & 0x7F == i else false;
+                const inf = q[j] & 0x7F == format(Q).inf;
                 // inf saturates to max; NaN codes all come back as the canonical one.
                 if (inf) continue;
                 if (std.math.isNan(v[j])) {
-                    try testing.expectEqual((q[j] & 0x80) | format(Q).nan, back[j]);
+                    try testing.expectEqual((q[j] & 0x80) | @as(u8, @intCast(format(Q).nan)), back[j]);
                 } else try testing.expectEqual(q[j], back[j]);
             }
         }
@@ -229,7 +157,7 @@ test "ties go to even, overflow saturates" {
     y[2] = -std.math.inf(f32);
     y[3] = 0x1p-10; // half the smallest subnormal 2^-9: a tie → 0
     var key = rounding.Key.init(0);
-    const q = encode(.float8_e4m3fn, f32, toGrid(.float8_e4m3fn, f32, .nearest, y, &key, 0));
+    const q: Vec(u8) = @intCast(encode(.float8_e4m3fn, f32, .nearest, y, &key, 0).code);
     try testing.expectEqual(@as(u8, 0x58), q[0]);
     try testing.expectEqual(@as(u8, 0x7E), q[1]);
     try testing.expectEqual(@as(u8, 0xFE), q[2]);

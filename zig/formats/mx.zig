@@ -4,9 +4,8 @@
 //! type as run-time values, so the build does not grow by their product;
 //! the common case, float32 or bfloat16 input in blocks of whole vectors,
 //! is compiled per format (wholeVectors: 14 small loops). Inputs are
-//! widened to float32 by one loader; element codes are rounded on their
-//! binade's grid as in float8.zig, with the integer types' rounding, so every
-//! variant runs the same arithmetic. Kernel ranges are ranges of blocks.
+//! widened to float32 by one loader; element codes come from minifloat.zig,
+//! as FP8's do. Kernel ranges are ranges of blocks.
 
 const std = @import("std");
 const types = @import("../types.zig");
@@ -14,6 +13,7 @@ const simd = @import("../simd.zig");
 const floats = @import("../floats.zig");
 const rounding = @import("../rounding.zig");
 const stream = @import("../stream.zig");
+const minifloat = @import("../minifloat.zig");
 
 const DType = types.DType;
 const Args = types.Args;
@@ -24,35 +24,26 @@ const w = simd.block;
 const V = simd.Vec(f32);
 const U = simd.Vec(u32);
 const I = simd.Vec(i32);
-const Shift = simd.Vec(u5);
 
 fn splat(comptime T: type, v: T) simd.Vec(T) {
     return @splat(v);
 }
 
-/// An element format (docs/semantics.md's table). Codes of magnitude `dnan`
-/// and up decode to NaN, `inf` to infinity (0x100: no such code).
+/// An element format (docs/semantics.md's table).
 const Element = struct {
-    m: u5,
-    emin: i32,
-    max: f32,
+    float: minifloat.Format,
     emax: i32,
-    bits: u5,
-    /// The code NaN encodes to, without the sign: FP6 and FP4 have none (0).
-    nan: u32 = 0,
-    dnan: u32 = 0x100,
-    inf: u32 = 0x100,
     int: bool = false,
 };
 
 fn element(f: MxFormat) Element {
     return switch (f) {
-        .mxfp8_e4m3 => .{ .m = 3, .emin = -6, .max = 448, .emax = 8, .bits = 8, .nan = 0x7F, .dnan = 0x7F },
-        .mxfp8_e5m2 => .{ .m = 2, .emin = -14, .max = 57344, .emax = 15, .bits = 8, .nan = 0x7F, .dnan = 0x7D, .inf = 0x7C },
-        .mxfp6_e2m3 => .{ .m = 3, .emin = 0, .max = 7.5, .emax = 2, .bits = 6 },
-        .mxfp6_e3m2 => .{ .m = 2, .emin = -2, .max = 28, .emax = 4, .bits = 6 },
-        .mxfp4, .nvfp4 => .{ .m = 1, .emin = 0, .max = 6, .emax = 2, .bits = 4 },
-        else => .{ .m = 0, .emin = 0, .max = 127.0 / 64.0, .emax = 0, .bits = 8, .int = true }, // MXINT8: k · 2^-6
+        .mxfp8_e4m3 => .{ .float = minifloat.e4m3, .emax = 8 },
+        .mxfp8_e5m2 => .{ .float = minifloat.e5m2, .emax = 15 },
+        .mxfp6_e2m3 => .{ .float = minifloat.e2m3, .emax = 2 },
+        .mxfp6_e3m2 => .{ .float = minifloat.e3m2, .emax = 4 },
+        .mxfp4, .nvfp4 => .{ .float = minifloat.e2m1, .emax = 2 },
+        else => .{ .float = .{ .m = 0, .emin = 0, .max = 127.0 / 64.0, .bits = 8 }, .emax = 0, .int = true }, // MXINT8: k · 2^-6
     };
 }
 
@@ -67,47 +58,27 @@ fn pow2v(k: I) V {
     return @bitCast(@as(U, @bitCast(k + splat(i32, 127))) << @splat(23));
 }
 
-inline fn round(t: V, stochastic: bool, key: *rounding.Key, index: usize) V {
-    return if (stochastic) rounding.round(f32, .stochastic, t, key, index) else rounding.round(f32, .nearest, t, key, index);
-}
-
 /// Codes of scaled values y in their low `bits` bits; `index`: the call's
 /// flat index of lane 0, which keys stochastic rounding. `nan_free`: the
 /// caller knows y holds no NaN, and the NaN lanes' selects go.
-inline fn encode(e: Element, comptime nan_free: bool, y: V, stochastic: bool, key: *rounding.Key, index: usize) U {
+inline fn encode(e: Element, comptime nan_free: bool, y: V, comptime mode: types.RoundMode, key: *rounding.Key, index: usize) U {
     if (e.int) {
         var t = (if (nan_free) y else @select(f32, y != y, splat(f32, 0), y)) * splat(f32, 64);
         t = @select(f32, t < splat(f32, -128), splat(f32, -128), t);
         t = @select(f32, t > splat(f32, 127), splat(f32, 127), t);
-        const k: I = @intFromFloat(round(t, stochastic, key, index));
+        const k: I = @intFromFloat(rounding.round(f32, mode, t, key, index));
         return @as(U, @bitCast(k)) & splat(u32, 0xFF);
     }
-    const nan = y != y;
-    var a = if (nan_free) @abs(y) else @select(f32, nan, splat(f32, 0), @abs(y));
-    a = @select(f32, a > splat(f32, e.max), splat(f32, e.max), a);
-    const field: I = @bitCast(@as(U, @bitCast(a)) >> @splat(23));
-    const ex = @max(field - splat(i32, 127), splat(i32, e.emin)); // zero, subnormal: emin
-    const r: I = @intFromFloat(round(a * pow2v(splat(i32, e.m) - ex), stochastic, key, index));
-    // r reaching 2^(m+1) carries into the next binade's field, as it should.
-    const mag: U = @bitCast(((ex - splat(i32, e.emin)) << @as(Shift, @splat(e.m))) + r);
-    const code = if (nan_free) mag else @select(u32, nan, splat(u32, e.nan), mag);
-    return code | ((@as(U, @bitCast(y)) >> @splat(31)) << @as(Shift, @splat(e.bits - 1)));
+    return minifloat.encode(e.float, f32, mode, nan_free, y, key, index).code;
 }
 
-/// float32 values of codes (exact): the magnitude's bits placed at float32's
-/// mantissa top and rescaled by a power of two, as float8.zig decodes.
+/// float32 values of codes (exact).
 fn decode(e: Element, c: U) V {
     if (e.int) {
         const k = @as(I, @bitCast(c << @splat(24))) >> @splat(24);
         return @as(V, @floatFromInt(k)) * splat(f32, 0x1p-6);
     }
-    const mag = c & splat(u32, (@as(u32, 1) << (e.bits - 1)) - 1);
-    const placed: V = @bitCast(mag << @as(Shift, @splat(23 - e.m)));
-    var b: U = @bitCast(placed * splat(f32, pow2(126 + e.emin)));
-    b = @select(u32, mag == splat(u32, e.inf), splat(u32, 0x7F80_0000), b);
-    b = @select(u32, mag >= splat(u32, e.dnan), splat(u32, 0x7FC0_0000), b);
-    const sign = (c >> @as(Shift, @splat(e.bits - 1))) & splat(u32, 1);
-    return @bitCast(b | (sign << @splat(31)));
+    return minifloat.decode(e.float, c);
 }
 
 /// The NaN lanes of p = a · b with the sign the spec gives them: a's if a is
@@ -149,7 +120,7 @@ fn blockScale(a: *const Args, e: Element, amax: f32, factors: *const Factors) Sc
         return .{ .code = code, .r = factors[code] };
     }
     if (a.scale_mode == .rceil) {
-        const s = rceil(amax, e.max);
+        const s = rceil(amax, e.float.max);
         return .{ .code = s, .r = if (s == 0) 1 else if (s == 255) std.math.nan(f32) else pow2(127 - @as(i32, s)) };
     }
     // torchao divides by 2^-126 where the scale is 2^-127; MXINT8, which
@@ -371,7 +342,8 @@ fn quantizeRange(args: *const Args, begin: usize, end: usize) callconv(.c) void 
         while (it.next(r[0..n])) |m| {
             const x = if (it.whole()) load(a.float_type, a.src, it.v) else loadPart(a.float_type, a.src, it.v, it.lo, it.hi);
             const y = signedNans(x * m, x, m);
-            storeCodes(a.mx, a.dst, it.v, it.lo, it.hi, encode(e, false, y, stochastic, &key, it.v));
+            const c = if (stochastic) encode(e, false, y, .stochastic, &key, it.v) else encode(e, false, y, .nearest, &key, it.v);
+            storeCodes(a.mx, a.dst, it.v, it.lo, it.hi, c);
             it.v += w;
         }
         b += n;
@@ -386,7 +358,6 @@ fn quantizeRange(args: *const Args, begin: usize, end: usize) callconv(.c) void 
 /// infinity's bits), and a block with a finite amax and factor cannot make
 /// a NaN y, so its codes skip the NaN selects.
 fn wholeVectors(comptime f: MxFormat, comptime t: DType, a: *const Args, begin: usize, end: usize) void {
-    const e = comptime element(f);
     const size = a.block_size;
     const stochastic = a.round_mode == .stochastic;
     var key = rounding.Key.init(a.seed);
@@ -412,21 +383,32 @@ fn wholeVectors(comptime f: MxFormat, comptime t: DType, a: *const Args, begin: 
         @memset(bits[n .. (n + w - 1) / w * w], 0);
         blockScales(f, a, &bits, n, &codes, &r, &factors);
         @memcpy(a.mx_scales.?[b..][0..n], codes[0..n]);
-        for (0..n) |k| {
-            const i = (b + k) * size;
-            const m: V = @splat(r[k]);
-            var j: usize = 0;
-            if (bits[k] < 0x7F80_0000 and std.math.isFinite(r[k])) {
-                while (j < size) : (j += w) {
-                    const x = floats.loadFloats(t, a.src, i + j);
-                    storeCodes(f, a.dst, i + j, 0, w, encode(e, true, x * m, stochastic, &key, i + j));
-                }
-            } else while (j < size) : (j += w) {
-                const x = floats.loadFloats(t, a.src, i + j);
-                storeCodes(f, a.dst, i + j, 0, w, encode(e, false, signedNans(x * m, x, m), stochastic, &key, i + j));
-            }
-        }
+        if (stochastic) {
+            batchCodes(f, t, .stochastic, a.src, a.dst, b, n, size, &bits, &r, &key);
+        } else batchCodes(f, t, .nearest, a.src, a.dst, b, n, size, &bits, &r, &key);
         b += n;
+    }
+}
+
+/// wholeVectors' second pass, the rounding mode known at compile time: the
+/// codes of blocks [b, b + n), a batch whose amax bits and factors are
+/// `bits` and `r` (src and dst are locals: stores through dst could
+/// otherwise alias the Args they came from, and be reloaded each vector).
+inline fn batchCodes(comptime f: MxFormat, comptime t: DType, comptime mode: types.RoundMode, src: [*]const u8, dst: [*]u8, b: usize, n: usize, size: usize, bits: *const [batch_blocks]u32, r: *const [batch_blocks]f32, key: *rounding.Key) void {
+    const e = comptime element(f);
+    for (0..n) |k| {
+        const i = (b + k) * size;
+        const m: V = @splat(r[k]);
+        var j: usize = 0;
+        if (bits[k] < 0x7F80_0000 and std.math.isFinite(r[k])) {
+            while (j < size) : (j += w) {
+                const x = floats.loadFloats(t, src, i + j);
+                storeCodes(f, dst, i + j, 0, w, encode(e, true, x * m, mode, key, i + j));
+            }
+        } else while (j < size) : (j += w) {
+            const x = floats.loadFloats(t, src, i + j);
+            storeCodes(f, dst, i + j, 0, w, encode(e, false, signedNans(x * m, x, m), mode, key, i + j));
+        }
     }
 }
 
@@ -525,17 +507,17 @@ test "E4M3 block scales: codes and values agree, ties go to even" {
 test "every code decodes to a value that encodes back to it" {
     inline for (.{ MxFormat.mxfp8_e4m3, .mxfp8_e5m2, .mxfp6_e2m3, .mxfp6_e3m2, .mxfp4, .mxint8 }) |f| {
         const e = element(f);
-        const count: u32 = @as(u32, 1) << e.bits;
+        const count: u32 = @as(u32, 1) << e.float.bits;
         var c: u32 = 0;
         while (c < count) : (c += w) {
             const codes = std.simd.iota(u32, w) + splat(u32, c);
             const v = decode(e, codes);
             var key = rounding.Key.init(0);
-            const back = encode(e, false, v, false, &key, 0);
+            const back = encode(e, false, v, .nearest, &key, 0);
             for (0..w) |j| {
                 if (codes[j] >= count) continue;
                 const mag = codes[j] & ((count >> 1) - 1);
-                if (!e.int and (mag == e.inf or mag >= e.dnan)) continue; // inf saturates; NaN codes are one code
+                if (!e.int and (mag == e.float.inf or mag >= e.float.dnan)) continue; // inf saturates; NaN codes are one code
                 try testing.expectEqual(codes[j], back[j]);
             }
         }
