@@ -124,3 +124,28 @@ def test_fake_quantize_stochastic_matches_round_trip(rng):
     q = piquant.quantize(x, "uint4", scale=0.3, zero_point=8, round_mode="stochastic", seed=5)
     f = piquant.fake_quantize(x, "uint4", scale=0.3, zero_point=8, round_mode="stochastic", seed=5)
     assert np.array_equal(f, q.dequantize())
+
+
+@pytest.mark.parametrize("qtype,zp", [("uint8", 128), ("int8", 0), ("int16", 0), ("int4", 0)])
+def test_fractions_at_each_elements_uniform_match_reference(contexts, rng, qtype, zp):
+    # u < y - floor(y) is strict: plant y = k + u, its neighbours, and
+    # y in (-1/2, 0) just above u - 1, where y - floor(y) = 1 + y rounds
+    # (to u itself for some), on every variant and thread count.
+    n, seed = 100_003, 31
+    u = ref.uniforms(seed, n)
+    k = rng.integers(-5, 6, n).astype(np.float32)
+    at = k + u
+    kind = rng.integers(0, 4, n)
+    x = np.where(kind == 0, at, np.where(kind == 1, np.nextafter(at, np.float32(np.inf)), np.nextafter(at, np.float32(-np.inf))))
+    near = (u - np.float32(1)).astype(np.float32)
+    steps = rng.integers(1, 4, n)
+    for s in range(1, 4):
+        near = np.where(steps >= s, np.nextafter(near, np.float32(np.inf)), near)
+    x = np.where((kind == 3) & (u >= 0.5), near, x).astype(np.float32)
+    want = ref.quantize(x, qtype, 1.0, zp, round_mode="stochastic", seed=seed)
+    with np.errstate(invalid="ignore"):
+        assert np.count_nonzero(x - np.floor(x) == u) > n // 8  # the ties are there
+    for isa in ISAS:
+        for t in (1, 2, 3):
+            got = piquant.quantize(x, qtype, scale=1.0, zero_point=zp, round_mode="stochastic", seed=seed, ctx=contexts(isa, t)).data
+            assert np.array_equal(got, want), (isa, t, np.flatnonzero(got != want)[:5])

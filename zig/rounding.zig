@@ -41,19 +41,21 @@ const weyl: u32 = 0x9E37_79B1;
 pub const Key = struct {
     k: u64,
     hi: u32 = 0,
-    word: u32,
+    /// In every lane: a block loop then keeps it in a register instead of
+    /// broadcasting it each block.
+    word: @Vector(block, u32),
 
     pub fn init(seed: u64) Key {
         const k = splitmix64(seed);
-        return .{ .k = k, .word = keyWord(k, 0) };
+        return .{ .k = k, .word = @splat(keyWord(k, 0)) };
     }
 
-    fn at(self: *Key, hi: u32) u32 {
+    fn at(self: *Key, comptime n: comptime_int, hi: u32) @Vector(n, u32) {
         if (hi != self.hi) {
             self.hi = hi;
-            self.word = keyWord(self.k, hi);
+            self.word = @splat(keyWord(self.k, hi));
         }
-        return self.word;
+        return @as([block]u32, self.word)[0..n].*;
     }
 };
 
@@ -69,21 +71,35 @@ fn keyWord(k: u64, hi: u32) u32 {
 fn hashes(comptime n: comptime_int, key: *Key, j: u64) @Vector(n, u32) {
     const lanes_weyl = comptime std.simd.iota(u32, n) *% @as(@Vector(n, u32), @splat(weyl));
     const spread = @as(@Vector(n, u32), @splat(@as(u32, @truncate(j)) *% weyl)) +% lanes_weyl;
-    return lowbias32(n, spread ^ @as(@Vector(n, u32), @splat(key.at(@truncate(j >> 32)))));
+    return lowbias32(n, spread ^ key.at(n, @truncate(j >> 32)));
 }
 
 /// Whether u < f for the uniforms of elements i .. i+block (i is even) and
 /// fractions f in [0, 1). float32: one hash serves two elements, h(i/2)'s
 /// low 16 bits element i and its high 16 bits element i+1, u = (h16 + 1/2)·2^-16,
-/// compared as h16 + 1/2 < f·2^16 (both sides scaled exactly). float64: one
-/// hash per element, u = h(i)·2^-32.
+/// compared as h16 < f·2^16 - 1/2: the product is exact, and so is the
+/// difference where it is at least 0 (1/2 is a multiple of the ulp of any
+/// f·2^16 in [1/2, 2^16)); below 1/2 it is negative, as the comparison
+/// needs. float64: one hash per element, u = h(i)·2^-32.
 fn below(comptime C: type, key: *Key, i: usize, f: Vec(C)) @Vector(block, bool) {
     if (C == f64) return @as(Vec(f64), @floatFromInt(hashes(block, key, i))) * @as(Vec(f64), @splat(0x1p-32)) < f;
     var h = hashes(block / 2, key, i >> 1);
     // Lane 2m of the u16 view must be hash m's low half.
     if (comptime builtin.cpu.arch.endian() == .big) h = std.math.rotl(@Vector(block / 2, u32), h, 16);
     const halves: Vec(u16) = @bitCast(h);
-    return @as(Vec(f32), @floatFromInt(halves)) + @as(Vec(f32), @splat(0.5)) < f * @as(Vec(f32), @splat(0x1p16));
+    return @as(Vec(f32), @floatFromInt(halves)) < f * @as(Vec(f32), @splat(0x1p16)) - @as(Vec(f32), @splat(0.5));
+}
+
+/// Stochastic rounding in two parts, floor(y) and whether to add one to it
+/// (u < y - floor(y)): a caller that converts to integers adds the one
+/// there, in integer lanes. For NaN, floor is NaN and `up` false.
+pub fn Split(comptime C: type) type {
+    return struct { floor: Vec(C), up: @Vector(block, bool) };
+}
+
+pub fn split(comptime C: type, y: Vec(C), key: *Key, i: usize) Split(C) {
+    const fl = simd.floor(C, y);
+    return .{ .floor = fl, .up = below(C, key, i, y - fl) };
 }
 
 /// y rounded to an integer-valued float: half to even, or stochastically
@@ -94,8 +110,8 @@ pub fn round(comptime C: type, comptime mode: RoundMode, y: Vec(C), key: *Key, i
     switch (mode) {
         .nearest => return simd.roundEven(C, y),
         .stochastic => {
-            const fl = simd.floor(C, y);
-            return fl + @select(C, below(C, key, i, y - fl), @as(Vec(C), @splat(1)), @as(Vec(C), @splat(0)));
+            const s = split(C, y, key, i);
+            return s.floor + @select(C, s.up, @as(Vec(C), @splat(1)), @as(Vec(C), @splat(0)));
         },
         else => @compileError("unknown round mode"),
     }

@@ -84,12 +84,23 @@ inline fn quantizeBlock(comptime c: Case, p: anytype, src: [*]const u8, dst: [*]
     const C = c.float_type.Compute();
     const l = p.at(index);
     const y = floats.loadFloats(c.float_type, src, i) * l.inv_scale;
-    if (comptime c.round_mode == .nearest and C == f32 and c.quant_type.bits() == 8) {
-        // lo and hi are integers and rounding is monotonic, so clamping
-        // before rounding gives the same integers, and one conversion rounds.
+    if (comptime C == f32 and c.quant_type.bits() == 8) {
+        // lo and hi are integers and both roundings are monotonic in y (with
+        // u fixed, stochastic rounding too), so clamping before rounding
+        // gives the same integers, and one conversion rounds. Stochastic
+        // rounding converts the integer-valued floor and adds its one to
+        // the zero point, in integer lanes (`up` is false for NaN).
         const T = c.quant_type.Storage();
         const out: [*]align(1) T = @ptrCast(dst);
-        out[i..][0..simd.block].* = simd.roundBytes(T, clamp(C, y, l), l.zp);
+        const in_range = clamp(C, y, l);
+        out[i..][0..simd.block].* = switch (c.round_mode) {
+            .nearest => simd.roundBytes(T, in_range, l.zp),
+            .stochastic => blk: {
+                const s = rounding.split(C, in_range, &p.key, index);
+                break :blk simd.roundBytes(T, s.floor, l.zp + @select(i32, s.up, splat(i32, 1), splat(i32, 0)));
+            },
+            else => @compileError("unknown round mode"),
+        };
         return;
     }
     packing.store(c.quant_type, dst, i, toQuant(c.quant_type, C, rounding.round(C, c.round_mode, y, &p.key, index), l));
