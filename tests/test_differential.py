@@ -143,3 +143,42 @@ def test_compute_params_matches_reference(contexts, rng, isa, threads, ftype, sy
             assert got.scale == want.scale and type(got.zero_point) is int and got.zero_point == want.zero_point, f"n={n} {qtype}"
             if ftype != "float64":
                 assert got.scale == np.float32(got.scale), "float32 compute gives a float32 scale"
+
+
+def _at_offset(x: np.ndarray, offset: int) -> np.ndarray:
+    """A copy of x whose data starts `offset` elements past a 64-byte boundary."""
+    raw = np.empty(x.nbytes + 64 + offset * x.itemsize, np.uint8)
+    start = -raw.ctypes.data % 64 + offset * x.itemsize
+    y = raw[start : start + x.nbytes].view(x.dtype)
+    y[...] = x
+    return y
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("ftype", FTYPES)
+@pytest.mark.parametrize("qtype", ("uint8", "int8", "int16", "uint4"))
+def test_every_alignment_matches_reference(contexts, rng, isa, threads, ftype, qtype):
+    """Per-tensor loops align their blocks to the wider array (stream.zig):
+    inputs and outputs at every element offset from a line, both rounding
+    modes (the head's elements keep their stochastic counters)."""
+    ctx = contexts(isa, threads)
+    n = 40_011
+    scale = 0.0371
+    zp = zero_point_for(qtype, rng)
+    base = adversarial_floats(rng, n, ftype, scale, qtype, zp)
+    for src_off, dst_off in [(k, (5 * k + 3) % 17) for k in range(17)]:
+        x = _at_offset(base, src_off)
+        for mode in MODES:
+            seed = int(rng.integers(0, 2**63))
+            want = ref.quantize(x, qtype, scale, zp, round_mode=mode, seed=seed)
+            got = _at_offset(np.zeros_like(want), dst_off)
+            piquant.quantize(x, qtype, scale=scale, zero_point=zp, round_mode=mode, seed=seed, out=got, ctx=ctx)
+            np.testing.assert_array_equal(as_bytes(got), as_bytes(want), err_msg=f"offsets {src_off}/{dst_off} {mode}")
+        data = _at_offset(ref.quantize(base, qtype, scale, zp), dst_off)
+        for reduce in ("set", "add"):
+            out = _at_offset(base, src_off)
+            want = out.copy()
+            piquant.dequantize(data, NP_FLOAT[ftype], scale=scale, zero_point=zp, qdtype=qtype, shape=(n,), reduce=reduce, out=out, ctx=ctx)
+            ref.dequantize(data, qtype, scale, zp, numel=n, out_dtype=ftype, out=want, reduce=reduce)
+            np.testing.assert_array_equal(as_bytes(out), as_bytes(want), err_msg=f"offsets {src_off}/{dst_off} {reduce}")

@@ -164,7 +164,10 @@ fn Range(comptime op: Op) type {
             // stochastic rounding, whose extra arithmetic already hides the
             // destination reads.
             const streams = op != .quantize or c.round_mode == .nearest;
-            stream.runRange(in, out, c.reduce_op == .add, streams and a.stream != 0, p, a.src, a.dst, begin, end, Block.run);
+            // Per-set parameters change at set boundaries that blocks
+            // meet aligned, and stochastic counters come in pairs.
+            const any_start = @TypeOf(p) == *sets.Uniform(c.float_type.Compute(), c.quant_type) and c.round_mode != .stochastic;
+            stream.runRange(in, out, c.reduce_op == .add, any_start, streams and a.stream != 0, p, a.src, a.dst, begin, end, Block.run);
         }
     };
 }
