@@ -719,17 +719,20 @@ export fn piquant_compute_params(handle: ?*Handle, in: ?*const anyopaque, dtype_
 
 /// compute_params for each of `count` sets (element i belongs to set
 /// (i / inner) % count), into scales[count] and zero_points[count].
-export fn piquant_compute_params_grouped(handle: ?*Handle, in: ?*const anyopaque, dtype_in: DType, numel: usize, dtype_q: DType, symmetric: c_int, count: usize, inner: usize, out_scales: ?[*]f64, out_zero_points: ?[*]i64) c_int {
+export fn piquant_compute_params_grouped(handle: ?*Handle, in: ?*const anyopaque, dtype_in: DType, numel: usize, dtype_q: DType, symmetric: c_int, count: usize, inner: usize, out_scales: ?*anyopaque, scale_type: DType, out_zero_points: ?[*]i64) c_int {
     const ctx: ?*Context = contexts.enter(handle) catch |e| return rejected(e);
     defer contexts.leave(handle);
-    if (checkBuffers(ctx, in, @ptrCast(out_scales), numel) != 0) return @intFromEnum(Status.invalid_argument);
+    if (checkBuffers(ctx, in, out_scales, numel) != 0) return @intFromEnum(Status.invalid_argument);
     if (out_scales == null or out_zero_points == null) return fail(.invalid_argument, "out_scales/out_zero_points: expected arrays of count values, got NULL", .{});
     var s = checkTypes("dtype_in", dtype_in, "dtype_q", dtype_q);
     if (s == 0) s = checkLayout(numel, count, inner);
     if (s != 0) return s;
+    // float32 scales hold a float32 computation's exactly; a float64 one's would round.
+    if (scale_type != .f64 and !(scale_type == .f32 and dtype_in != .f64))
+        return fail(.unsupported_dtype, "scale_type: expected F64, or F32 for a float32, float16 or bfloat16 input, got {d}", .{@intFromEnum(scale_type)});
     const src: [*]const u8 = @ptrCast(in orelse @as(*const anyopaque, &no_elements));
     const ranges = types.SetRanges{ .src = src, .src_type = dtype_in, .row_begin = 0, .row_end = 0, .count = count, .inner = inner, .mins = undefined, .maxs = undefined };
-    const params = types.SetParams{ .float_type = dtype_in, .quant_type = dtype_q, .symmetric = symmetric != 0, .mins = undefined, .maxs = undefined, .scales = out_scales.?, .zero_points = out_zero_points.? };
+    const params = types.SetParams{ .float_type = dtype_in, .quant_type = dtype_q, .symmetric = symmetric != 0, .mins = undefined, .maxs = undefined, .scales = @ptrCast(out_scales.?), .scale_type = scale_type, .zero_points = out_zero_points.? };
     const k = parallel.setParams(&ctx.?.pool, ctx.?.kernels, ranges, params, numel) orelse return 0;
     // Set k has no parameters: its range again, for the reason.
     var mm: types.MinMax = undefined;
