@@ -107,10 +107,13 @@ pub inline fn encode(f: Format, comptime C: type, comptime mode: RoundMode, comp
         },
         else => @compileError("unknown round mode"),
     }
-    const sign = (b >> @splat(@bitSizeOf(C) - 1)) << @as(Shift, @splat(@intCast(f.bits - 1)));
+    // The code's field bits from mag (which has none above them), its sign
+    // bit from y's top bits: one bit select (vpternlogd under AVX-512).
+    const field = splat(U, (@as(U, 1) << @intCast(f.bits - 1)) - 1);
+    const signed = (mag & field) | ((b >> @as(Shift, @splat(@intCast(@bitSizeOf(C) - @as(u32, f.bits))))) & ~field);
     const nan = y != y;
-    const code = if (nan_free) mag else @select(U, nan, splat(U, f.nan), mag);
-    return .{ .code = code | sign, .value = @select(C, negative, -value, value), .negative = negative, .nan = nan };
+    const code = if (nan_free) signed else @select(U, nan, (signed & ~field) | splat(U, f.nan), signed);
+    return .{ .code = code, .value = @select(C, negative, -value, value), .negative = negative, .nan = nan };
 }
 
 /// float32 values of codes (exact, subnormals too): the magnitude's bits
