@@ -61,7 +61,7 @@ fn pow2v(k: I) V {
 /// Codes of scaled values y in their low `bits` bits; `index`: the call's
 /// flat index of lane 0, which keys stochastic rounding. `nan_free`: the
 /// caller knows y holds no NaN, and the NaN lanes' selects go.
-inline fn encode(e: Element, comptime nan_free: bool, y: V, comptime mode: types.RoundMode, key: *rounding.Key, index: usize) U {
+inline fn encode(comptime e: Element, comptime nan_free: bool, y: V, comptime mode: types.RoundMode, key: *rounding.Key, index: usize) U {
     if (e.int) {
         var t = (if (nan_free) y else @select(f32, y != y, splat(f32, 0), y)) * splat(f32, 64);
         t = @select(f32, t < splat(f32, -128), splat(f32, -128), t);
@@ -359,7 +359,13 @@ fn generalRange(args: *const Args, begin: usize, end: usize) void {
         while (it.next(r[0..n])) |m| {
             const x = if (it.whole()) load(a.float_type, a.src, it.v) else loadPart(a.float_type, a.src, it.v, it.lo, it.hi);
             const y = signedNans(x * m, x, m);
-            const c = if (stochastic) encode(e, false, y, .stochastic, &key, it.v) else encode(e, false, y, .nearest, &key, it.v);
+            const c = switch (a.mx) {
+                inline .mxfp8_e4m3, .mxfp8_e5m2, .mxfp6_e2m3, .mxfp6_e3m2, .mxfp4, .mxint8, .nvfp4 => |f| if (stochastic)
+                    encode(comptime element(f), false, y, .stochastic, &key, it.v)
+                else
+                    encode(comptime element(f), false, y, .nearest, &key, it.v),
+                else => unreachable,
+            };
             storeCodes(a.mx, a.dst, it.v, it.lo, it.hi, c);
             it.v += w;
         }
