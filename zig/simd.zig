@@ -71,6 +71,17 @@ pub fn roundBytes(comptime T: type, c: Vec(f32), zp: Vec(i32)) Vec(T) {
     return narrowBytes(T, r + zp);
 }
 
+/// The largest table of u32 `lookup` reads with one permute a register
+/// (0: none; callers compute instead).
+pub const lookup_entries: usize = if (@hasDecl(impl, "lookup_entries")) impl.lookup_entries else 0;
+
+/// table[idx mod entries] lane by lane; entries 8, 16 or 32, at most
+/// lookup_entries.
+pub fn lookup(comptime entries: usize, table: [entries]u32, idx: Vec(u32)) Vec(u32) {
+    comptime std.debug.assert(entries <= lookup_entries and (entries == lookup_entries or entries == 16));
+    return impl.lookup(block, entries, table, idx);
+}
+
 /// Non-temporal stores depend on the architecture alone (movntdq is
 /// baseline x86-64), so the C ABI's roofline copy uses them too.
 const nontemporal = if (llvm and builtin.cpu.arch == .x86_64) @import("simd/x86.zig") else @import("simd/soft.zig");

@@ -44,6 +44,33 @@ extern fn @"llvm.x86.avx2.packssdw"(@Vector(8, i32), @Vector(8, i32)) @Vector(16
 extern fn @"llvm.x86.sse2.packuswb.128"(@Vector(8, i16), @Vector(8, i16)) @Vector(16, u8);
 extern fn @"llvm.x86.sse2.packsswb.128"(@Vector(8, i16), @Vector(8, i16)) @Vector(16, i8);
 
+extern fn @"llvm.x86.avx2.permd"(@Vector(8, i32), @Vector(8, i32)) @Vector(8, i32);
+extern fn @"llvm.x86.avx512.permvar.si.512"(@Vector(16, i32), @Vector(16, i32)) @Vector(16, i32);
+extern fn @"llvm.x86.avx512.vpermi2var.d.512"(@Vector(16, i32), @Vector(16, i32), @Vector(16, i32)) @Vector(16, i32);
+
+/// The largest table `lookup` takes: one vpermd (AVX2: 8 entries; AVX-512:
+/// 16) or vpermt2d (AVX-512: 32) a register.
+pub const lookup_entries = if (register_bytes == 64) 32 else if (register_bytes == 32) 8 else 0;
+
+/// table[idx mod entries] lane by lane.
+pub fn lookup(comptime n: usize, comptime entries: usize, table: [entries]u32, idx: @Vector(n, u32)) @Vector(n, u32) {
+    const reg = register_bytes / 4;
+    const arr: [n]u32 = idx;
+    var parts: [n / reg]@Vector(reg, i32) = undefined;
+    inline for (&parts, 0..) |*part, k| {
+        const v: @Vector(reg, i32) = @bitCast(@as(@Vector(reg, u32), arr[k * reg ..][0..reg].*));
+        part.* = switch (reg) {
+            8 => @"llvm.x86.avx2.permd"(@bitCast(@as(@Vector(8, u32), table[0..8].*)), v),
+            16 => if (entries == 16)
+                @"llvm.x86.avx512.permvar.si.512"(@bitCast(@as(@Vector(16, u32), table[0..16].*)), v)
+            else
+                @"llvm.x86.avx512.vpermi2var.d.512"(@bitCast(@as(@Vector(16, u32), table[0..16].*)), v, @bitCast(@as(@Vector(16, u32), table[16..32].*))),
+            else => @compileError("no table lookup of this width"),
+        };
+    }
+    return @bitCast(parts);
+}
+
 /// Round half to even and convert, one instruction per register (SSE2 is
 /// baseline): cvtps2dq rounds as MXCSR says, the default nearest-even the
 /// multiply before it assumes too; AVX-512 embeds {rn-sae}. NaN and lanes
