@@ -137,10 +137,12 @@ class NativeBackend:
             _native.raise_status(self._lib, status)
 
     def compute_params_sets(self, src: int, src_dt: DataType, n: int, q_dt: DataType, symmetric: bool, count: int, inner: int) -> Sets:
+        # Scales in the compute precision, as the caller gets them: no float64 copy to narrow.
+        wide = src_dt is DataType.F64
         zps = np.empty(count, np.int64)
-        sets = new_sets(np.empty(count, np.float64), zps.view(np.uint64) if q_dt is DataType.UINT64 else zps, count, inner)
+        sets = new_sets(np.empty(count, np.float64 if wide else np.float32), zps.view(np.uint64) if q_dt is DataType.UINT64 else zps, count, inner)
         self._check(self._lib.piquant_compute_params_grouped(
-            self._ctx, src, src_dt.value, n, q_dt.value, int(symmetric), count, inner, sets.scales_ptr, sets.zero_points_ptr
+            self._ctx, src, src_dt.value, n, q_dt.value, int(symmetric), count, inner, sets.scales_ptr, _F64 if wide else _F32, sets.zero_points_ptr
         ))
         return sets
 
@@ -289,7 +291,7 @@ class ReferenceBackend:
     def compute_params_sets(self, src: int, src_dt: DataType, n: int, q_dt: DataType, symmetric: bool, count: int, inner: int) -> Sets:
         x = _float_view(src, src_dt, n).reshape(-1, count, inner)
         p = self._ref.compute_params(x, q_dt.short_name, symmetric, float_dtype=src_dt.short_name, axis=1)
-        return new_sets(p.scale.astype(np.float64), p.zero_point, count, inner)
+        return new_sets(p.scale, p.zero_point, count, inner)
 
 
     def gguf_quantize(self, src: int, src_dt: DataType, dst: int, gguf_type: int, n: int) -> None:

@@ -115,7 +115,7 @@ _SIGNATURES = {
     ),
     "piquant_compute_params_grouped": (
         c_int,
-        [c_void_p, c_void_p, c_int, c_size, c_int, c_int, c_size, c_size, c_void_p, c_void_p],
+        [c_void_p, c_void_p, c_int, c_size, c_int, c_int, c_size, c_size, c_void_p, c_int, c_void_p],
     ),
     "piquant_gguf_block_bytes": (c_size, [c_int]),
     "piquant_gguf_quantize": (c_int, [c_void_p, c_void_p, c_int, c_void_p, c_int, c_size]),

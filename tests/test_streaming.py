@@ -1,4 +1,4 @@
-"""Outputs of 32-bit and 64-bit elements of 8 MiB and more are written with
+"""Outputs of 16-bit, 32-bit and 64-bit elements of 8 MiB and more are written with
 non-temporal stores through a staging buffer, line by line: check them
 against the reference with the destination at every kind of misalignment,
 on every ISA and thread count."""
@@ -69,3 +69,45 @@ def test_dequantize_and_fake_quantize_stream_exactly(contexts, data, offset):
         out = misaligned(m, np.float64, 8 * (offset // 4 % 8))
         piquant.dequantize(qm, np.float64, scale=0.3, zero_point=-1, qdtype="int4", shape=(m,), out=out, ctx=contexts(isa, 2))
         assert np.array_equal(out.view(np.uint64), want64.view(np.uint64)), isa
+
+
+@pytest.mark.parametrize("offset", [0, 5, 33])
+def test_byte_outputs_stream_exactly(contexts, data, offset):
+    """8-bit outputs of 8 MiB and more, nearest and stochastic (whose counter
+    is the element's index in the call, also inside the staging buffer)."""
+    n = 8_400_001
+    x = data[:n]
+    s, zp = 0.02, 120
+    want = ref.quantize(x, "uint8", s, zp)
+    want_sr = ref.quantize(x, "uint8", s, zp, round_mode="stochastic", seed=77)
+    assert want.nbytes >= STREAM_MIN_BYTES
+    for isa in ISAS:
+        for threads in (1, 2):
+            out = misaligned(n, np.uint8, offset)
+            piquant.quantize(x, "uint8", scale=s, zero_point=zp, out=out, ctx=contexts(isa, threads))
+            assert np.array_equal(out, want), (isa, threads)
+            piquant.quantize(x, "uint8", scale=s, zero_point=zp, round_mode="stochastic", seed=77, out=out, ctx=contexts(isa, threads))
+            assert np.array_equal(out, want_sr), (isa, threads)
+
+
+@pytest.mark.parametrize("offset", [0, 2, 34])
+def test_16_bit_outputs_stream_exactly(contexts, data, offset):
+    import ml_dtypes
+
+    n = 4_400_003  # 8.8 MB of bfloat16 or int16 out
+    q = ref.quantize(data[:n], "uint8", 0.05, 128)
+    want = ref.dequantize(q, "uint8", 0.05, 128, numel=n, out_dtype="bfloat16")
+    want16 = ref.quantize(data[:n], "int16", 1e-3, -3)
+    want16_sr = ref.quantize(data[:n], "int16", 1e-3, -3, round_mode="stochastic", seed=5)
+    assert want.nbytes >= STREAM_MIN_BYTES
+    for isa in ISAS:
+        for threads in (1, 2):
+            ctx = contexts(isa, threads)
+            o16 = misaligned(n, np.int16, offset)
+            piquant.quantize(data[:n], "int16", scale=1e-3, zero_point=-3, out=o16, ctx=ctx)
+            assert np.array_equal(o16, want16), (isa, threads)
+            piquant.quantize(data[:n], "int16", scale=1e-3, zero_point=-3, round_mode="stochastic", seed=5, out=o16, ctx=ctx)
+            assert np.array_equal(o16, want16_sr), (isa, threads)
+            out = misaligned(n, np.uint16, offset).view(ml_dtypes.bfloat16)
+            piquant.dequantize(q, ml_dtypes.bfloat16, scale=0.05, zero_point=128, qdtype="uint8", shape=(n,), out=out, ctx=contexts(isa, threads))
+            assert np.array_equal(out.view(np.uint16), want.view(np.uint16)), (isa, threads)

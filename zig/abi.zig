@@ -439,9 +439,11 @@ fn run(ctx: *Context, kernel: types.Kernel, args: types.Args, params: ParamArg, 
     var a = args;
     params.apply(&a);
     // Measured at 27M elements: streaming halves the time of float32 outputs
-    // but slows 16-bit ones and does not help 8-bit ones, whose destination
-    // reads are a small part of the traffic.
-    a.stream = @intFromBool(out_type.bits() >= 32 and out_type.byteCount(numel) >= stream_min_bytes);
+    // and, on Intel (Sapphire Rapids) memory without huge pages, cuts
+    // uint8 → bfloat16 by a quarter (AMD Zen 3 measured it slower); it does
+    // not help 8-bit outputs, whose destination reads are a small part of
+    // the traffic.
+    a.stream = @intFromBool(out_type.bits() >= 16 and out_type.byteCount(numel) >= stream_min_bytes);
     if (numel != 0) parallel.elements(&ctx.pool, kernel, &a, numel);
     return 0;
 }
@@ -563,7 +565,7 @@ export fn piquant_gguf_dequantize(handle: ?*Handle, in: ?*const anyopaque, gguf_
     if (s == 0 and !dtype_out.isFloat()) s = fail(.unsupported_dtype, "dtype_out: expected a float type (F32, BF16, F16, F64), got {d}", .{@intFromEnum(dtype_out)});
     if (s != 0 or numel == 0) return s;
     var a = ggufArgs(in.?, out.?, dtype_out, gguf_type);
-    a.stream = @intFromBool(dtype_out.bits() >= 32 and dtype_out.byteCount(numel) >= stream_min_bytes); // as run() decides
+    a.stream = @intFromBool(dtype_out.bits() >= 32 and dtype_out.byteCount(numel) >= stream_min_bytes); // as run() decides for 32-bit outputs
     parallel.elements(&ctx.?.pool, ctx.?.kernels.gguf_dequantize, &a, numel);
     return 0;
 }
@@ -719,17 +721,20 @@ export fn piquant_compute_params(handle: ?*Handle, in: ?*const anyopaque, dtype_
 
 /// compute_params for each of `count` sets (element i belongs to set
 /// (i / inner) % count), into scales[count] and zero_points[count].
-export fn piquant_compute_params_grouped(handle: ?*Handle, in: ?*const anyopaque, dtype_in: DType, numel: usize, dtype_q: DType, symmetric: c_int, count: usize, inner: usize, out_scales: ?[*]f64, out_zero_points: ?[*]i64) c_int {
+export fn piquant_compute_params_grouped(handle: ?*Handle, in: ?*const anyopaque, dtype_in: DType, numel: usize, dtype_q: DType, symmetric: c_int, count: usize, inner: usize, out_scales: ?*anyopaque, scale_type: DType, out_zero_points: ?[*]i64) c_int {
     const ctx: ?*Context = contexts.enter(handle) catch |e| return rejected(e);
     defer contexts.leave(handle);
-    if (checkBuffers(ctx, in, @ptrCast(out_scales), numel) != 0) return @intFromEnum(Status.invalid_argument);
+    if (checkBuffers(ctx, in, out_scales, numel) != 0) return @intFromEnum(Status.invalid_argument);
     if (out_scales == null or out_zero_points == null) return fail(.invalid_argument, "out_scales/out_zero_points: expected arrays of count values, got NULL", .{});
     var s = checkTypes("dtype_in", dtype_in, "dtype_q", dtype_q);
     if (s == 0) s = checkLayout(numel, count, inner);
     if (s != 0) return s;
+    // float32 scales hold a float32 computation's exactly; a float64 one's would round.
+    if (scale_type != .f64 and !(scale_type == .f32 and dtype_in != .f64))
+        return fail(.unsupported_dtype, "scale_type: expected F64, or F32 for a float32, float16 or bfloat16 input, got {d}", .{@intFromEnum(scale_type)});
     const src: [*]const u8 = @ptrCast(in orelse @as(*const anyopaque, &no_elements));
     const ranges = types.SetRanges{ .src = src, .src_type = dtype_in, .row_begin = 0, .row_end = 0, .count = count, .inner = inner, .mins = undefined, .maxs = undefined };
-    const params = types.SetParams{ .float_type = dtype_in, .quant_type = dtype_q, .symmetric = symmetric != 0, .mins = undefined, .maxs = undefined, .scales = out_scales.?, .zero_points = out_zero_points.? };
+    const params = types.SetParams{ .float_type = dtype_in, .quant_type = dtype_q, .symmetric = symmetric != 0, .mins = undefined, .maxs = undefined, .scales = @ptrCast(out_scales.?), .scale_type = scale_type, .zero_points = out_zero_points.? };
     const k = parallel.setParams(&ctx.?.pool, ctx.?.kernels, ranges, params, numel) orelse return 0;
     // Set k has no parameters: its range again, for the reason.
     var mm: types.MinMax = undefined;

@@ -48,6 +48,41 @@ fn pow2(comptime C: type, k: Vec(i32)) Vec(C) {
     return @bitCast(biased << @splat(std.math.floatMantissaBits(C)));
 }
 
+/// The nearest rounding's addend of a's binade (encode): with d =
+/// 2^max(floor(log2 a), emin), 2^(e + s - m) · (1 + ((e - emin) << m) · 2^-s).
+inline fn magicOf(comptime f: Format, comptime C: type, a: Vec(Bits(C))) Vec(Bits(C)) {
+    const U = Bits(C);
+    const s = std.math.floatMantissaBits(C);
+    const emin_bits = @as(U, @intCast(f.emin + std.math.floatExponentMax(C))) << s;
+    const binade: Vec(C) = @bitCast(a & splat(U, ((@as(U, 1) << std.math.floatExponentBits(C)) - 1) << s)); // 2^floor(log2 a), 0 below normals
+    const smallest = splat(C, @as(C, @bitCast(emin_bits)));
+    const d: Vec(U) = @bitCast(@select(C, binade > smallest, binade, smallest));
+    const k: std.math.Log2Int(U) = @intCast(@as(u32, s) - f.m);
+    // (d - emin_bits) >> k is (e - emin) << m: d's mantissa is 0.
+    return d +% (d >> @as(@Vector(simd.block, std.math.Log2Int(U)), @splat(k))) +% splat(U, ((@as(U, s) - f.m) << s) -% (emin_bits >> k));
+}
+
+/// magicOf for every float32 exponent field from `first` to that of f.max,
+/// at entries[field mod entries.len]: null where the ISA has no permute
+/// that large.
+fn magicTable(comptime f: Format, comptime C: type) ?struct { first: u32, entries: []const u32 } {
+    @setEvalBranchQuota(100_000);
+    if (C != f32) return null;
+    const top: u32 = @as(u32, @bitCast(f.max)) >> 23;
+    const emin: u32 = @intCast(f.emin + 127);
+    const n: usize = for ([_]usize{ 8, 16, 32 }) |c| {
+        if (c >= top - emin + 1 and (c == simd.lookup_entries or (c == 16 and simd.lookup_entries == 32))) break c;
+    } else return null;
+    const first = top + 1 - n;
+    var entries: [n]u32 = undefined;
+    for (first..top + 1) |field| {
+        const a: Vec(u32) = @splat(@as(u32, @intCast(field)) << 23);
+        entries[field % n] = magicOf(f, f32, a)[0];
+    }
+    const final = entries;
+    return .{ .first = first, .entries = &final };
+}
+
 /// y on f's grid: `code` (sign in bit bits - 1, NaN lanes sign | f.nan)
 /// and the grid value ±r · 2^(e - m) (finite in NaN lanes; the caller
 /// replaces them).
@@ -56,9 +91,8 @@ pub fn Encoded(comptime C: type) type {
 }
 
 /// `key`, `index`: stochastic rounding's (rounding.round). `nan_free`: the
-/// caller knows y holds no NaN, and the NaN select goes. `f` may be known
-/// at run time only (mx.zig's general kernel).
-pub inline fn encode(f: Format, comptime C: type, comptime mode: RoundMode, comptime nan_free: bool, y: Vec(C), key: *rounding.Key, index: usize) Encoded(C) {
+/// caller knows y holds no NaN, and the NaN select goes.
+pub inline fn encode(comptime f: Format, comptime C: type, comptime mode: RoundMode, comptime nan_free: bool, y: Vec(C), key: *rounding.Key, index: usize) Encoded(C) {
     const U = Bits(C);
     const Shift = @Vector(simd.block, std.math.Log2Int(U));
     const s = std.math.floatMantissaBits(C);
@@ -72,7 +106,6 @@ pub inline fn encode(f: Format, comptime C: type, comptime mode: RoundMode, comp
     const abs: Vec(C) = @bitCast(b & splat(U, ~sign_bit));
     const top = splat(C, f.max);
     const a: Vec(U) = @bitCast(@select(C, abs < top, abs, top));
-    const emin_bits = @as(U, @intCast(f.emin + bias)) << s;
     var mag: Vec(U) = undefined;
     var value: Vec(C) = undefined;
     switch (mode) {
@@ -84,12 +117,14 @@ pub inline fn encode(f: Format, comptime C: type, comptime mode: RoundMode, comp
             // the addend's mantissa is even (m ≥ 1), a carry to 2^(m+1)
             // included (the sum stays in the addend's binade). The multiply
             // that made y rounds in the same mode.
-            const binade: Vec(C) = @bitCast(a & splat(U, ((@as(U, 1) << std.math.floatExponentBits(C)) - 1) << s)); // 2^floor(log2 a), 0 below normals
-            const smallest = splat(C, @as(C, @bitCast(emin_bits)));
-            const d: Vec(U) = @bitCast(@select(C, binade > smallest, binade, smallest));
-            const k: std.math.Log2Int(U) = @intCast(@as(u32, s) - f.m);
-            // (d - emin_bits) >> k is (e - emin) << m: d's mantissa is 0.
-            const magic = d +% (d >> @as(Shift, @splat(k))) +% splat(U, ((@as(U, s) - f.m) << s) -% (emin_bits >> k));
+            const magic = if (comptime magicTable(f, C)) |t| blk: {
+                // The addend of each binade from a table, by a's exponent
+                // field clamped below to the table's first (at most emin's):
+                // a max, a shift and a permute instead of five operations.
+                const first = splat(U, @as(U, t.first) << s);
+                const n = comptime t.entries.len;
+                break :blk simd.lookup(n, t.entries[0..n].*, @max(a, first) >> @as(Shift, @splat(s)));
+            } else magicOf(f, C, a);
             const sum: Vec(U) = @bitCast(@as(Vec(C), @bitCast(a)) + @as(Vec(C), @bitCast(magic)));
             mag = sum & splat(U, (@as(U, 1) << s) - 1);
             value = @as(Vec(C), @bitCast(sum)) - @as(Vec(C), @bitCast(magic)); // exact
@@ -107,10 +142,16 @@ pub inline fn encode(f: Format, comptime C: type, comptime mode: RoundMode, comp
         },
         else => @compileError("unknown round mode"),
     }
-    const sign = (b >> @splat(@bitSizeOf(C) - 1)) << @as(Shift, @splat(@intCast(f.bits - 1)));
+    // The code's field bits from mag (which has none above them), its sign
+    // bit from y's top bits: one bit select (vpternlogd under AVX-512).
+    const field = splat(U, (@as(U, 1) << @intCast(f.bits - 1)) - 1);
+    const signed = (mag & field) | ((b >> @as(Shift, @splat(@intCast(@bitSizeOf(C) - @as(u32, f.bits))))) & ~field);
     const nan = y != y;
-    const code = if (nan_free) mag else @select(U, nan, splat(U, f.nan), mag);
-    return .{ .code = code | sign, .value = @select(C, negative, -value, value), .negative = negative, .nan = nan };
+    // NaN lanes' field bits all set (FP8) or all clear (FP6, FP4): one
+    // merge-masked or / and.
+    const nan_code = if (f.nan == (1 << (f.bits - 1)) - 1) signed | field else if (f.nan == 0) signed & ~field else (signed & ~field) | splat(U, f.nan);
+    const code = if (nan_free) signed else @select(U, nan, nan_code, signed);
+    return .{ .code = code, .value = @select(C, negative, -value, value), .negative = negative, .nan = nan };
 }
 
 /// float32 values of codes (exact, subnormals too): the magnitude's bits

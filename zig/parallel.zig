@@ -171,7 +171,7 @@ pub fn setParams(pool: *Pool, kernels: *const types.KernelTable, ranges: types.S
             while (b < last) : (b += sets_per_step) {
                 const e = @min(last, b + sets_per_step);
                 self.kernels.minmax_sets(&r, b, e);
-                p.scales = self.params.scales + b;
+                p.scales = self.params.scales + self.params.scale_type.byteCount(b);
                 p.zero_points = self.params.zero_points + b;
                 const k = self.kernels.params_sets(&p, e - b);
                 if (k < e - b) {

@@ -77,17 +77,13 @@ fn hashes(comptime n: comptime_int, key: *Key, j: u64) @Vector(n, u32) {
 /// Whether u < f for the uniforms of elements i .. i+block (i is even) and
 /// fractions f in [0, 1). float32: one hash serves two elements, h(i/2)'s
 /// low 16 bits element i and its high 16 bits element i+1, u = (h16 + 1/2)·2^-16,
-/// compared as h16 < f·2^16 - 1/2: the product is exact, and so is the
-/// difference where it is at least 0 (1/2 is a multiple of the ulp of any
-/// f·2^16 in [1/2, 2^16)); below 1/2 it is negative, as the comparison
-/// needs. float64: one hash per element, u = h(i)·2^-32.
+/// compared exactly (simd.halvesBelow). float64: one hash per element, u = h(i)·2^-32.
 fn below(comptime C: type, key: *Key, i: usize, f: Vec(C)) @Vector(block, bool) {
     if (C == f64) return @as(Vec(f64), @floatFromInt(hashes(block, key, i))) * @as(Vec(f64), @splat(0x1p-32)) < f;
     var h = hashes(block / 2, key, i >> 1);
     // Lane 2m of the u16 view must be hash m's low half.
     if (comptime builtin.cpu.arch.endian() == .big) h = std.math.rotl(@Vector(block / 2, u32), h, 16);
-    const halves: Vec(u16) = @bitCast(h);
-    return @as(Vec(f32), @floatFromInt(halves)) < f * @as(Vec(f32), @splat(0x1p16)) - @as(Vec(f32), @splat(0.5));
+    return simd.halvesBelow(@bitCast(h), f);
 }
 
 /// Stochastic rounding in two parts, floor(y) and whether to add one to it
@@ -100,6 +96,13 @@ pub fn Split(comptime C: type) type {
 pub fn split(comptime C: type, y: Vec(C), key: *Key, i: usize) Split(C) {
     const fl = simd.floor(C, y);
     return .{ .floor = fl, .up = below(C, key, i, y - fl) };
+}
+
+/// `split` for float32 with the floor as i32 lanes (minInt(i32) for NaN),
+/// for y NaN or within i32's range; where simd.floor_converts.
+pub fn splitInt(y: Vec(f32), key: *Key, i: usize) struct { floor: Vec(i32), up: @Vector(block, bool) } {
+    const d = simd.floorToI32(y);
+    return .{ .floor = d, .up = below(f32, key, i, y - @as(Vec(f32), @floatFromInt(d))) };
 }
 
 /// y rounded to an integer-valued float: half to even, or stochastically

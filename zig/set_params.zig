@@ -94,15 +94,24 @@ inline fn vectorSets(comptime C: type, c: Consts(C), job: *const types.SetParams
     bad |= @select(u8, mx64 == splat(f64, inf), one, none);
     bad |= @select(u8, scale <= splat(C, std.math.floatMax(C)), none, one);
     if (@reduce(.Or, bad) != 0) return false;
-    job.scales[k..][0..w].* = @as(F, @floatCast(scale));
+    if (job.scale_type == .f32) {
+        @as([*]align(1) f32, @ptrCast(job.scales))[k..][0..w].* = @as(@Vector(w, f32), @floatCast(scale));
+    } else @as([*]align(1) f64, @ptrCast(job.scales))[k..][0..w].* = @as(F, @floatCast(scale));
     job.zero_points[k..][0..w].* = zp;
     return true;
+}
+
+/// Stores scale k as the job's scale type (f32 only where C is f32: exact).
+fn storeScale(job: *const types.SetParams, k: usize, scale: f64) void {
+    if (job.scale_type == .f32) {
+        @as([*]align(1) f32, @ptrCast(job.scales))[k] = @floatCast(scale);
+    } else @as([*]align(1) f64, @ptrCast(job.scales))[k] = scale;
 }
 
 /// Set k by params.fromRange; false if it has no parameters.
 fn oneSet(comptime C: type, job: *const types.SetParams, k: usize) bool {
     const p = params.fromRange(C, .{ .min = job.mins[k], .max = job.maxs[k] }, job.quant_type, job.symmetric) catch return false;
-    job.scales[k] = p.scale;
+    storeScale(job, k, p.scale);
     job.zero_points[k] = job.quant_type.rawZeroPoint(p.zero_point);
     return true;
 }
@@ -148,12 +157,19 @@ test "sets' parameters are fromRange's, lane by lane, and the first bad set is n
         for ([_]DType{ .uint8, .int4, .int16, .uint32, .int32, .uint64, .float8_e4m3fn, .float8_e5m2 }) |q| {
             for ([_]bool{ false, true }) |sym| {
                 var scales: [n]f64 = undefined;
+                var narrow: [n]f32 = undefined;
                 var zps: [n]i64 = undefined;
-                const job = types.SetParams{ .float_type = if (C == f64) .f64 else .f32, .quant_type = q, .symmetric = sym, .mins = &mins, .maxs = &maxs, .scales = &scales, .zero_points = &zps };
+                var job = types.SetParams{ .float_type = if (C == f64) .f64 else .f32, .quant_type = q, .symmetric = sym, .mins = &mins, .maxs = &maxs, .scales = @ptrCast(&scales), .scale_type = .f64, .zero_points = &zps };
                 try std.testing.expectEqual(@as(usize, n), paramsSets(&job, n));
+                if (C == f32) {
+                    job.scales = @ptrCast(&narrow);
+                    job.scale_type = .f32;
+                    try std.testing.expectEqual(@as(usize, n), paramsSets(&job, n));
+                }
                 for (0..n) |k| {
                     const want = try params.fromRange(C, .{ .min = mins[k], .max = maxs[k] }, q, sym);
                     try std.testing.expectEqual(@as(f64, want.scale), scales[k]);
+                    if (C == f32) try std.testing.expectEqual(want.scale, narrow[k]);
                     try std.testing.expectEqual(q.rawZeroPoint(want.zero_point), zps[k]);
                 }
             }
@@ -164,7 +180,7 @@ test "sets' parameters are fromRange's, lane by lane, and the first bad set is n
     mins[2 * w + 1] = -3e38;
     var scales: [n]f64 = undefined;
     var zps: [n]i64 = undefined;
-    var job = types.SetParams{ .float_type = .f32, .quant_type = .uint8, .symmetric = false, .mins = &mins, .maxs = &maxs, .scales = &scales, .zero_points = &zps };
+    var job = types.SetParams{ .float_type = .f32, .quant_type = .uint8, .symmetric = false, .mins = &mins, .maxs = &maxs, .scales = @ptrCast(&scales), .scale_type = .f64, .zero_points = &zps };
     try std.testing.expectEqual(@as(usize, w + 3), paramsSets(&job, n));
     maxs[w + 3] = 1;
     try std.testing.expectEqual(@as(usize, 2 * w + 1), paramsSets(&job, n));

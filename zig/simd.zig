@@ -71,6 +71,42 @@ pub fn roundBytes(comptime T: type, c: Vec(f32), zp: Vec(i32)) Vec(T) {
     return narrowBytes(T, r + zp);
 }
 
+/// The largest table of u32 `lookup` reads with one permute a register
+/// (0: none; callers compute instead).
+pub const lookup_entries: usize = if (@hasDecl(impl, "lookup_entries")) impl.lookup_entries else 0;
+
+/// table[idx mod entries] lane by lane; entries 8, 16 or 32, at most
+/// lookup_entries.
+pub fn lookup(comptime entries: usize, table: [entries]u32, idx: Vec(u32)) Vec(u32) {
+    comptime std.debug.assert(entries <= lookup_entries and (entries == lookup_entries or entries == 16));
+    return impl.lookup(block, entries, table, idx);
+}
+
+/// Stochastic rounding's comparison in float32 (rounding.zig): whether
+/// (h + 1/2)·2^-16 < f, exactly, for f in [0, 1); false for NaN f.
+pub fn halvesBelow(h: Vec(u16), f: Vec(f32)) @Vector(block, bool) {
+    if (@hasDecl(impl, "halvesBelow")) return impl.halvesBelow(block, h, f);
+    // f·2^16 is exact, and so is subtracting 1/2 where the difference is at
+    // least 0; below 1/2 it is negative, as the comparison needs.
+    return @as(Vec(f32), @floatFromInt(h)) < f * @as(Vec(f32), @splat(0x1p16)) - @as(Vec(f32), @splat(0.5));
+}
+
+/// Whether the ISA converts float32 to i32 rounding down in one instruction
+/// (`floorToI32`): then a floor that is converted anyway costs a conversion
+/// back to float instead of a rounding instruction and a conversion.
+pub const floor_converts = @hasDecl(impl, "floor_converts") and impl.floor_converts;
+
+/// floor(y) as i32, for y NaN (giving minInt(i32)) or within i32's range.
+pub fn floorToI32(y: Vec(f32)) Vec(i32) {
+    return impl.floorToI32(block, y);
+}
+
+/// Bytes of type T (u8 or i8) of d + zp for lanes where that fits T;
+/// lanes where d is minInt(i32) (NaN's conversion) give zp.
+pub fn intBytes(comptime T: type, d: Vec(i32), zp: Vec(i32)) Vec(T) {
+    return impl.intBytes(block, T, d, zp);
+}
+
 /// Non-temporal stores depend on the architecture alone (movntdq is
 /// baseline x86-64), so the C ABI's roofline copy uses them too.
 const nontemporal = if (llvm and builtin.cpu.arch == .x86_64) @import("simd/x86.zig") else @import("simd/soft.zig");

@@ -291,7 +291,9 @@ pub const SetParams = extern struct {
     symmetric: bool,
     mins: [*]const f64,
     maxs: [*]const f64,
-    scales: [*]f64,
+    /// Values of scale_type: f64, or f32 where the compute type is f32.
+    scales: [*]u8,
+    scale_type: DType,
     zero_points: [*]i64,
 };
 

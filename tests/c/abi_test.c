@@ -303,11 +303,14 @@ int main(int argc, char **argv) {
             call.params.count = 0; /* per tensor: now the NaN scale is read */
             expect_error(piquant_execute(ctx, &call), PIQUANT_ERR_INVALID_VALUE, "scale: expected", q2, N, "execute: per tensor without params");
         }
-        EXPECT(piquant_compute_params_grouped(ctx, x, PIQUANT_DTYPE_F32, N, PIQUANT_DTYPE_INT4, 1, 8, N / 8, scales, NULL) == PIQUANT_ERR_INVALID_ARGUMENT, "grouped params: NULL out");
+        EXPECT(piquant_compute_params_grouped(ctx, x, PIQUANT_DTYPE_F32, N, PIQUANT_DTYPE_INT4, 1, 8, N / 8, scales, PIQUANT_DTYPE_F64, NULL) == PIQUANT_ERR_INVALID_ARGUMENT, "grouped params: NULL out");
         {
             double s8[8];
+            float f8[8];
             int64_t z8[8];
-            EXPECT(piquant_compute_params_grouped(ctx, x, PIQUANT_DTYPE_F32, N, PIQUANT_DTYPE_INT4, 1, 8, N / 8, s8, z8) == PIQUANT_OK && s8[0] > 0 && z8[0] == 0, "grouped params");
+            EXPECT(piquant_compute_params_grouped(ctx, x, PIQUANT_DTYPE_F32, N, PIQUANT_DTYPE_INT4, 1, 8, N / 8, s8, PIQUANT_DTYPE_F64, z8) == PIQUANT_OK && s8[0] > 0 && z8[0] == 0, "grouped params");
+            EXPECT(piquant_compute_params_grouped(ctx, x, PIQUANT_DTYPE_F32, N, PIQUANT_DTYPE_INT4, 1, 8, N / 8, f8, PIQUANT_DTYPE_F32, z8) == PIQUANT_OK && (double)f8[0] == s8[0] && (double)f8[7] == s8[7], "grouped params: float32 scales, the same values");
+            EXPECT(piquant_compute_params_grouped(ctx, x, PIQUANT_DTYPE_F32, N, PIQUANT_DTYPE_INT4, 1, 8, N / 8, f8, PIQUANT_DTYPE_BF16, z8) == PIQUANT_ERR_UNSUPPORTED_DTYPE, "grouped params: scale_type BF16 refused");
         }
         /* GGUF: unknown type and ragged sizes refused; a round trip. */
         memset(q, 0xAB, N);

@@ -126,7 +126,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             piquant_quantize_grouped(ctx[h.threads & 1], in, (piquant_dtype)call.float_type, out, (piquant_dtype)call.quant_type, numel, &g,
                                      (piquant_round_mode)call.round_mode, call.seed);
             piquant_compute_params_grouped(ctx[h.threads & 1], in, (piquant_dtype)call.float_type, numel, (piquant_dtype)call.quant_type,
-                                           h.symmetric & 1, g.count, g.inner, scales, zps);
+                                           h.symmetric & 1, g.count, g.inner, scales, g.scale_type, zps);
         } else if (call.op == 1) {
             piquant_dequantize_grouped(ctx[h.threads & 1], in, (piquant_dtype)call.quant_type, out, (piquant_dtype)call.float_type, numel, &g,
                                        (piquant_reduce_op)call.reduce_op);

@@ -96,6 +96,10 @@ inline fn quantizeBlock(comptime c: Case, p: anytype, src: [*]const u8, dst: [*]
         out[i..][0..simd.block].* = switch (c.round_mode) {
             .nearest => simd.roundBytes(T, in_range, l.zp),
             .stochastic => blk: {
+                if (comptime simd.floor_converts) {
+                    const s = rounding.splitInt(in_range, &p.key, index);
+                    break :blk simd.intBytes(T, s.floor, l.zp + @select(i32, s.up, splat(i32, 1), splat(i32, 0)));
+                }
                 const s = rounding.split(C, in_range, &p.key, index);
                 break :blk simd.roundBytes(T, s.floor, l.zp + @select(i32, s.up, splat(i32, 1), splat(i32, 0)));
             },
@@ -160,14 +164,10 @@ fn Range(comptime op: Op) type {
             };
             const in = if (op == .dequantize) c.quant_type else c.float_type;
             const out = if (op == .quantize) c.quant_type else c.float_type;
-            // Measured: streaming speeds up nearest quantize but slows
-            // stochastic rounding, whose extra arithmetic already hides the
-            // destination reads.
-            const streams = op != .quantize or c.round_mode == .nearest;
             // Per-set parameters change at set boundaries that blocks
             // meet aligned, and stochastic counters come in pairs.
             const any_start = @TypeOf(p) == *sets.Uniform(c.float_type.Compute(), c.quant_type) and c.round_mode != .stochastic;
-            stream.runRange(in, out, c.reduce_op == .add, any_start, streams and a.stream != 0, p, a.src, a.dst, begin, end, Block.run);
+            stream.runRange(in, out, c.reduce_op == .add, any_start, a.stream != 0, p, a.src, a.dst, begin, end, Block.run);
         }
     };
 }

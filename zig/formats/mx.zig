@@ -61,7 +61,7 @@ fn pow2v(k: I) V {
 /// Codes of scaled values y in their low `bits` bits; `index`: the call's
 /// flat index of lane 0, which keys stochastic rounding. `nan_free`: the
 /// caller knows y holds no NaN, and the NaN lanes' selects go.
-inline fn encode(e: Element, comptime nan_free: bool, y: V, comptime mode: types.RoundMode, key: *rounding.Key, index: usize) U {
+inline fn encode(comptime e: Element, comptime nan_free: bool, y: V, comptime mode: types.RoundMode, key: *rounding.Key, index: usize) U {
     if (e.int) {
         var t = (if (nan_free) y else @select(f32, y != y, splat(f32, 0), y)) * splat(f32, 64);
         t = @select(f32, t < splat(f32, -128), splat(f32, -128), t);
@@ -315,13 +315,30 @@ const batch_elements = 4096;
 
 fn quantizeRange(args: *const Args, begin: usize, end: usize) callconv(.c) void {
     const a = args.*;
-    if (a.block_size % w == 0) switch (a.float_type) {
+    if (a.block_size % w == 0 or a.block_size == w / 2) switch (a.float_type) {
         inline .f32, .bf16 => |t| switch (a.mx) {
-            inline .mxfp8_e4m3, .mxfp8_e5m2, .mxfp6_e2m3, .mxfp6_e3m2, .mxfp4, .mxint8, .nvfp4 => |f| return wholeVectors(f, t, &a, begin, end),
+            inline .mxfp8_e4m3, .mxfp8_e5m2, .mxfp6_e2m3, .mxfp6_e3m2, .mxfp4, .mxint8, .nvfp4 => |f| {
+                if (a.block_size % w == 0) return wholeVectors(f, t, false, &a, begin, end);
+                // Two blocks a vector from an even block, so that vectors
+                // start at multiples of w; an odd block at either end of the
+                // range goes through the general kernel.
+                const first = @min(begin + begin % 2, end);
+                const last = @max(first, end - end % 2);
+                if (first > begin) generalRange(&a, begin, first);
+                wholeVectors(f, t, true, &a, first, last);
+                if (last < end) generalRange(&a, last, end);
+                return;
+            },
             else => unreachable,
         },
         else => {},
     };
+    generalRange(&a, begin, end);
+}
+
+/// The general kernel over blocks [begin, end).
+fn generalRange(args: *const Args, begin: usize, end: usize) void {
+    const a = args.*;
     const e = element(a.mx);
     const size = a.block_size;
     const stochastic = a.round_mode == .stochastic;
@@ -342,7 +359,13 @@ fn quantizeRange(args: *const Args, begin: usize, end: usize) callconv(.c) void 
         while (it.next(r[0..n])) |m| {
             const x = if (it.whole()) load(a.float_type, a.src, it.v) else loadPart(a.float_type, a.src, it.v, it.lo, it.hi);
             const y = signedNans(x * m, x, m);
-            const c = if (stochastic) encode(e, false, y, .stochastic, &key, it.v) else encode(e, false, y, .nearest, &key, it.v);
+            const c = switch (a.mx) {
+                inline .mxfp8_e4m3, .mxfp8_e5m2, .mxfp6_e2m3, .mxfp6_e3m2, .mxfp4, .mxint8, .nvfp4 => |f| if (stochastic)
+                    encode(comptime element(f), false, y, .stochastic, &key, it.v)
+                else
+                    encode(comptime element(f), false, y, .nearest, &key, it.v),
+                else => unreachable,
+            };
             storeCodes(a.mx, a.dst, it.v, it.lo, it.hi, c);
             it.v += w;
         }
@@ -350,19 +373,19 @@ fn quantizeRange(args: *const Args, begin: usize, end: usize) callconv(.c) void 
     }
 }
 
-/// Blocks of whole vectors (the block size a multiple of w), the format
-/// and float type known at compile time, a batch at a time: the blocks'
-/// amaxes (one pass), their scales w blocks a vector (no scalar chain a
-/// block), then their codes (a second pass, from L1).
+/// Blocks of whole vectors (the block size a multiple of w) or, `pairs`,
+/// of half vectors (the block size w / 2, from an even block, an even
+/// count), the format and float type known at compile time, a batch at a
+/// time: the blocks' amaxes (one pass), their scales w blocks a vector (no
+/// scalar chain a block), then their codes (a second pass, from L1).
 /// amax is the largest |x| as bits (ordered as the values; NaN above
 /// infinity's bits), and a block with a finite amax and factor cannot make
 /// a NaN y, so its codes skip the NaN selects.
-fn wholeVectors(comptime f: MxFormat, comptime t: DType, a: *const Args, begin: usize, end: usize) void {
+fn wholeVectors(comptime f: MxFormat, comptime t: DType, comptime pairs: bool, a: *const Args, begin: usize, end: usize) void {
     const size = a.block_size;
     const stochastic = a.round_mode == .stochastic;
     var key = rounding.Key.init(a.seed);
     const factors = nvfp4Factors(a);
-    const magnitude = splat(u32, 0x7FFF_FFFF);
     const per: usize = @max(1, @min(batch_blocks, batch_elements / size));
     var bits: [batch_blocks]u32 = undefined;
     var codes: [batch_blocks]u8 = undefined;
@@ -370,13 +393,13 @@ fn wholeVectors(comptime f: MxFormat, comptime t: DType, a: *const Args, begin: 
     var b = begin;
     while (b < end) {
         const n = @min(per, end - b);
-        for (0..n) |k| {
+        if (pairs) halfAmaxes(t, a.src, b * size, n, &bits) else for (0..n) |k| {
             const i = (b + k) * size;
             var top: U = @splat(0);
             var j: usize = 0;
             while (j < size) : (j += w) {
                 inline for (0..comptime @max(1, t.byteCount(w) / 64)) |l| stream.prefetchAhead(a.src, t.byteCount(i + j) + 64 * l);
-                top = @max(top, @as(U, @bitCast(floats.loadFloats(t, a.src, i + j))) & magnitude);
+                top = @max(top, @as(U, @bitCast(floats.loadFloats(t, a.src, i + j))) & splat(u32, 0x7FFF_FFFF));
             }
             bits[k] = @reduce(.Max, top);
         }
@@ -384,18 +407,74 @@ fn wholeVectors(comptime f: MxFormat, comptime t: DType, a: *const Args, begin: 
         blockScales(f, a, &bits, n, &codes, &r, &factors);
         @memcpy(a.mx_scales.?[b..][0..n], codes[0..n]);
         if (stochastic) {
-            batchCodes(f, t, .stochastic, a.src, a.dst, b, n, size, &bits, &r, &key);
-        } else batchCodes(f, t, .nearest, a.src, a.dst, b, n, size, &bits, &r, &key);
+            batchCodes(f, t, .stochastic, pairs, a.src, a.dst, b, n, size, &bits, &r, &key);
+        } else batchCodes(f, t, .nearest, pairs, a.src, a.dst, b, n, size, &bits, &r, &key);
         b += n;
     }
+}
+
+/// Lanes of a register: blocks of w / 2 elements are one register each.
+const R = w / 2;
+const Half = @Vector(R, u32);
+
+/// amax bits of the n blocks of R elements from element i into bits[0..n):
+/// R blocks (R registers) at a time folded into one register of R amaxes,
+/// whose halves of each block's lanes are maxed level by level (log2 R
+/// levels, two shuffles and a max per pair of registers), not reduced a
+/// block at a time (log2 R shuffles and maxes each).
+fn halfAmaxes(comptime t: DType, src: [*]const u8, i: usize, n: usize, bits: *[batch_blocks]u32) void {
+    const magnitude: Half = @splat(0x7FFF_FFFF);
+    var k: usize = 0;
+    while (k + R <= n) : (k += R) {
+        var regs: [R]Half = undefined;
+        inline for (&regs, 0..) |*reg, l| {
+            const at = i + (k + l) * R;
+            if (comptime t.byteCount(R) * l % 64 == 0) stream.prefetchAhead(src, t.byteCount(at));
+            reg.* = @as(Half, @bitCast(floats.load(t, R, src, at))) & magnitude;
+        }
+        comptime var seg = R;
+        inline while (seg > 1) : (seg /= 2) {
+            inline for (0..seg / 2) |p| regs[p] = foldHalves(seg, regs[2 * p], regs[2 * p + 1]);
+        }
+        bits[k..][0..R].* = regs[0];
+    }
+    while (k < n) : (k += 1) bits[k] = @reduce(.Max, @as(Half, @bitCast(floats.load(t, R, src, i + k * R))) & magnitude);
+}
+
+/// x and y hold blocks of `seg` lanes each (x's first); the result holds
+/// them in the same order in seg / 2 lanes, each the max of a block's halves.
+inline fn foldHalves(comptime seg: usize, x: Half, y: Half) Half {
+    const masks = comptime blk: {
+        var lo: [R]i32 = undefined;
+        var hi: [R]i32 = undefined;
+        for (0..R) |o| {
+            const from = o / (seg / 2) * seg + o % (seg / 2);
+            lo[o] = if (from < R) from else ~@as(i32, from - R);
+            hi[o] = if (from + seg / 2 < R) from + seg / 2 else ~@as(i32, from + seg / 2 - R);
+        }
+        break :blk .{ lo, hi };
+    };
+    return @max(@shuffle(u32, x, y, masks[0]), @shuffle(u32, x, y, masks[1]));
 }
 
 /// wholeVectors' second pass, the rounding mode known at compile time: the
 /// codes of blocks [b, b + n), a batch whose amax bits and factors are
 /// `bits` and `r` (src and dst are locals: stores through dst could
 /// otherwise alias the Args they came from, and be reloaded each vector).
-inline fn batchCodes(comptime f: MxFormat, comptime t: DType, comptime mode: types.RoundMode, src: [*]const u8, dst: [*]u8, b: usize, n: usize, size: usize, bits: *const [batch_blocks]u32, r: *const [batch_blocks]f32, key: *rounding.Key) void {
+inline fn batchCodes(comptime f: MxFormat, comptime t: DType, comptime mode: types.RoundMode, comptime pairs: bool, src: [*]const u8, dst: [*]u8, b: usize, n: usize, size: usize, bits: *const [batch_blocks]u32, r: *const [batch_blocks]f32, key: *rounding.Key) void {
     const e = comptime element(f);
+    if (pairs) {
+        var k: usize = 0;
+        while (k < n) : (k += 2) {
+            const i = (b + k) * R;
+            const m: V = @bitCast([2]@Vector(R, f32){ @splat(r[k]), @splat(r[k + 1]) });
+            const x = floats.loadFloats(t, src, i);
+            const clean = @max(bits[k], bits[k + 1]) < 0x7F80_0000 and std.math.isFinite(r[k]) and std.math.isFinite(r[k + 1]);
+            const c = if (clean) encode(e, true, x * m, mode, key, i) else encode(e, false, signedNans(x * m, x, m), mode, key, i);
+            storeCodes(f, dst, i, 0, w, c);
+        }
+        return;
+    }
     for (0..n) |k| {
         const i = (b + k) * size;
         const m: V = @splat(r[k]);

@@ -217,12 +217,14 @@ int piquant_fake_quantize_grouped(piquant_context *ctx, const void *in, piquant_
                                   uint64_t seed, piquant_reduce_op op);
 
 /* piquant_compute_params for each of count sets laid out as above, into
- * out_scales[count] and out_zero_points[count]; a set with an infinite value
- * is named in the message. */
+ * out_scales[count] (values of scale_type: PIQUANT_DTYPE_F64, or
+ * PIQUANT_DTYPE_F32 for an F32, F16 or BF16 input, whose scales are float32
+ * values) and out_zero_points[count]; a set with an infinite value is named
+ * in the message. */
 int piquant_compute_params_grouped(piquant_context *ctx, const void *in, piquant_dtype dtype_in,
                                    size_t numel, piquant_dtype dtype_q, int symmetric,
-                                   size_t count, size_t inner, double *out_scales,
-                                   int64_t *out_zero_points);
+                                   size_t count, size_t inner, void *out_scales,
+                                   piquant_dtype scale_type, int64_t *out_zero_points);
 
 /* llama.cpp / GGUF block formats (docs/semantics.md): blocks of 32 elements
  * (the K-quants: super-blocks of 256) in exactly the bytes GGUF files hold.

@@ -39,10 +39,38 @@ pub fn f32ToF16(comptime n: usize, x: @Vector(n, f32)) @Vector(n, u16) {
 extern fn @"llvm.x86.sse2.cvtps2dq"(@Vector(4, f32)) @Vector(4, i32);
 extern fn @"llvm.x86.avx.cvt.ps2dq.256"(@Vector(8, f32)) @Vector(8, i32);
 extern fn @"llvm.x86.avx512.mask.cvtps2dq.512"(@Vector(16, f32), @Vector(16, i32), u16, i32) @Vector(16, i32);
+extern fn @"llvm.x86.avx512.vfmadd.ps.512"(@Vector(16, f32), @Vector(16, f32), @Vector(16, f32), i32) @Vector(16, f32);
 extern fn @"llvm.x86.sse2.packssdw.128"(@Vector(4, i32), @Vector(4, i32)) @Vector(8, i16);
 extern fn @"llvm.x86.avx2.packssdw"(@Vector(8, i32), @Vector(8, i32)) @Vector(16, i16);
 extern fn @"llvm.x86.sse2.packuswb.128"(@Vector(8, i16), @Vector(8, i16)) @Vector(16, u8);
 extern fn @"llvm.x86.sse2.packsswb.128"(@Vector(8, i16), @Vector(8, i16)) @Vector(16, i8);
+
+extern fn @"llvm.x86.avx2.permd"(@Vector(8, i32), @Vector(8, i32)) @Vector(8, i32);
+extern fn @"llvm.x86.avx512.permvar.si.512"(@Vector(16, i32), @Vector(16, i32)) @Vector(16, i32);
+extern fn @"llvm.x86.avx512.vpermi2var.d.512"(@Vector(16, i32), @Vector(16, i32), @Vector(16, i32)) @Vector(16, i32);
+
+/// The largest table `lookup` takes: one vpermd (AVX2: 8 entries; AVX-512:
+/// 16) or vpermt2d (AVX-512: 32) a register.
+pub const lookup_entries = if (register_bytes == 64) 32 else if (register_bytes == 32) 8 else 0;
+
+/// table[idx mod entries] lane by lane.
+pub fn lookup(comptime n: usize, comptime entries: usize, table: [entries]u32, idx: @Vector(n, u32)) @Vector(n, u32) {
+    const reg = register_bytes / 4;
+    const arr: [n]u32 = idx;
+    var parts: [n / reg]@Vector(reg, i32) = undefined;
+    inline for (&parts, 0..) |*part, k| {
+        const v: @Vector(reg, i32) = @bitCast(@as(@Vector(reg, u32), arr[k * reg ..][0..reg].*));
+        part.* = switch (reg) {
+            8 => @"llvm.x86.avx2.permd"(@bitCast(@as(@Vector(8, u32), table[0..8].*)), v),
+            16 => if (entries == 16)
+                @"llvm.x86.avx512.permvar.si.512"(@bitCast(@as(@Vector(16, u32), table[0..16].*)), v)
+            else
+                @"llvm.x86.avx512.vpermi2var.d.512"(@bitCast(@as(@Vector(16, u32), table[0..16].*)), v, @bitCast(@as(@Vector(16, u32), table[16..32].*))),
+            else => @compileError("no table lookup of this width"),
+        };
+    }
+    return @bitCast(parts);
+}
 
 /// Round half to even and convert, one instruction per register (SSE2 is
 /// baseline): cvtps2dq rounds as MXCSR says, the default nearest-even the
@@ -79,6 +107,53 @@ pub fn roundBytes(comptime n: usize, comptime T: type, c: @Vector(n, f32), zp: @
     const w = packWords(n, d);
     const nan = w == @as(@Vector(n, i16), @splat(std.math.minInt(i16)));
     return bytesOfWords(n, T, @select(i16, nan, @as(@Vector(n, i16), @splat(0)), w) + packWords(n, zp));
+}
+
+const has_fma = builtin.cpu.has(.x86, .fma);
+
+/// The integer and float sides of stochastic rounding's comparison
+/// (simd.zig): with AVX-512, h becomes the float 2^23 + h by its bits
+/// (no conversion), against f·2^16 + 2^23 - 1/2 rounded up to an integer
+/// by the FMA's embedded rounding, {ru-sae}: for an integer m and real v,
+/// m < v exactly when m < ceil(v). Otherwise one FMA where there is one
+/// (f·2^16 - 1/2 is exact where it is at least 0).
+pub fn halvesBelow(comptime n: usize, h: @Vector(n, u16), f: @Vector(n, f32)) @Vector(n, bool) {
+    const V = @Vector(n, f32);
+    if (register_bytes == 64) {
+        const magic: V = @bitCast(@as(@Vector(n, u32), h) | @as(@Vector(n, u32), @splat(0x4B00_0000)));
+        const arr: [n]f32 = f;
+        var parts: [n / 16]@Vector(16, f32) = undefined;
+        inline for (&parts, 0..) |*part, k| part.* = @"llvm.x86.avx512.vfmadd.ps.512"(arr[k * 16 ..][0..16].*, @splat(0x1p16), @splat(0x1p23 - 0.5), 10); // 10: {ru-sae}
+        return magic < @as(V, @bitCast(parts));
+    }
+    const t = if (has_fma) @mulAdd(V, f, @splat(0x1p16), @splat(-0.5)) else f * @as(V, @splat(0x1p16)) - @as(V, @splat(0.5));
+    return @as(V, @floatFromInt(h)) < t;
+}
+
+/// AVX-512 converts with an embedded rounding mode: floor in one instruction.
+pub const floor_converts = register_bytes == 64;
+
+pub fn floorToI32(comptime n: usize, y: @Vector(n, f32)) @Vector(n, i32) {
+    comptime std.debug.assert(floor_converts);
+    const arr: [n]f32 = y;
+    var parts: [n / 16]@Vector(16, i32) = undefined;
+    inline for (&parts, 0..) |*part, k| part.* = @"llvm.x86.avx512.mask.cvtps2dq.512"(arr[k * 16 ..][0..16].*, @splat(0), 0xFFFF, 9); // 9: {rd-sae}
+    return @bitCast(parts);
+}
+
+/// Bytes of d + zp, minInt(i32) lanes giving zp (simd.zig), with AVX-512's
+/// vpmovdb. The sum is kept whole in i32 lanes: LLVM would narrow each of
+/// its addends (a select, a zero point plus a select) by a vpmovdb of its own.
+pub fn intBytes(comptime n: usize, comptime T: type, d: @Vector(n, i32), zp: @Vector(n, i32)) @Vector(n, T) {
+    comptime std.debug.assert(register_bytes == 64);
+    const nan = d == @as(@Vector(n, i32), @splat(std.math.minInt(i32)));
+    const arr: [n]i32 = @select(i32, nan, @as(@Vector(n, i32), @splat(0)), d) + zp;
+    var parts: [n / 16]@Vector(16, i32) = undefined;
+    inline for (&parts, 0..) |*part, k| part.* = asm ("" // a register LLVM cannot look through
+        : [ret] "=v" (-> @Vector(16, i32)),
+        : [x] "0" (@as(@Vector(16, i32), arr[k * 16 ..][0..16].*)),
+    );
+    return @intCast(@as(@Vector(n, i32), @bitCast(parts)));
 }
 
 /// Saturating packs (i32 → i16 → byte), exact for lanes that fit T: LLVM
