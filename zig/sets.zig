@@ -243,6 +243,7 @@ pub fn Params(comptime C: type, comptime Q: DType) type {
             }
             const k = (index - p.window) / g;
             const spread = comptime blk: {
+                @setEvalBranchQuota(10_000); // inlined into callers that inline more of these
                 var m: [block]i32 = undefined;
                 for (&m, 0..) |*x, l| x.* = l / g;
                 break :blk m;
