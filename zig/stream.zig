@@ -126,8 +126,8 @@ fn headElements(comptime In: DType, comptime Out: DType, src: [*]const u8, dst: 
     if (end - begin < 4 * block) return 0;
     const T = if (Out.bits() >= In.bits()) Out else In;
     const base = if (Out.bits() >= In.bits()) @intFromPtr(dst) else @intFromPtr(src);
-    const size = T.bits() / 8;
-    const boundary = @min(simd.lanes * 4, block * size);
+    const size: usize = T.bits() / 8; // bits() is a u8: 32 lanes of float64 overflow it
+    const boundary: usize = @min(simd.lanes * 4, block * size);
     const at = base + begin * size;
     if (at % size != 0) return 0;
     return ((boundary - at % boundary) % boundary) / size;
