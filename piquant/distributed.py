@@ -225,22 +225,34 @@ class _Ring:
         self.spans = [[(unit * (b + pb), unit * (b + pe)) for pb, pe in _bounds(e - b, self.pieces)] for b, e in chunks]
         self.slot = _pad8(max(codec.size(e - b) for c in self.spans for b, e in c))
 
+    def _failed(self, what: str, e: RuntimeError) -> RuntimeError:
+        return RuntimeError(f"piquant.distributed.all_reduce: {what} with ranks {(self.rank - 1) % self.world} → me → "
+                            f"{(self.rank + 1) % self.world} failed or timed out after {self.timeout.total_seconds():g} s "
+                            f"(a peer exited or hangs?): {e}")
+
     def _wait(self, work: Any, what: str) -> None:
         t = time.perf_counter()
         try:
             work.wait(self.timeout)
         except RuntimeError as e:
-            raise RuntimeError(f"piquant.distributed.all_reduce: {what} with ranks {(self.rank - 1) % self.world} → me → "
-                               f"{(self.rank + 1) % self.world} failed or timed out after {self.timeout.total_seconds():g} s "
-                               f"(a peer exited or hangs?): {e}") from e
+            raise self._failed(what, e) from e
         self.waited += time.perf_counter() - t
+
+    def _post(self, send: bool, message: torch.Tensor, tag: int) -> Any:
+        """isend to the next rank or irecv from the previous: posting fails at
+        once where the connection to a peer that exited is already reset."""
+        try:
+            if send:
+                return dist.isend(message, group_dst=(self.rank + 1) % self.world, group=self.group, tag=tag)
+            return dist.irecv(message, group_src=(self.rank - 1) % self.world, group=self.group, tag=tag)
+        except RuntimeError as e:
+            raise self._failed("send" if send else "receive", e) from e
 
     def run(self) -> int:
         """Runs the ring; returns the OR of every rank's flags."""
         world, rank, P, codec, acc = self.world, self.rank, self.pieces, self.codec, self.acc
         steps = 2 * (world - 1)
         count, sends = steps * P, 4  # messages; encode buffers in flight
-        nxt, prv = (rank + 1) % world, (rank - 1) % world
         work = _workspaces.take((count + sends) * self.slot)
         start, cpu = time.perf_counter(), time.thread_time()
 
@@ -256,7 +268,7 @@ class _Ring:
         recvs = []
         for i in range(count):
             b, e = span(i // P, i % P, False)
-            recvs.append(dist.irecv(message(i, b, e), group_src=prv, group=self.group, tag=i))
+            recvs.append(self._post(False, message(i, b, e), i))
         in_flight: list[Any] = [None] * sends
         forwards = []
         flags = 0
@@ -274,11 +286,11 @@ class _Ring:
                 flags = codec.encode(acc[b:e], b, out, res(b, e), flags)
                 if t == world - 1:
                     codec.decode(out, acc[b:e], "set")  # the owner keeps what the others get
-                in_flight[i % sends] = dist.isend(out, group_dst=nxt, group=self.group, tag=i)
+                in_flight[i % sends] = self._post(True, out, i)
             else:  # forward the owner's bytes unchanged, with the flags known here
                 out = message(i - P, b, e)
                 _FLAGS.pack_into(out.numpy().data, 0, flags)
-                forwards.append(dist.isend(out, group_dst=nxt, group=self.group, tag=i))
+                forwards.append(self._post(True, out, i))
         for k in range(P):
             i = count - P + k
             b, e = span(steps, k, True)  # the chunk received at the last step
