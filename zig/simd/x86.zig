@@ -72,12 +72,14 @@ pub fn lookup(comptime n: usize, comptime entries: usize, table: [entries]u32, i
     return @bitCast(parts);
 }
 
-/// Round half to even and convert, one instruction per register (SSE2 is
-/// baseline): cvtps2dq rounds as MXCSR says, the default nearest-even the
-/// multiply before it assumes too; AVX-512 embeds {rn-sae}. NaN and lanes
+/// Convert rounding half to even (`.nearest`) or down (`.floor`, AVX-512
+/// only), one instruction per register (SSE2 is baseline): cvtps2dq rounds
+/// as MXCSR says, the default nearest-even the multiply before it assumes
+/// too; AVX-512 embeds the rounding ({rn-sae}, {rd-sae}). NaN and lanes
 /// outside i32 give 0x80000000.
-fn roundToI32(comptime n: usize, y: @Vector(n, f32)) @Vector(n, i32) {
+fn convertToI32(comptime n: usize, comptime rounding: enum { nearest, floor }, y: @Vector(n, f32)) @Vector(n, i32) {
     const reg = register_bytes / 4;
+    comptime std.debug.assert(rounding == .nearest or reg == 16);
     const arr: [n]f32 = y;
     var parts: [n / reg]@Vector(reg, i32) = undefined;
     inline for (&parts, 0..) |*part, k| {
@@ -85,7 +87,7 @@ fn roundToI32(comptime n: usize, y: @Vector(n, f32)) @Vector(n, i32) {
         part.* = switch (reg) {
             4 => @"llvm.x86.sse2.cvtps2dq"(v),
             8 => @"llvm.x86.avx.cvt.ps2dq.256"(v),
-            16 => @"llvm.x86.avx512.mask.cvtps2dq.512"(v, @splat(0), 0xFFFF, 8), // 8: {rn-sae}
+            16 => @"llvm.x86.avx512.mask.cvtps2dq.512"(v, @splat(0), 0xFFFF, if (rounding == .nearest) 8 else 9),
             else => @compileError("no register of this shape"),
         };
     }
@@ -98,7 +100,7 @@ fn roundToI32(comptime n: usize, y: @Vector(n, f32)) @Vector(n, i32) {
 /// per 16 lanes instead of one per 8 before the conversion, and zp (in
 /// range for T, so it packs exactly) is added to the 16-bit lanes.
 pub fn roundBytes(comptime n: usize, comptime T: type, c: @Vector(n, f32), zp: @Vector(n, i32)) @Vector(n, T) {
-    const d = roundToI32(n, c);
+    const d = convertToI32(n, .nearest, c);
     if (register_bytes == 64 or n != 2 * register_bytes / 4) {
         // vpmovdb narrows in one instruction: no packs to share.
         const nan = d == @as(@Vector(n, i32), @splat(std.math.minInt(i32)));
@@ -134,11 +136,7 @@ pub fn halvesBelow(comptime n: usize, h: @Vector(n, u16), f: @Vector(n, f32)) @V
 pub const floor_converts = register_bytes == 64;
 
 pub fn floorToI32(comptime n: usize, y: @Vector(n, f32)) @Vector(n, i32) {
-    comptime std.debug.assert(floor_converts);
-    const arr: [n]f32 = y;
-    var parts: [n / 16]@Vector(16, i32) = undefined;
-    inline for (&parts, 0..) |*part, k| part.* = @"llvm.x86.avx512.mask.cvtps2dq.512"(arr[k * 16 ..][0..16].*, @splat(0), 0xFFFF, 9); // 9: {rd-sae}
-    return @bitCast(parts);
+    return convertToI32(n, .floor, y);
 }
 
 /// Bytes of d + zp, minInt(i32) lanes giving zp (simd.zig), with AVX-512's
