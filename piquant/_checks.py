@@ -9,6 +9,8 @@ import numbers
 import secrets
 from typing import Any
 
+import numpy as np
+
 from ._dtypes import DataType, resolve
 
 
@@ -101,6 +103,10 @@ def per_tensor_args(dtype: Any, round_mode: Any, scale: Any, zero_point: Any, fd
     """The quantized type, round mode, scale and zero point of a per-tensor
     call on ``fdt`` data, checked in that order; a combination seen before
     is looked up (most calls repeat the last one)."""
+    if type(scale) in _NUMPY_FLOATS:  # as the Python number it equals exactly, which the lookup takes
+        scale = float(scale)
+    if type(zero_point) in _NUMPY_INTS:
+        zero_point = int(zero_point)
     key = (dtype, round_mode, scale, zero_point, fdt) if type(scale) is float and type(zero_point) is int else None
     try:
         hit = _ARGS.get(key)
@@ -120,3 +126,6 @@ def per_tensor_args(dtype: Any, round_mode: Any, scale: Any, zero_point: Any, fd
 
 
 _ARGS: dict[Any, tuple[DataType, int, float, int]] = {}
+# numpy's scalar types that float() or int() converts exactly (item() costs ten times more).
+_NUMPY_FLOATS = frozenset(np.dtype(c).type for c in "efd")
+_NUMPY_INTS = frozenset(np.dtype(c).type for c in "bhilqBHILQ")

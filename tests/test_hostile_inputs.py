@@ -808,8 +808,10 @@ def _outcome(call):
 )
 def test_float_and_numpy_scalar_parameters_agree(lib, ftype, qtype, n, op, scale, zero_point, hostile):
     """Every call with out= gives the same result or the same error whether its
-    scale is a float or an np.float64 (a float subclass, which the checks
-    cache separately); out= is untouched when it raises."""
+    scale is a float or a numpy scalar of the same value (np.float64, a float
+    subclass; np.float32 and np.float16, with a numpy integer zero point),
+    which the checks convert before their cache; out= is untouched when it
+    raises."""
     rng = np.random.default_rng(n * 31 + zero_point + 300)
     x = (rng.standard_normal(n) * 4).astype(ftype)
     xs = torch.from_numpy(x) if lib == "torch" else x
@@ -834,8 +836,7 @@ def test_float_and_numpy_scalar_parameters_agree(lib, ftype, qtype, n, op, scale
     q = ref.quantize(x, qtype, 0.5, 0)
     data = wrap(q.copy()) if not (hostile == "extra_data") else wrap(np.concatenate([q, q[:1]]) if q.size else np.zeros(1, q.dtype))
 
-    def call(s, out):
-        z = zero_point
+    def call(s, z, out):
         if hostile == "scale_true":
             s = True
         if op == "quantize":
@@ -848,11 +849,16 @@ def test_float_and_numpy_scalar_parameters_agree(lib, ftype, qtype, n, op, scale
         dt = qtype if hostile == "string_dtype" else DataType[qtype.upper()]
         return piquant.dequantize(piquant.Quantized(data, dt, (n,), s, z), out=out)
 
-    results = []
-    for s in (scale, np.float64(scale)):
-        out = fresh_out()
-        before = as_bytes(out.resolve_neg() if isinstance(out, torch.Tensor) else out)
-        results.append(_outcome(functools.partial(call, s, out)))
-        if results[-1][0] != "ok":
-            assert as_bytes(out.resolve_neg() if isinstance(out, torch.Tensor) else out) == before, results[-1]
-    assert results[0] == results[1]
+    with np.errstate(over="ignore"):
+        s32, s16 = np.float32(scale), np.float16(scale)
+    z = zero_point
+    pairs = [((scale, z), (np.float64(scale), z)), ((float(s32), z), (s32, np.int64(z))), ((float(s16), z), (s16, np.int16(z)))]
+    for pair in pairs:
+        results = []
+        for s, zp in pair:
+            out = fresh_out()
+            before = as_bytes(out.resolve_neg() if isinstance(out, torch.Tensor) else out)
+            results.append(_outcome(functools.partial(call, s, zp, out)))
+            if results[-1][0] != "ok":
+                assert as_bytes(out.resolve_neg() if isinstance(out, torch.Tensor) else out) == before, results[-1]
+        assert results[0] == results[1], pair
