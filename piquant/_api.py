@@ -276,13 +276,15 @@ def _source(q: Any, qdtype: Any, scale: Any, zero_point: Any, shape: Any, axis: 
         qdt = q.dtype
         if type(qdt) is not DataType or qdt._value_ < 16:
             qdt = resolve(qdt, "q.dtype", quantized=True)
-        logical = check_shape(q.shape, "q.shape")
-        numel = math.prod(logical)
+        logical = q.shape
         buf = _arrays.read(q.data, "q.data", quantized=True)
-        if buf[3] is not qdt or buf[5] != numel:  # else the storage of numel qdt values, which check_data also passes
-            _arrays.check_data(buf, qdt, numel, "q.data")
-            array, kind, ptr, _, shape, _ = buf
-            buf = array, kind, ptr, qdt, shape, numel
+        if buf[3] is not qdt or buf[4] != logical or type(logical) is not tuple:  # else data of qdt values in the shape, a valid one
+            logical = check_shape(logical, "q.shape")
+            numel = math.prod(logical)
+            if buf[3] is not qdt or buf[5] != numel:  # else the storage of numel qdt values, which check_data also passes
+                _arrays.check_data(buf, qdt, numel, "q.data")
+                array, kind, ptr, _, shape, _ = buf
+                buf = array, kind, ptr, qdt, shape, numel
         return buf, qdt, q.scale, q.zero_point, logical, q.axis, q.group_size
     if (type(q) is _arrays._torch_tensor or _arrays.kind_of(q, "q") == _arrays.TORCH) and q.is_quantized:
         if scale is not None or zero_point is not None or axis is not None or group_size is not None:
@@ -369,7 +371,7 @@ def dequantize_buffer(backend: Any, src: Buffer, qdt: DataType, scale: Any, zero
         dst_dt = fdt or _F32
         dst_array, dst_ptr = _arrays.empty(kind, logical, dst_dt, numel=numel)
     else:
-        out_dt = _arrays.dtype_of(out, _arrays.kind_of(out, "out"), "out", quantized=False)
+        out_dt = _arrays.float_type_of(out, "out")
         if fdt is not None and fdt is not out_dt:
             raise ValueError(f"dtype: {fdt.short_name} does not match out's dtype {out.dtype}")
         dst_dt = out_dt

@@ -57,6 +57,16 @@ def dtype_of(x: Any, kind: str, arg: str, *, quantized: bool) -> DataType:
     return dt
 
 
+def float_type_of(out: Any, arg: str) -> DataType:
+    """The float DataType of an output array, checked as dtype_of does; a
+    numpy array of a float type, the common case, in one dict lookup."""
+    if type(out) is np.ndarray:
+        dt = NUMPY_TYPES.get(out.dtype)
+        if dt is not None and dt._value_ < 16:
+            return dt
+    return dtype_of(out, kind_of(out, arg), arg, quantized=False)
+
+
 def address(a: Any, arg: str) -> int:
     """The address of the first element of a contiguous numpy array, or of
     a CPU tensor of any strides (parameter arrays, used where they lie)

@@ -101,7 +101,7 @@ def dequantize(data: Any, qtype: Any, *, dtype: Any = None, out: Any = None, ctx
         dst_dt = fdt or DataType.F32
         dst, dst_ptr = _arrays.empty(kind, shape, dst_dt)
     else:
-        dst_dt = _arrays.dtype_of(out, _arrays.kind_of(out, "out"), "out", quantized=False)
+        dst_dt = _arrays.float_type_of(out, "out")
         if fdt is not None and fdt is not dst_dt:
             raise ValueError(f"dtype: {fdt.short_name} does not match out's dtype {out.dtype}")
         dst, dst_ptr = _arrays.write(out, src, dst_dt, numel)

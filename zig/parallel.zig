@@ -16,9 +16,9 @@ const Pool = pool_mod.Pool;
 pub const parallel_min_elements = 1 << 15;
 const min_chunk_elements = 1 << 14;
 
-/// Below this many elements a call is split into one chunk per thread: the
-/// caller nearly always takes the first, so repeated calls on the same
-/// arrays find each part in the cache of the core that did it last time.
+/// Below this many elements a call is split into one chunk per thread, each
+/// thread's home chunk in the pool, so repeated calls on the same arrays
+/// find each part in the cache of the core that did it last time.
 /// Larger calls stream from memory, where more chunks balance the load.
 const affinity_max_elements = 1 << 22;
 
