@@ -21,8 +21,14 @@ pub fn splitmix64(seed: u64) u64 {
 
 /// lowbias32 (Chris Wellons' hash-prospector): a bijective 32-bit mix.
 pub fn lowbias32(comptime n: comptime_int, v: @Vector(n, u32)) @Vector(n, u32) {
+    return afterShift(n, v ^ (v >> @splat(16)));
+}
+
+/// lowbias32 from its first multiply on: a keyed hash folds the key into
+/// the first xor-shift, (s ^ K) ^ ((s ^ K) >> 16) = s ^ (s >> 16) ^ fold(K),
+/// one three-way xor instead of two.
+fn afterShift(comptime n: comptime_int, v: @Vector(n, u32)) @Vector(n, u32) {
     var x = v;
-    x ^= x >> @splat(16);
     x *%= @splat(0x7feb352d);
     x ^= x >> @splat(15);
     x *%= @splat(0x846ca68b);
@@ -41,19 +47,19 @@ const weyl: u32 = 0x9E37_79B1;
 pub const Key = struct {
     k: u64,
     hi: u32 = 0,
-    /// In every lane: a block loop then keeps it in a register instead of
-    /// broadcasting it each block.
+    /// fold(K(j)), in every lane: a block loop then keeps it in a register
+    /// instead of broadcasting it each block.
     word: @Vector(block, u32),
 
     pub fn init(seed: u64) Key {
         const k = splitmix64(seed);
-        return .{ .k = k, .word = @splat(keyWord(k, 0)) };
+        return .{ .k = k, .word = @splat(fold(keyWord(k, 0))) };
     }
 
     fn at(self: *Key, comptime n: comptime_int, hi: u32) @Vector(n, u32) {
         if (hi != self.hi) {
             self.hi = hi;
-            self.word = @splat(keyWord(self.k, hi));
+            self.word = @splat(fold(keyWord(self.k, hi)));
         }
         return @as([block]u32, self.word)[0..n].*;
     }
@@ -64,14 +70,20 @@ fn keyWord(k: u64, hi: u32) u32 {
     return @as(u32, @truncate(k)) ^ lowbias32(1, .{hi ^ @as(u32, @truncate(k >> 32))})[0];
 }
 
+/// The key's part of the first xor-shift of lowbias32 (`afterShift`).
+fn fold(k: u32) u32 {
+    return k ^ (k >> 16);
+}
+
 /// h(j) for counters j .. j+n (docs/semantics.md): lowbias32 of the
-/// counter's low half times `weyl`, keyed by K(j). `j` is a multiple of n,
-/// so the high half and K are the same in every lane, and (j + lane)·weyl =
-/// j·weyl + lane·weyl needs one scalar multiply.
+/// counter's low half times `weyl`, keyed by K(j). The counters share
+/// their high half (a block's do: rounding ranges within 2^32 elements, or
+/// blocks at multiples of n), so K is the same in every lane, and
+/// (j + lane)·weyl = j·weyl + lane·weyl needs one scalar multiply.
 fn hashes(comptime n: comptime_int, key: *Key, j: u64) @Vector(n, u32) {
     const lanes_weyl = comptime std.simd.iota(u32, n) *% @as(@Vector(n, u32), @splat(weyl));
     const spread = @as(@Vector(n, u32), @splat(@as(u32, @truncate(j)) *% weyl)) +% lanes_weyl;
-    return lowbias32(n, spread ^ key.at(n, @truncate(j >> 32)));
+    return afterShift(n, spread ^ (spread >> @splat(16)) ^ key.at(n, @truncate(j >> 32)));
 }
 
 /// Whether u < f for the uniforms of elements i .. i+block (i is even) and
@@ -143,6 +155,9 @@ test "stochastic uniforms: vector lanes follow the scalar formula, high index bi
     }
     try testing.expect(hashes(block, &key, 0)[0] != hashes(block, &key, 1 << 32)[0]);
     try testing.expectEqual(scalarHash(key.k, 3 << 32), hashes(block, &key, 3 << 32)[0]);
+    // A block that does not start at a multiple of its lanes (an aligning head).
+    const h = hashes(block / 2, &key, (3 << 32) + 6);
+    for (0..block / 2) |lane| try testing.expectEqual(scalarHash(key.k, (3 << 32) + 6 + lane), h[lane]);
 }
 
 fn scalarHash(k: u64, j: u64) u32 {

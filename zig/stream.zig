@@ -77,11 +77,12 @@ pub fn streamGroups(comptime out_bits: u16, dst: [*]u8, begin: usize, end: usize
 /// so every element of a call sees identical arithmetic. `blockFn(p, src,
 /// dst, i, index)` reads element i of src and writes element i of dst;
 /// `index` is the element's number in the call (stochastic rounding's
-/// counter), which differs from i in the head and tail. `any_start`: the
-/// block code gives each element the same result whatever element its
-/// block starts at (per-tensor parameters, no stochastic counters), so
-/// the loop may align its blocks.
-pub fn runRange(comptime In: DType, comptime Out: DType, comptime reads_dst: bool, comptime any_start: bool, stream: bool, p: anytype, src: [*]const u8, dst: [*]u8, begin: usize, end: usize, comptime blockFn: anytype) void {
+/// counter), which differs from i in the head and tail. `start_step`, if
+/// not 0: the block code gives each element the same result whatever
+/// element its block starts at, as long as that element's index is a
+/// multiple of it (per-tensor parameters; stochastic counters come in
+/// pairs), so the loop may align its blocks by such a head.
+pub fn runRange(comptime In: DType, comptime Out: DType, comptime reads_dst: bool, start_step: usize, stream: bool, p: anytype, src: [*]const u8, dst: [*]u8, begin: usize, end: usize, comptime blockFn: anytype) void {
     var i = begin;
     if (!reads_dst and stream) {
         const Emit = struct {
@@ -95,10 +96,12 @@ pub fn runRange(comptime In: DType, comptime Out: DType, comptime reads_dst: boo
             }
         };
         i = streamGroups(Out.bits(), dst, begin, end, Emit{ .p = p, .src = src });
-    } else if (any_start) {
+    } else if (start_step != 0) {
         const h = headElements(In, Out, src, dst, begin, end);
-        if (h != 0) partialBlock(In, Out, reads_dst, p, src, dst, begin, h, blockFn);
-        i += h;
+        if (h != 0 and h % start_step == 0 and begin % start_step == 0) {
+            partialBlock(In, Out, reads_dst, p, src, dst, begin, h, blockFn);
+            i += h;
+        }
     }
     while (i + block <= end) : (i += block) {
         prefetchBlock(In, src, i);

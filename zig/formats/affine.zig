@@ -165,9 +165,12 @@ fn Range(comptime op: Op) type {
             const in = if (op == .dequantize) c.quant_type else c.float_type;
             const out = if (op == .quantize) c.quant_type else c.float_type;
             // Per-set parameters change at set boundaries that blocks
-            // meet aligned, and stochastic counters come in pairs.
-            const any_start = @TypeOf(p) == *sets.Uniform(c.float_type.Compute(), c.quant_type) and c.round_mode != .stochastic;
-            stream.runRange(in, out, c.reduce_op == .add, any_start, a.stream != 0, p, a.src, a.dst, begin, end, Block.run);
+            // meet aligned. Stochastic counters come in pairs (float32),
+            // and a block's must share their high half (rounding.hashes),
+            // which a range within 2^32 elements guarantees.
+            const per_tensor = @TypeOf(p) == *sets.Uniform(c.float_type.Compute(), c.quant_type);
+            const start_step: usize = if (!per_tensor) 0 else if (c.round_mode != .stochastic) 1 else if (begin >> 32 == (end -| 1) >> 32) 2 else 0;
+            stream.runRange(in, out, c.reduce_op == .add, start_step, a.stream != 0, p, a.src, a.dst, begin, end, Block.run);
         }
     };
 }

@@ -111,7 +111,7 @@ fn Range(comptime op: Op) type {
             };
             const in = if (op == .dequantize) c.quant_type else c.float_type;
             const out = if (op == .quantize) c.quant_type else c.float_type;
-            stream.runRange(in, out, c.reduce_op == .add, false, a.stream != 0, &p, a.src, a.dst, begin, end, Block.run);
+            stream.runRange(in, out, c.reduce_op == .add, 0, a.stream != 0, &p, a.src, a.dst, begin, end, Block.run);
         }
     };
 }

@@ -140,18 +140,20 @@ pub fn floorToI32(comptime n: usize, y: @Vector(n, f32)) @Vector(n, i32) {
 }
 
 /// Bytes of d + zp, minInt(i32) lanes giving zp (simd.zig), with AVX-512's
-/// vpmovdb. The sum is kept whole in i32 lanes: LLVM would narrow each of
-/// its addends (a select, a zero point plus a select) by a vpmovdb of its own.
+/// vpmovdb. minInt(i32) is 0 modulo 256, so the wrapping sum of such a lane
+/// truncates to zp's byte: no compare and select. The sum is kept whole in
+/// i32 lanes: LLVM would narrow each of its addends (a zero point plus a
+/// select) by a vpmovdb of its own.
 pub fn intBytes(comptime n: usize, comptime T: type, d: @Vector(n, i32), zp: @Vector(n, i32)) @Vector(n, T) {
     comptime std.debug.assert(register_bytes == 64);
-    const nan = d == @as(@Vector(n, i32), @splat(std.math.minInt(i32)));
-    const arr: [n]i32 = @select(i32, nan, @as(@Vector(n, i32), @splat(0)), d) + zp;
+    const arr: [n]i32 = d +% zp;
     var parts: [n / 16]@Vector(16, i32) = undefined;
     inline for (&parts, 0..) |*part, k| part.* = asm ("" // a register LLVM cannot look through
         : [ret] "=v" (-> @Vector(16, i32)),
         : [x] "0" (@as(@Vector(16, i32), arr[k * 16 ..][0..16].*)),
     );
-    return @intCast(@as(@Vector(n, i32), @bitCast(parts)));
+    const W = @Vector(n, std.meta.Int(@typeInfo(T).int.signedness, 32));
+    return @truncate(@as(W, @bitCast(parts)));
 }
 
 /// Saturating packs (i32 → i16 → byte), exact for lanes that fit T: LLVM
