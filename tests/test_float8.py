@@ -219,6 +219,53 @@ def test_native_dequantize(contexts, rng, isa, threads, ftype, fmt):
             np.testing.assert_array_equal(as_bytes(out), as_bytes(want), err_msg=f"n={n} scale={scale} {reduce}")
 
 
+def _at_offset(x: np.ndarray, offset: int) -> np.ndarray:
+    """A copy of x whose data starts `offset` elements past a 64-byte boundary."""
+    raw = np.empty(x.nbytes + 64 + offset * x.itemsize, np.uint8)
+    start = -raw.ctypes.data % 64 + offset * x.itemsize
+    y = raw[start : start + x.nbytes].view(x.dtype)
+    y[...] = x
+    return y
+
+
+@pytestmark_native
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("ftype", ("float32", "float64"))
+@pytest.mark.parametrize("fmt", FP8)
+def test_native_every_alignment(contexts, rng, isa, threads, ftype, fmt):
+    """Per-tensor nearest loops align their blocks to the wider array
+    (stream.zig): inputs and outputs at every element offset from a line,
+    quantize, fake_quantize and dequantize, set and add, both rounding modes
+    (stochastic keeps its blocks where they start)."""
+    ctx = contexts(isa, threads)
+    n = 40_011
+    scale = 0.0371
+    base = adversarial(rng, n, fmt, ftype, scale)
+    st = float8.FORMATS[fmt].storage
+    for src_off, dst_off in [(k, (5 * k + 3) % 17) for k in range(17)]:
+        x = _at_offset(base, src_off)
+        for mode in MODES:
+            seed = int(rng.integers(0, 2**63))
+            want = ref.quantize(x, fmt, scale, 0, round_mode=mode, seed=seed)
+            got = _at_offset(np.zeros(n, st), dst_off)
+            piquant.quantize(x, fmt, scale=scale, round_mode=mode, seed=seed, out=got, ctx=ctx)
+            np.testing.assert_array_equal(as_bytes(got), as_bytes(want), err_msg=f"offsets {src_off}/{dst_off} {mode}")
+            for reduce in ("set", "add"):
+                out = _at_offset(base, dst_off)
+                expect = out.copy()
+                piquant.fake_quantize(x, fmt, scale=scale, zero_point=0, round_mode=mode, seed=seed, reduce=reduce, out=out, ctx=ctx)
+                ref.fake_quantize(x, fmt, scale, 0, round_mode=mode, seed=seed, out=expect, reduce=reduce)
+                np.testing.assert_array_equal(as_bytes(out), as_bytes(expect), err_msg=f"fake offsets {src_off}/{dst_off} {mode} {reduce}")
+        data = _at_offset(ref.quantize(base, fmt, scale, 0), dst_off)
+        for reduce in ("set", "add"):
+            out = _at_offset(base, src_off)
+            expect = out.copy()
+            piquant.dequantize(data, NP_FLOAT[ftype], scale=scale, reduce=reduce, out=out, ctx=ctx)
+            ref.dequantize(data, fmt, scale, 0, out_dtype=ftype, out=expect, reduce=reduce)
+            np.testing.assert_array_equal(as_bytes(out), as_bytes(expect), err_msg=f"dequantize offsets {src_off}/{dst_off} {reduce}")
+
+
 @pytestmark_native
 @pytest.mark.parametrize("threads", THREADS)
 @pytest.mark.parametrize("isa", ISAS)

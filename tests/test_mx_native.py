@@ -75,6 +75,27 @@ def test_quantize_matches_reference(rng, contexts, fmt, mode):
 
 
 @pytest.mark.parametrize("fmt", pmx.FORMATS)
+def test_finite_batches_match_reference(rng, contexts, fmt):
+    """Batches of blocks without NaN or infinity, whose codes skip the NaN
+    selects and the per-block test (zig/formats/mx.zig, batchCodes), and
+    later batches holding one NaN or one infinity: both paths in one call."""
+    for bs in (16,) if fmt == "nvfp4" else (32, 16, 64):
+        rows, n = 24, 2048
+        x = adversarial_blocks(rng, "mxfp4" if fmt in ("mxint8", "nvfp4") else fmt, rows * n // bs, bs).reshape(rows, n)
+        x[~np.isfinite(x)] = 0
+        x[-5, 7] = np.nan
+        x[-2, 100] = -np.inf
+        for mode in ("floor",) if fmt == "nvfp4" else ("floor", "rceil"):
+            want_d, want_s = reference(x, fmt, bs, mode)
+            for isa in ISAS:
+                for threads in THREADS:
+                    _, d, s = native(contexts(isa, threads), x, fmt, bs, mode)
+                    where = f"{isa} {threads} threads, block {bs}, {mode}"
+                    np.testing.assert_array_equal(s, want_s, err_msg=f"scales, {where}")
+                    np.testing.assert_array_equal(d, want_d, err_msg=f"data, {where}")
+
+
+@pytest.mark.parametrize("fmt", pmx.FORMATS)
 def test_stochastic_rounding_matches_reference(rng, contexts, fmt):
     bs = 16 if fmt == "nvfp4" else 32
     x = hostile(rng, fmt, 37 * 1824 // bs, bs).reshape(37, 1824)

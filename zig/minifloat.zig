@@ -126,7 +126,9 @@ pub inline fn encode(comptime f: Format, comptime C: type, comptime mode: RoundM
                 break :blk simd.lookup(n, t.entries[0..n].*, @max(a, first) >> @as(Shift, @splat(s)));
             } else magicOf(f, C, a);
             const sum: Vec(U) = @bitCast(@as(Vec(C), @bitCast(a)) + @as(Vec(C), @bitCast(magic)));
-            mag = sum & splat(U, (@as(U, 1) << s) - 1);
+            // The code is in sum's mantissa: the field select below keeps
+            // its bits (fewer than the mantissa's) and drops the exponent's.
+            mag = sum;
             value = @as(Vec(C), @bitCast(sum)) - @as(Vec(C), @bitCast(magic)); // exact
         },
         .stochastic => {
@@ -142,7 +144,8 @@ pub inline fn encode(comptime f: Format, comptime C: type, comptime mode: RoundM
         },
         else => @compileError("unknown round mode"),
     }
-    // The code's field bits from mag (which has none above them), its sign
+    // The code's field bits from mag (nearest: the sum, whose bits above
+    // them are dropped here; stochastic: none above them), its sign
     // bit from y's top bits: one bit select (vpternlogd under AVX-512).
     const field = splat(U, (@as(U, 1) << @intCast(f.bits - 1)) - 1);
     const signed = (mag & field) | ((b >> @as(Shift, @splat(@intCast(@bitSizeOf(C) - @as(u32, f.bits))))) & ~field);

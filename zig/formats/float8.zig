@@ -69,7 +69,7 @@ fn Params(comptime c: Case) type {
     return sets.Params(c.float_type.Compute(), c.quant_type);
 }
 
-inline fn quantizeBlock(comptime c: Case, p: *Params(c), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+inline fn quantizeBlock(comptime c: Case, p: anytype, src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
     const C = c.float_type.Compute();
     const y = floats.loadFloats(c.float_type, src, i) * p.at(index).inv_scale;
     const code = encode(c.quant_type, C, c.round_mode, y, &p.key, index).code;
@@ -77,7 +77,7 @@ inline fn quantizeBlock(comptime c: Case, p: *Params(c), src: [*]const u8, dst: 
     dst[i..][0..block].* = bytes;
 }
 
-inline fn dequantizeBlock(comptime c: Case, p: *Params(c), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+inline fn dequantizeBlock(comptime c: Case, p: anytype, src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
     const C = c.float_type.Compute();
     const q = minifloat.decode(comptime format(c.quant_type), @as(Vec(u8), src[i..][0..block].*));
     const d: Vec(C) = if (C == f32) q else @floatCast(q);
@@ -85,7 +85,7 @@ inline fn dequantizeBlock(comptime c: Case, p: *Params(c), src: [*]const u8, dst
     store(c, dst, i, @select(C, nan, splat(C, 0), d) * p.at(index).scale, nan, d);
 }
 
-inline fn fakeBlock(comptime c: Case, p: *Params(c), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+inline fn fakeBlock(comptime c: Case, p: anytype, src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
     const C = c.float_type.Compute();
     const l = p.at(index);
     const y = floats.loadFloats(c.float_type, src, i) * l.inv_scale;
@@ -99,9 +99,18 @@ fn Range(comptime op: Op) type {
     return struct {
         fn run(comptime c: Case, args: *const types.Args, begin: usize, end: usize) void {
             const a = args.*; // a local copy: see affine.zig
-            var p = Params(c).init(&a);
+            if (a.scales == null) {
+                var u = sets.Uniform(c.float_type.Compute(), c.quant_type).init(&a);
+                loop(c, &a, &u, begin, end);
+            } else {
+                var p = Params(c).init(&a);
+                loop(c, &a, &p, begin, end);
+            }
+        }
+
+        fn loop(comptime c: Case, a: *const types.Args, p: anytype, begin: usize, end: usize) void {
             const Block = struct {
-                fn run(q: *Params(c), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
+                fn run(q: @TypeOf(p), src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
                     switch (op) {
                         .quantize => quantizeBlock(c, q, src, dst, i, index),
                         .dequantize => dequantizeBlock(c, q, src, dst, i, index),
@@ -111,7 +120,11 @@ fn Range(comptime op: Op) type {
             };
             const in = if (op == .dequantize) c.quant_type else c.float_type;
             const out = if (op == .quantize) c.quant_type else c.float_type;
-            stream.runRange(in, out, c.reduce_op == .add, 0, a.stream != 0, &p, a.src, a.dst, begin, end, Block.run);
+            // Per tensor and nearest, a block's codes do not depend on
+            // where it starts: the loop may align the wider array.
+            const per_tensor = @TypeOf(p) == *sets.Uniform(c.float_type.Compute(), c.quant_type);
+            const start_step: usize = if (per_tensor and c.round_mode != .stochastic) 1 else 0;
+            stream.runRange(in, out, c.reduce_op == .add, start_step, a.stream != 0, p, a.src, a.dst, begin, end, Block.run);
         }
     };
 }

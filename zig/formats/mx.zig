@@ -393,16 +393,7 @@ fn wholeVectors(comptime f: MxFormat, comptime t: DType, comptime pairs: bool, a
     var b = begin;
     while (b < end) {
         const n = @min(per, end - b);
-        if (pairs) halfAmaxes(t, a.src, b * size, n, &bits) else for (0..n) |k| {
-            const i = (b + k) * size;
-            var top: U = @splat(0);
-            var j: usize = 0;
-            while (j < size) : (j += w) {
-                inline for (0..comptime @max(1, t.byteCount(w) / 64)) |l| stream.prefetchAhead(a.src, t.byteCount(i + j) + 64 * l);
-                top = @max(top, @as(U, @bitCast(floats.loadFloats(t, a.src, i + j))) & splat(u32, 0x7FFF_FFFF));
-            }
-            bits[k] = @reduce(.Max, top);
-        }
+        amaxes(t, a.src, b * size, size, n, &bits);
         @memset(bits[n .. (n + w - 1) / w * w], 0);
         blockScales(f, a, &bits, n, &codes, &r, &factors);
         @memcpy(a.mx_scales.?[b..][0..n], codes[0..n]);
@@ -417,61 +408,118 @@ fn wholeVectors(comptime f: MxFormat, comptime t: DType, comptime pairs: bool, a
 const R = w / 2;
 const Half = @Vector(R, u32);
 
-/// amax bits of the n blocks of R elements from element i into bits[0..n):
-/// R blocks (R registers) at a time folded into one register of R amaxes,
-/// whose halves of each block's lanes are maxed level by level (log2 R
-/// levels, two shuffles and a max per pair of registers), not reduced a
-/// block at a time (log2 R shuffles and maxes each).
-fn halfAmaxes(comptime t: DType, src: [*]const u8, i: usize, n: usize, bits: *[batch_blocks]u32) void {
-    const magnitude: Half = @splat(0x7FFF_FFFF);
+/// amax bits of the n blocks of `size` elements (a multiple of R) from
+/// element i into bits[0..n): each block maxed into one register, R
+/// blocks (R registers) at a time folded into one register of R amaxes
+/// (log2 R levels, a shuffle, a blend and a max per pair of registers),
+/// not reduced a block at a time (log2 R shuffles and maxes each).
+fn amaxes(comptime t: DType, src: [*]const u8, i: usize, size: usize, n: usize, bits: *[batch_blocks]u32) void {
     var k: usize = 0;
     while (k + R <= n) : (k += R) {
         var regs: [R]Half = undefined;
-        inline for (&regs, 0..) |*reg, l| {
-            const at = i + (k + l) * R;
-            if (comptime t.byteCount(R) * l % 64 == 0) stream.prefetchAhead(src, t.byteCount(at));
-            reg.* = @as(Half, @bitCast(floats.load(t, R, src, at))) & magnitude;
-        }
+        // Block fold_order[l] into register l: the folds leave block o in lane o.
+        inline for (&regs, 0..) |*reg, l| reg.* = blockMax(t, src, i + (k + fold_order[l]) * size, size);
         comptime var seg = R;
         inline while (seg > 1) : (seg /= 2) {
             inline for (0..seg / 2) |p| regs[p] = foldHalves(seg, regs[2 * p], regs[2 * p + 1]);
         }
         bits[k..][0..R].* = regs[0];
     }
-    while (k < n) : (k += 1) bits[k] = @reduce(.Max, @as(Half, @bitCast(floats.load(t, R, src, i + k * R))) & magnitude);
+    while (k < n) : (k += 1) bits[k] = @reduce(.Max, blockMax(t, src, i + k * size, size));
 }
 
-/// x and y hold blocks of `seg` lanes each (x's first); the result holds
-/// them in the same order in seg / 2 lanes, each the max of a block's halves.
-inline fn foldHalves(comptime seg: usize, x: Half, y: Half) Half {
-    const masks = comptime blk: {
-        var lo: [R]i32 = undefined;
-        var hi: [R]i32 = undefined;
-        for (0..R) |o| {
-            const from = o / (seg / 2) * seg + o % (seg / 2);
-            lo[o] = if (from < R) from else ~@as(i32, from - R);
-            hi[o] = if (from + seg / 2 < R) from + seg / 2 else ~@as(i32, from + seg / 2 - R);
-        }
-        break :blk .{ lo, hi };
-    };
-    return @max(@shuffle(u32, x, y, masks[0]), @shuffle(u32, x, y, masks[1]));
+/// The |x| bits of the block of `size` elements at element i, maxed lane
+/// by lane into one register.
+inline fn blockMax(comptime t: DType, src: [*]const u8, i: usize, size: usize) Half {
+    const magnitude: Half = @splat(0x7FFF_FFFF);
+    var m: Half = @splat(0);
+    var j: usize = 0;
+    while (j < size) : (j += R) {
+        stream.prefetchAhead(src, t.byteCount(i + j));
+        m = @max(m, @as(Half, @bitCast(floats.load(t, R, src, i + j))) & magnitude);
+    }
+    return m;
 }
+
+/// Lane o of x at a level of `seg` (chunks of seg lanes, one block each):
+/// in the first half of a chunk the chunk of x, in the second that of y.
+fn fromY(comptime seg: usize) @Vector(R, bool) {
+    var m: [R]bool = undefined;
+    for (&m, 0..) |*b, o| b.* = o % seg >= seg / 2;
+    return m;
+}
+
+/// x and y hold blocks of `seg` lanes each; the result holds in each chunk
+/// of seg lanes x's block of that chunk, then y's, each in seg / 2 lanes
+/// the max of the block's halves: the chunk's own lanes (a blend) maxed
+/// with the other halves (one two-source shuffle).
+inline fn foldHalves(comptime seg: usize, x: Half, y: Half) Half {
+    const other = comptime blk: {
+        var m: [R]i32 = undefined;
+        for (&m, 0..) |*l, o| l.* = if (o % seg < seg / 2) o + seg / 2 else ~@as(i32, o - seg / 2);
+        break :blk m;
+    };
+    return @max(@select(u32, comptime fromY(seg), y, x), @shuffle(u32, x, y, other));
+}
+
+/// The register each block of R goes into, so that foldHalves' levels
+/// leave block o in lane o: their order of blocks simulated on labels.
+const fold_order = blk: {
+    var labels: [R][R]usize = undefined;
+    for (&labels, 0..) |*reg, l| reg.* = @splat(l);
+    var seg = R;
+    while (seg > 1) : (seg /= 2) {
+        for (0..seg / 2) |p| {
+            for (0..R) |o| labels[p][o] = if (o % seg >= seg / 2) labels[2 * p + 1][o] else labels[2 * p][o];
+        }
+    }
+    var order: [R]usize = undefined;
+    for (0..R) |o| order[labels[0][o]] = o;
+    break :blk order;
+};
 
 /// wholeVectors' second pass, the rounding mode known at compile time: the
 /// codes of blocks [b, b + n), a batch whose amax bits and factors are
 /// `bits` and `r` (src and dst are locals: stores through dst could
 /// otherwise alias the Args they came from, and be reloaded each vector).
+/// A batch with finite amaxes and factors cannot make a NaN y: its codes
+/// skip the NaN selects and the test a block; another batch tests each
+/// block (pairs: each two).
 inline fn batchCodes(comptime f: MxFormat, comptime t: DType, comptime mode: types.RoundMode, comptime pairs: bool, src: [*]const u8, dst: [*]u8, b: usize, n: usize, size: usize, bits: *const [batch_blocks]u32, r: *const [batch_blocks]f32, key: *rounding.Key) void {
     const e = comptime element(f);
+    const all_clean = batchClean(n, bits, r);
+    const ahead = t.byteCount(n * size);
     if (pairs) {
         var k: usize = 0;
+        if (all_clean) {
+            while (k < n) : (k += 2) {
+                const i = (b + k) * R;
+                const m: V = @bitCast([2]@Vector(R, f32){ @splat(r[k]), @splat(r[k + 1]) });
+                prefetchNext(t, src, i, ahead);
+                storeCodes(f, dst, i, 0, w, encode(e, true, floats.loadFloats(t, src, i) * m, mode, key, i));
+            }
+            return;
+        }
         while (k < n) : (k += 2) {
             const i = (b + k) * R;
             const m: V = @bitCast([2]@Vector(R, f32){ @splat(r[k]), @splat(r[k + 1]) });
+            prefetchNext(t, src, i, ahead);
             const x = floats.loadFloats(t, src, i);
             const clean = @max(bits[k], bits[k + 1]) < 0x7F80_0000 and std.math.isFinite(r[k]) and std.math.isFinite(r[k + 1]);
             const c = if (clean) encode(e, true, x * m, mode, key, i) else encode(e, false, signedNans(x * m, x, m), mode, key, i);
             storeCodes(f, dst, i, 0, w, c);
+        }
+        return;
+    }
+    if (all_clean) {
+        for (0..n) |k| {
+            const i = (b + k) * size;
+            const m: V = @splat(r[k]);
+            var j: usize = 0;
+            while (j < size) : (j += w) {
+                prefetchNext(t, src, i + j, ahead);
+                storeCodes(f, dst, i + j, 0, w, encode(e, true, floats.loadFloats(t, src, i + j) * m, mode, key, i + j));
+            }
         }
         return;
     }
@@ -481,14 +529,34 @@ inline fn batchCodes(comptime f: MxFormat, comptime t: DType, comptime mode: typ
         var j: usize = 0;
         if (bits[k] < 0x7F80_0000 and std.math.isFinite(r[k])) {
             while (j < size) : (j += w) {
+                prefetchNext(t, src, i + j, ahead);
                 const x = floats.loadFloats(t, src, i + j);
                 storeCodes(f, dst, i + j, 0, w, encode(e, true, x * m, mode, key, i + j));
             }
         } else while (j < size) : (j += w) {
+            prefetchNext(t, src, i + j, ahead);
             const x = floats.loadFloats(t, src, i + j);
             storeCodes(f, dst, i + j, 0, w, encode(e, false, signedNans(x * m, x, m), mode, key, i + j));
         }
     }
+}
+
+/// Prefetches the lines of the vector at element i a batch (`ahead` bytes)
+/// on: memory streams the next batch while this one's codes are computed
+/// from L1, instead of only during the next amax pass.
+inline fn prefetchNext(comptime t: DType, src: [*]const u8, i: usize, ahead: usize) void {
+    inline for (0..comptime @max(1, t.byteCount(w) / 64)) |l| @prefetch(src + t.byteCount(i) + ahead + 64 * l, .{ .locality = 3 });
+}
+
+/// Whether blocks [0, n) of a batch have finite amax bits and factors.
+fn batchClean(n: usize, bits: *const [batch_blocks]u32, r: *const [batch_blocks]f32) bool {
+    const magnitude = splat(u32, 0x7FFF_FFFF);
+    var top: U = @splat(0);
+    var k: usize = 0;
+    while (k + w <= n) : (k += w) top = @max(top, @max(@as(U, bits[k..][0..w].*), @as(U, @bitCast(@as(V, r[k..][0..w].*))) & magnitude));
+    var m = @reduce(.Max, top);
+    while (k < n) : (k += 1) m = @max(m, @max(bits[k], @as(u32, @bitCast(r[k])) & 0x7FFF_FFFF));
+    return m < 0x7F80_0000;
 }
 
 /// Blocks in a batch of wholeVectors: a multiple of every target's w.
