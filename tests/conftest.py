@@ -69,3 +69,12 @@ def random_quantized(rng, n: int, qtype: str) -> np.ndarray:
 
 def as_bytes(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+
+
+def at_offset(x: np.ndarray, offset: int) -> np.ndarray:
+    """A copy of x whose data starts `offset` elements past a 64-byte boundary."""
+    raw = np.empty(x.nbytes + 64 + offset * x.itemsize, np.uint8)
+    start = -raw.ctypes.data % 64 + offset * x.itemsize
+    y = raw[start : start + x.nbytes].view(x.dtype)
+    y[...] = x
+    return y

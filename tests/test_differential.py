@@ -10,7 +10,7 @@ import pytest
 
 import piquant
 import piquant_reference as ref
-from conftest import ISAS, THREADS, as_bytes, random_quantized
+from conftest import ISAS, THREADS, as_bytes, at_offset, random_quantized
 
 # Above 32,768 elements calls are split over threads; 100,003 gives several
 # chunks and a ragged last one.
@@ -145,15 +145,6 @@ def test_compute_params_matches_reference(contexts, rng, isa, threads, ftype, sy
                 assert got.scale == np.float32(got.scale), "float32 compute gives a float32 scale"
 
 
-def _at_offset(x: np.ndarray, offset: int) -> np.ndarray:
-    """A copy of x whose data starts `offset` elements past a 64-byte boundary."""
-    raw = np.empty(x.nbytes + 64 + offset * x.itemsize, np.uint8)
-    start = -raw.ctypes.data % 64 + offset * x.itemsize
-    y = raw[start : start + x.nbytes].view(x.dtype)
-    y[...] = x
-    return y
-
-
 @pytest.mark.parametrize("threads", THREADS)
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("ftype", FTYPES)
@@ -168,16 +159,16 @@ def test_every_alignment_matches_reference(contexts, rng, isa, threads, ftype, q
     zp = zero_point_for(qtype, rng)
     base = adversarial_floats(rng, n, ftype, scale, qtype, zp)
     for src_off, dst_off in [(k, (5 * k + 3) % 17) for k in range(17)]:
-        x = _at_offset(base, src_off)
+        x = at_offset(base, src_off)
         for mode in MODES:
             seed = int(rng.integers(0, 2**63))
             want = ref.quantize(x, qtype, scale, zp, round_mode=mode, seed=seed)
-            got = _at_offset(np.zeros_like(want), dst_off)
+            got = at_offset(np.zeros_like(want), dst_off)
             piquant.quantize(x, qtype, scale=scale, zero_point=zp, round_mode=mode, seed=seed, out=got, ctx=ctx)
             np.testing.assert_array_equal(as_bytes(got), as_bytes(want), err_msg=f"offsets {src_off}/{dst_off} {mode}")
-        data = _at_offset(ref.quantize(base, qtype, scale, zp), dst_off)
+        data = at_offset(ref.quantize(base, qtype, scale, zp), dst_off)
         for reduce in ("set", "add"):
-            out = _at_offset(base, src_off)
+            out = at_offset(base, src_off)
             want = out.copy()
             piquant.dequantize(data, NP_FLOAT[ftype], scale=scale, zero_point=zp, qdtype=qtype, shape=(n,), reduce=reduce, out=out, ctx=ctx)
             ref.dequantize(data, qtype, scale, zp, numel=n, out_dtype=ftype, out=want, reduce=reduce)

@@ -13,7 +13,7 @@ import pytest
 
 import piquant
 import piquant_reference as ref
-from conftest import ISAS, NP_FLOAT, THREADS, as_bytes, in_float_type
+from conftest import ISAS, NP_FLOAT, THREADS, as_bytes, at_offset, in_float_type
 from piquant_reference import float8
 
 torch = pytest.importorskip("torch")
@@ -219,15 +219,6 @@ def test_native_dequantize(contexts, rng, isa, threads, ftype, fmt):
             np.testing.assert_array_equal(as_bytes(out), as_bytes(want), err_msg=f"n={n} scale={scale} {reduce}")
 
 
-def _at_offset(x: np.ndarray, offset: int) -> np.ndarray:
-    """A copy of x whose data starts `offset` elements past a 64-byte boundary."""
-    raw = np.empty(x.nbytes + 64 + offset * x.itemsize, np.uint8)
-    start = -raw.ctypes.data % 64 + offset * x.itemsize
-    y = raw[start : start + x.nbytes].view(x.dtype)
-    y[...] = x
-    return y
-
-
 @pytestmark_native
 @pytest.mark.parametrize("threads", THREADS)
 @pytest.mark.parametrize("isa", ISAS)
@@ -244,22 +235,22 @@ def test_native_every_alignment(contexts, rng, isa, threads, ftype, fmt):
     base = adversarial(rng, n, fmt, ftype, scale)
     st = float8.FORMATS[fmt].storage
     for src_off, dst_off in [(k, (5 * k + 3) % 17) for k in range(17)]:
-        x = _at_offset(base, src_off)
+        x = at_offset(base, src_off)
         for mode in MODES:
             seed = int(rng.integers(0, 2**63))
             want = ref.quantize(x, fmt, scale, 0, round_mode=mode, seed=seed)
-            got = _at_offset(np.zeros(n, st), dst_off)
+            got = at_offset(np.zeros(n, st), dst_off)
             piquant.quantize(x, fmt, scale=scale, round_mode=mode, seed=seed, out=got, ctx=ctx)
             np.testing.assert_array_equal(as_bytes(got), as_bytes(want), err_msg=f"offsets {src_off}/{dst_off} {mode}")
             for reduce in ("set", "add"):
-                out = _at_offset(base, dst_off)
+                out = at_offset(base, dst_off)
                 expect = out.copy()
                 piquant.fake_quantize(x, fmt, scale=scale, zero_point=0, round_mode=mode, seed=seed, reduce=reduce, out=out, ctx=ctx)
                 ref.fake_quantize(x, fmt, scale, 0, round_mode=mode, seed=seed, out=expect, reduce=reduce)
                 np.testing.assert_array_equal(as_bytes(out), as_bytes(expect), err_msg=f"fake offsets {src_off}/{dst_off} {mode} {reduce}")
-        data = _at_offset(ref.quantize(base, fmt, scale, 0), dst_off)
+        data = at_offset(ref.quantize(base, fmt, scale, 0), dst_off)
         for reduce in ("set", "add"):
-            out = _at_offset(base, src_off)
+            out = at_offset(base, src_off)
             expect = out.copy()
             piquant.dequantize(data, NP_FLOAT[ftype], scale=scale, reduce=reduce, out=out, ctx=ctx)
             ref.dequantize(data, fmt, scale, 0, out_dtype=ftype, out=expect, reduce=reduce)
