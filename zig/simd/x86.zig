@@ -95,14 +95,16 @@ fn convertToI32(comptime n: usize, comptime rounding: enum { nearest, floor }, y
 }
 
 /// Bytes of round_half_even(c) + zp with NaN lanes giving zp (simd.zig).
-/// NaN converts to 0x80000000, which packssdw saturates to -32768 and no
-/// clamped lane reaches: NaN lanes are found after the pack, one compare
-/// per 16 lanes instead of one per 8 before the conversion, and zp (in
-/// range for T, so it packs exactly) is added to the 16-bit lanes.
+/// NaN converts to 0x80000000. AVX-512 truncates with vpmovdb, which makes
+/// that lane zp's byte with no test (intBytes). Otherwise packssdw
+/// saturates it to -32768, which no clamped lane reaches: NaN lanes are
+/// found after the pack, one compare per 16 lanes instead of one per 8
+/// before the conversion, and zp (in range for T, so it packs exactly) is
+/// added to the 16-bit lanes.
 pub fn roundBytes(comptime n: usize, comptime T: type, c: @Vector(n, f32), zp: @Vector(n, i32)) @Vector(n, T) {
     const d = convertToI32(n, .nearest, c);
-    if (register_bytes == 64 or n != 2 * register_bytes / 4) {
-        // vpmovdb narrows in one instruction: no packs to share.
+    if (register_bytes == 64) return intBytes(n, T, d, zp);
+    if (n != 2 * register_bytes / 4) {
         const nan = d == @as(@Vector(n, i32), @splat(std.math.minInt(i32)));
         return @intCast(@select(i32, nan, @as(@Vector(n, i32), @splat(0)), d) + zp);
     }
