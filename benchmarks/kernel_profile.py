@@ -1,12 +1,14 @@
 """Issue 15's kernel profile: per ISA variant and row, the instructions one
-thread executes per 16 elements (callgrind, deterministic) and the in-cache
-ns per element (median over batches), through the C ABI with no Python in the
-loop; torch's one-thread times for the rows it has, through its Python call.
+thread executes per 16 elements and the in-cache ns per element (median over
+batches), through the C ABI with no Python in the loop; torch's one-thread
+times for the rows it has, through its Python call.
 
     python benchmarks/kernel_profile.py [--n 65536] [--reps 31] [--no-count]
 
-Needs a C compiler and valgrind (for the counts); valgrind cannot run AVX-512,
-so that variant gets times only, where the CPU has it.
+The count is the slope between one call on `COUNT_N` elements and one on
+twice as many, so the call's fixed cost drops out: callgrind counts it, and
+for avx512f, which valgrind cannot run, gdb single-steps the two calls
+(a few seconds a row). Needs a C compiler, valgrind and gdb.
 """
 
 from __future__ import annotations
@@ -38,15 +40,46 @@ def build_driver(lib: Path, work: Path) -> Path:
     return exe
 
 
-def instructions_per_16(exe: Path, isa: str, row: str, n: int, work: Path) -> float:
-    out = work / f"cg.{isa}.{row}"
-    calls = 4
+COUNT_N = 4096
+ENTRY_POINTS = ("piquant_quantize", "piquant_dequantize", "piquant_mx_quantize")
+
+# Single-steps each call of an entry point to its return, counting
+# instructions (callees included, as callgrind's toggle counts them).
+GDB_COUNTER = f"""
+import gdb
+gdb.execute("set pagination off")
+for name in {ENTRY_POINTS!r}:
+    gdb.execute("break " + name, to_string=True)
+gdb.execute("run", to_string=True)
+total = 0
+while gdb.selected_inferior().pid:
+    back = gdb.newest_frame().older().pc()
+    while gdb.newest_frame().pc() != back:
+        gdb.execute("stepi", to_string=True)
+        total += 1
+    gdb.execute("continue", to_string=True)
+print("instructions", total)
+"""
+
+
+def call_instructions(exe: Path, isa: str, row: str, n: int, work: Path) -> int:
+    """Instructions of one call on n elements, the entry point's callees included."""
+    args = [str(exe), isa, row, str(n), "1", "count"]
+    if isa == "avx512f":
+        script = work / "count.py"
+        script.write_text(GDB_COUNTER)
+        done = subprocess.run(["gdb", "-q", "-batch", "-x", str(script), "--args", *args],
+                              check=True, capture_output=True, text=True)
+        return int(re.search(r"^instructions (\d+)$", done.stdout, re.M).group(1))
+    out = work / f"cg.{isa}.{row}.{n}"
     subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--collect-atstart=no",
-                    "--toggle-collect=piquant_quantize", "--toggle-collect=piquant_dequantize",
-                    "--toggle-collect=piquant_mx_quantize",
-                    str(exe), isa, row, str(n), str(calls), "count"], check=True, capture_output=True)
-    total = int(re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M).group(1))
-    return total * 16 / (n * calls)
+                    *(f"--toggle-collect={name}" for name in ENTRY_POINTS), *args], check=True, capture_output=True)
+    return int(re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M).group(1))
+
+
+def instructions_per_16(exe: Path, isa: str, row: str, work: Path) -> float:
+    extra = call_instructions(exe, isa, row, 2 * COUNT_N, work) - call_instructions(exe, isa, row, COUNT_N, work)
+    return extra * 16 / COUNT_N
 
 
 def ns_per_element(exe: Path, isa: str, row: str, n: int, reps: int) -> float:
@@ -87,11 +120,11 @@ def main(argv: list[str] | None = None) -> int:
 
     _, lib = _native.load()
     isas = [name for name in ("generic", "sse42", "avx2", "avx512f") if name in piquant.info()["available_isas"]]
-    count = not args.no_count and shutil.which("valgrind") is not None
+    count = not args.no_count and shutil.which("valgrind") is not None and shutil.which("gdb") is not None
     torch_ns = torch_ns_per_element(args.n, args.reps)
     with tempfile.TemporaryDirectory() as tmp:
         exe = build_driver(lib, Path(tmp))
-        print(f"{args.n} elements, 1 thread; instructions per 16 elements (callgrind) | ns per element (median)")
+        print(f"1 thread; instructions per 16 elements (slope over {COUNT_N} more) · ns per element at {args.n} (median)")
         print("| row | " + " | ".join(isas) + " | torch ns/el |")
         print("| --- |" + " --- |" * (len(isas) + 1))
         for row in ROWS:
@@ -99,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             cells = []
             for isa in isas:
-                ins = (f"{instructions_per_16(exe, isa, row, args.n, Path(tmp)):.1f}"
-                       if count and isa != "avx512f" else "–")
+                ins = f"{instructions_per_16(exe, isa, row, Path(tmp)):.1f}" if count else "–"
                 cells.append(f"{ins} · {ns_per_element(exe, isa, row, args.n, args.reps):.4f}")
             tn = torch_ns.get(row)
             print(f"| {row} | " + " | ".join(cells) + f" | {'–' if tn is None else f'{tn:.4f}'} |", flush=True)
