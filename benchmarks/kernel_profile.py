@@ -53,7 +53,10 @@ for name in {ENTRY_POINTS!r}:
 gdb.execute("run", to_string=True)
 total = 0
 while gdb.selected_inferior().pid:
-    back = gdb.newest_frame().older().pc()
+    frame = gdb.newest_frame()
+    while frame.type() == gdb.INLINE_FRAME:  # a breakpoint may land in code inlined at the entry
+        frame = frame.older()
+    back = frame.older().pc()
     while gdb.newest_frame().pc() != back:
         gdb.execute("stepi", to_string=True)
         total += 1
