@@ -36,6 +36,19 @@ pub fn loadFloats(comptime S: DType, src: [*]const u8, i: usize) Vec(S.Compute()
 }
 
 pub fn storeFloats(comptime D: DType, dst: [*]u8, i: usize, x: Vec(D.Compute())) void {
+    store(D, .possible, dst, i, x);
+}
+
+/// storeFloats for x that holds no NaN, such as an integer times a finite
+/// scale: bfloat16 then skips its NaN test (4 of 24 vector operations per
+/// 32 elements on AVX-512).
+pub fn storeNumbers(comptime D: DType, dst: [*]u8, i: usize, x: Vec(D.Compute())) void {
+    store(D, .impossible, dst, i, x);
+}
+
+const Nan = enum { possible, impossible };
+
+fn store(comptime D: DType, comptime nan: Nan, dst: [*]u8, i: usize, x: Vec(D.Compute())) void {
     switch (D) {
         .f32, .f64 => {
             const p: [*]align(1) D.Compute() = @ptrCast(dst);
@@ -43,7 +56,7 @@ pub fn storeFloats(comptime D: DType, dst: [*]u8, i: usize, x: Vec(D.Compute()))
         },
         .bf16 => {
             const p: [*]align(1) u16 = @ptrCast(dst);
-            p[i..][0..block].* = toBf16(block, x);
+            p[i..][0..block].* = toBf16(block, nan, x);
         },
         .f16 => {
             const p: [*]align(1) u16 = @ptrCast(dst);
@@ -55,18 +68,19 @@ pub fn storeFloats(comptime D: DType, dst: [*]u8, i: usize, x: Vec(D.Compute()))
 
 /// Round to nearest bfloat16, ties to even; NaN keeps its sign and top
 /// payload bits and is made quiet.
-fn toBf16(comptime n: usize, x: @Vector(n, f32)) @Vector(n, u16) {
+fn toBf16(comptime n: usize, comptime nan: Nan, x: @Vector(n, f32)) @Vector(n, u16) {
     const U = @Vector(n, u32);
     const b: U = @bitCast(x);
     // Wrapping: only NaN bit patterns (replaced below) can carry past 2^32.
     const rounded = (b +% @as(U, @splat(0x7FFF)) +% ((b >> @splat(16)) & @as(U, @splat(1)))) >> @splat(16);
+    if (nan == .impossible) return @truncate(rounded);
     const quiet = (b >> @splat(16)) | @as(U, @splat(0x40));
     return @truncate(@select(u32, x != x, quiet, rounded));
 }
 
 test "bf16 rounding ties to even" {
-    try std.testing.expectEqual(@as(u16, 0x3F80), toBf16(4, @splat(@as(f32, @bitCast(@as(u32, 0x3F80_8000)))))[0]);
-    try std.testing.expectEqual(@as(u16, 0x3F82), toBf16(4, @splat(@as(f32, @bitCast(@as(u32, 0x3F81_8000)))))[0]);
+    try std.testing.expectEqual(@as(u16, 0x3F80), toBf16(4, .possible, @splat(@as(f32, @bitCast(@as(u32, 0x3F80_8000)))))[0]);
+    try std.testing.expectEqual(@as(u16, 0x3F82), toBf16(4, .possible, @splat(@as(f32, @bitCast(@as(u32, 0x3F81_8000)))))[0]);
 }
 
 test "scalar and block loads agree" {

@@ -113,9 +113,9 @@ inline fn quantizeBlock(comptime c: Case, p: anytype, src: [*]const u8, dst: [*]
 fn dequantizeBlock(comptime c: Case, p: anytype, src: [*]const u8, dst: [*]u8, i: usize, index: usize) void {
     const C = c.float_type.Compute();
     const l = p.at(index);
-    var x = fromQuant(c.quant_type, C, packing.load(c.quant_type, src, i), l.zp) * l.scale;
-    if (c.reduce_op == .add) x = floats.loadFloats(c.float_type, dst, i) + x;
-    floats.storeFloats(c.float_type, dst, i, x);
+    const x = fromQuant(c.quant_type, C, packing.load(c.quant_type, src, i), l.zp) * l.scale;
+    if (c.reduce_op == .add) return floats.storeFloats(c.float_type, dst, i, floats.loadFloats(c.float_type, dst, i) + x);
+    floats.storeNumbers(c.float_type, dst, i, x); // an integer times a finite scale
 }
 
 /// dequantize(quantize(x)) without the integers: an in-range r dequantizes
@@ -128,9 +128,9 @@ inline fn fakeBlock(comptime c: Case, p: anytype, src: [*]const u8, dst: [*]u8, 
     var v = @select(C, r != r, splat(C, 0), r + splat(C, 0));
     v = @select(C, r > l.hi, l.hi_near, v);
     v = @select(C, r < l.lo, l.lo_near, v);
-    var x = v * l.scale;
-    if (c.reduce_op == .add) x = floats.loadFloats(c.float_type, dst, i) + x;
-    floats.storeFloats(c.float_type, dst, i, x);
+    const x = v * l.scale;
+    if (c.reduce_op == .add) return floats.storeFloats(c.float_type, dst, i, floats.loadFloats(c.float_type, dst, i) + x);
+    floats.storeNumbers(c.float_type, dst, i, x); // v is NaN-free
 }
 
 const Op = enum { quantize, dequantize, fake_quantize };
