@@ -107,6 +107,14 @@ pub fn intBytes(comptime T: type, d: Vec(i32), zp: Vec(i32)) Vec(T) {
     return impl.intBytes(block, T, d, zp);
 }
 
+/// `v` through a register the compiler cannot look into, so that copies
+/// made of such pieces keep their width instead of being merged into wider
+/// loads (stream.zig).
+pub fn opaque16(v: @Vector(16, u8)) @Vector(16, u8) {
+    if (@hasDecl(impl, "opaque16")) return impl.opaque16(v);
+    return v;
+}
+
 /// Non-temporal stores depend on the architecture alone (movntdq is
 /// baseline x86-64), so the C ABI's roofline copy uses them too.
 const nontemporal = if (llvm and builtin.cpu.arch == .x86_64) @import("simd/x86.zig") else @import("simd/soft.zig");

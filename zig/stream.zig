@@ -62,7 +62,13 @@ pub fn streamGroups(comptime out_bits: u16, dst: [*]u8, begin: usize, end: usize
         } else {
             storeLinesNonTemporal(at - m, staging[0..group_bytes]);
         }
-        staging[0..line].* = staging[group_bytes..][0..line].*; // the next line's start (m bytes used)
+        // The next line's start (m bytes used), 16 bytes at a time: each
+        // piece lies inside one store of the block code, so it is forwarded.
+        // One 64-byte load spans two of them wherever m is not 0 (numpy's
+        // large arrays start 16 bytes past a line), and waited for both to
+        // reach the cache: uint8 → bfloat16 at 27M took 2.7 ms there against
+        // 2.0 ms on a line-aligned output.
+        inline for (0..line / 16) |k| staging[16 * k ..][0..16].* = simd.opaque16(staging[group_bytes + 16 * k ..][0..16].*);
     }
     const stop = first + (i - begin) * out_bits / 8;
     @memcpy(@as([*]u8, @ptrFromInt(stop - m))[0..m], staging[0..m]);

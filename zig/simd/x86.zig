@@ -158,6 +158,13 @@ pub fn intBytes(comptime n: usize, comptime T: type, d: @Vector(n, i32), zp: @Ve
     return @truncate(@as(W, @bitCast(parts)));
 }
 
+pub fn opaque16(v: @Vector(16, u8)) @Vector(16, u8) {
+    return asm (""
+        : [ret] "=x" (-> @Vector(16, u8)),
+        : [x] "0" (v),
+    );
+}
+
 /// Saturating packs (i32 → i16 → byte), exact for lanes that fit T: LLVM
 /// lowers a truncation to the same packs after masking every lane first.
 /// AVX-512 has a one-instruction truncation (vpmovdb), which LLVM uses.
