@@ -213,11 +213,29 @@ class Inputs:
             return self.torch.from_numpy(x32).clone() if self.row.memory == "torch" else x32
         if dtype == "float16":
             return x32.astype(np.float16)
-        if self.torch is not None:  # bfloat16: torch's, so that numpy needs no ml_dtypes
+        if self.row.memory == "torch":
             return self.torch.from_numpy(x32).to(self.torch.bfloat16)
-        import ml_dtypes
-
+        try:
+            import ml_dtypes  # the bench extra's: numpy's bfloat16 arrays
+        except ImportError:
+            if self.torch is None:
+                raise
+            return self.torch.from_numpy(x32).to(self.torch.bfloat16)
         return x32.astype(ml_dtypes.bfloat16)
+
+    def torch_x(self) -> Any:
+        """x as a torch tensor on the same memory (a bfloat16 array by its bits)."""
+        if not isinstance(self.x, np.ndarray):
+            return self.x
+        if self.row.float_dtype == "bfloat16":
+            return self.torch.from_numpy(self.x.view(np.uint16)).view(self.torch.bfloat16)
+        return self.torch.from_numpy(self.x)
+
+    def bits_x(self) -> np.ndarray:
+        """x as numpy memory, bfloat16 as its uint16 bits (the reference's form)."""
+        if not isinstance(self.x, np.ndarray):
+            return self.x.view(self.torch.int16).numpy().view(np.uint16)
+        return self.x.view(np.uint16) if self.row.float_dtype == "bfloat16" else self.x
 
     def float_out(self) -> Any:
         """A zeroed output of the row's float type, the kind of self.x."""
@@ -321,7 +339,7 @@ def torch_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
         return None, "torch has no group-wise or GGUF quantization"
     s, zp = float(inp.scale), int(inp.zero_point)
     qmin, qmax = ref.qrange(r.quant_dtype)
-    xt = inp.x if not isinstance(inp.x, np.ndarray) else torch.from_numpy(inp.x)
+    xt = inp.torch_x()
     if r.op == "compute_params":
         return _bench_calls.torch_params(torch, xt, qmin, qmax), None
     if r.quant_dtype.startswith("float8"):
@@ -372,7 +390,7 @@ def decomposed_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
         return None, "no group-wise, GGUF or MX decomposed op"
     s, zp = float(inp.scale), int(inp.zero_point)
     qmin, qmax = ref.qrange(r.quant_dtype)
-    xt = inp.x if not isinstance(inp.x, np.ndarray) else torch.from_numpy(inp.x)
+    xt = inp.torch_x()
     if r.op == "compute_params":
         eps = torch.finfo(torch.float32).eps
         return lambda: ops.choose_qparams.tensor(xt, qmin, qmax, eps, torch.uint8), None
@@ -408,7 +426,7 @@ def torchao_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
     except ImportError:
         return None, "torchao is not installed (pip install torchao)"
     qmin, qmax = ref.qrange(r.quant_dtype)
-    xt, block, tdt = torch.from_numpy(inp.x), (1, r.group), torch.int8 if qmin < 0 else torch.uint8
+    xt, block, tdt = inp.torch_x(), (1, r.group), torch.int8 if qmin < 0 else torch.uint8
     s, zp = torch.from_numpy(inp.scale), torch.from_numpy(inp.zero_point)
     if r.op == "quantize":
         return lambda: qp.quantize_affine(xt, block, s, zp, tdt, qmin, qmax), None
@@ -423,7 +441,7 @@ def _torchao_mx(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
         return None, "torchao has no MXINT8"
     from torchao.prototype.mx_formats import constants, mx_tensor, nvfp4_tensor
 
-    xt = torch.from_numpy(inp.x).reshape(-1, min(inp.n, ROW_LENGTH))
+    xt = inp.torch_x().reshape(-1, min(inp.n, ROW_LENGTH))
     if r.quant_dtype == "nvfp4":
         return lambda: nvfp4_tensor.nvfp4_quantize(xt, 16, None), None
     elem = {"mxfp8_e4m3": torch.float8_e4m3fn, "mxfp8_e5m2": torch.float8_e5m2, "mxfp6_e2m3": constants.DTYPE_FP6_E2M3,
@@ -495,7 +513,7 @@ def reference_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
         q = ref.quantize(inp.x, r.quant_dtype, inp.scale, inp.zero_point, **g)
         return lambda: ref.dequantize(q, r.quant_dtype, inp.scale, inp.zero_point, numel=inp.n, shape=inp.x.shape, **g), None
     s, zp = float(inp.scale), int(inp.zero_point)
-    x = inp.x if isinstance(inp.x, np.ndarray) else inp.x.view(inp.torch.int16).numpy().view(np.uint16)
+    x = inp.bits_x()
     fd = r.float_dtype
     if r.op == "quantize":
         return lambda: ref.quantize(x, r.quant_dtype, s, zp, round_mode=r.round_mode, seed=1, float_dtype=fd), None
