@@ -89,3 +89,14 @@ test "scalar and block loads agree" {
     const v = loadFloats(.f16, @ptrCast(&bits), 0);
     for (0..block) |k| try std.testing.expectEqual(v[k], load(.f16, 1, @ptrCast(&bits), k)[0]);
 }
+
+test "storeNumbers stores finite values as storeFloats does" {
+    const special = [_]u32{ 0x3F80_8000, 0x3F81_8000, 0x7F7F_FFFF, 0x7F80_0000, 0xFF80_0000, 0x8000_0000, 0x0000_0001, 0x807F_FFFF, 0x4B7F_7FFF };
+    var x: Vec(f32) = std.simd.iota(f32, block) * @as(Vec(f32), @splat(-1.0039062));
+    for (special[0..@min(special.len, block)], 0..) |bits, k| x[k] = @bitCast(bits); // the narrowest blocks hold 8
+    var a: [block]u16 = undefined;
+    var b: [block]u16 = undefined;
+    storeFloats(.bf16, @ptrCast(&a), 0, x);
+    storeNumbers(.bf16, @ptrCast(&b), 0, x);
+    try std.testing.expectEqualSlices(u16, &a, &b);
+}
