@@ -136,9 +136,15 @@ fn setRanges(comptime S: DType, job: *const types.SetRanges, first: usize, last:
                 }
             }
         }
-        for (lo, hi, b - first..) |l, h, k| {
-            job.mins[k] = l;
-            job.maxs[k] = h;
+        // The outputs as locals: stores through job.mins could change
+        // *job as far as the compiler knows, which kept this loop scalar
+        // with both pointers reloaded per set (a fifth of the time at
+        // group_size=8).
+        const mins = job.mins[b - first ..][0..lo.len];
+        const maxs = job.maxs[b - first ..][0..hi.len];
+        for (mins, maxs, lo, hi) |*mn, *mx, l, h| {
+            mn.* = l;
+            mx.* = h;
         }
     }
 }
