@@ -213,14 +213,11 @@ class Inputs:
             return self.torch.from_numpy(x32).clone() if self.row.memory == "torch" else x32
         if dtype == "float16":
             return x32.astype(np.float16)
-        if self.row.memory == "torch":
+        ml_dtypes = _optional("ml_dtypes")  # the bench extra's: numpy's bfloat16 arrays
+        if self.row.memory == "torch" or (ml_dtypes is None and self.torch is not None):
             return self.torch.from_numpy(x32).to(self.torch.bfloat16)
-        try:
-            import ml_dtypes  # the bench extra's: numpy's bfloat16 arrays
-        except ImportError:
-            if self.torch is None:
-                raise
-            return self.torch.from_numpy(x32).to(self.torch.bfloat16)
+        if ml_dtypes is None:
+            raise ImportError("bfloat16 rows need ml_dtypes or torch (pip install ml_dtypes)")
         return x32.astype(ml_dtypes.bfloat16)
 
     def torch_x(self) -> Any:

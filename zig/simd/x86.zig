@@ -150,17 +150,20 @@ pub fn intBytes(comptime n: usize, comptime T: type, d: @Vector(n, i32), zp: @Ve
     comptime std.debug.assert(register_bytes == 64);
     const arr: [n]i32 = d +% zp;
     var parts: [n / 16]@Vector(16, i32) = undefined;
-    inline for (&parts, 0..) |*part, k| part.* = asm ("" // a register LLVM cannot look through
-        : [ret] "=v" (-> @Vector(16, i32)),
-        : [x] "0" (@as(@Vector(16, i32), arr[k * 16 ..][0..16].*)),
-    );
+    inline for (&parts, 0..) |*part, k| part.* = unseen(@Vector(16, i32), arr[k * 16 ..][0..16].*);
     const W = @Vector(n, std.meta.Int(@typeInfo(T).int.signedness, 32));
     return @truncate(@as(W, @bitCast(parts)));
 }
 
 pub fn opaque16(v: @Vector(16, u8)) @Vector(16, u8) {
+    return unseen(@Vector(16, u8), v);
+}
+
+/// v in a register LLVM cannot look through, so that it neither splits nor
+/// merges the operations on either side.
+fn unseen(comptime V: type, v: V) V {
     return asm (""
-        : [ret] "=x" (-> @Vector(16, u8)),
+        : [ret] "=v" (-> V),
         : [x] "0" (v),
     );
 }
