@@ -1,4 +1,4 @@
-"""Outputs of 16-bit, 32-bit and 64-bit elements of 8 MiB and more are written with
+"""Outputs of 8-bit, 16-bit, 32-bit and 64-bit elements of 8 MiB and more are written with
 non-temporal stores through a staging buffer, line by line: check them
 against the reference with the destination at every kind of misalignment,
 on every ISA and thread count."""
@@ -71,12 +71,16 @@ def test_dequantize_and_fake_quantize_stream_exactly(contexts, data, offset):
         assert np.array_equal(out.view(np.uint64), want64.view(np.uint64)), isa
 
 
-@pytest.mark.parametrize("offset", [0, 5, 33])
-def test_byte_outputs_stream_exactly(contexts, data, offset):
+@pytest.mark.parametrize(("offset", "src_offset"), [(0, 0), (16, 16), (5, 16), (33, 36), (16, 4)])
+def test_byte_outputs_stream_exactly(contexts, data, offset, src_offset):
     """8-bit outputs of 8 MiB and more, nearest and stochastic (whose counter
-    is the element's index in the call, also inside the staging buffer)."""
+    is the element's index in the call, also inside the staging buffer), the
+    input at 16 bytes past a line as numpy's large arrays are, or elsewhere."""
+    import ml_dtypes
+
     n = 8_400_001
-    x = data[:n]
+    x = misaligned(n, np.float32, src_offset)
+    x[:] = data[:n]
     s, zp = 0.02, 120
     want = ref.quantize(x, "uint8", s, zp)
     want_sr = ref.quantize(x, "uint8", s, zp, round_mode="stochastic", seed=77)
@@ -88,6 +92,21 @@ def test_byte_outputs_stream_exactly(contexts, data, offset):
             assert np.array_equal(out, want), (isa, threads)
             piquant.quantize(x, "uint8", scale=s, zero_point=zp, round_mode="stochastic", seed=77, out=out, ctx=contexts(isa, threads))
             assert np.array_equal(out, want_sr), (isa, threads)
+    # Per-group parameters and FP8 codes take the same streamed stores.
+    g = x[: n - 1].reshape(-1, 800)
+    rng = np.random.default_rng(offset)
+    gs = rng.uniform(0.01, 0.03, (g.shape[0], 50)).astype(np.float32)
+    gz = rng.integers(100, 150, (g.shape[0], 50))
+    want_g = ref.quantize(g, "uint8", gs, gz, group_size=16)
+    want_f8 = ref.quantize(x, "float8_e4m3fn", 0.01, 0)
+    for isa in ISAS:
+        ctx = contexts(isa, 2)
+        out = misaligned(n - 1, np.uint8, offset).reshape(g.shape)
+        piquant.quantize(g, "uint8", scale=gs, zero_point=gz, group_size=16, out=out, ctx=ctx)
+        assert np.array_equal(out, want_g), isa
+        out8 = misaligned(n, np.uint8, offset)
+        piquant.quantize(x, "float8_e4m3fn", scale=0.01, out=out8.view(ml_dtypes.float8_e4m3fn), ctx=ctx)
+        assert np.array_equal(out8, want_f8.view(np.uint8)), isa
 
 
 @pytest.mark.parametrize("offset", [0, 2, 34])
