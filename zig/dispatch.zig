@@ -97,9 +97,10 @@ fn x86Has(feature: std.Target.x86.Feature) bool {
         bit(l1.ecx, 29) and bit(l1.ecx, 12) and bit(cpuid(0x8000_0001, 0).ecx, 5) and
         bit(l1.ecx, 22) and (xcr & 0x6) == 0x6;
     if (feature == .avx2) return v3;
-    // AVX-512F on top of v3, with opmask, ZMM_Hi256 and Hi16_ZMM state enabled.
+    // AVX-512 F, DQ, BW and VL on top of v3, with opmask, ZMM_Hi256 and
+    // Hi16_ZMM state enabled.
     std.debug.assert(feature == .avx512f);
-    return v3 and bit(l7.ebx, 16) and (xcr & 0xE6) == 0xE6;
+    return v3 and bit(l7.ebx, 16) and bit(l7.ebx, 17) and bit(l7.ebx, 30) and bit(l7.ebx, 31) and (xcr & 0xE6) == 0xE6;
 }
 
 test "the best variant is supported and generic always is" {

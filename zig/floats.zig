@@ -72,10 +72,10 @@ fn toBf16(comptime n: usize, comptime nan: Nan, x: @Vector(n, f32)) @Vector(n, u
     const U = @Vector(n, u32);
     const b: U = @bitCast(x);
     // Wrapping: only NaN bit patterns (replaced below) can carry past 2^32.
-    const rounded = (b +% @as(U, @splat(0x7FFF)) +% ((b >> @splat(16)) & @as(U, @splat(1)))) >> @splat(16);
-    if (nan == .impossible) return @truncate(rounded);
-    const quiet = (b >> @splat(16)) | @as(U, @splat(0x40));
-    return @truncate(@select(u32, x != x, quiet, rounded));
+    const rounded = b +% @as(U, @splat(0x7FFF)) +% ((b >> @splat(16)) & @as(U, @splat(1)));
+    if (nan == .impossible) return simd.highHalves(n, rounded);
+    const quiet = b | @as(U, @splat(0x40_0000));
+    return simd.highHalves(n, @select(u32, x != x, quiet, rounded));
 }
 
 test "bf16 rounding ties to even" {

@@ -33,8 +33,10 @@ const x86 = std.Target.x86.cpu;
 
 /// Best first, grouped by architecture.
 pub const ranked = [_]Variant{
-    // AVX-512F alone on top of v3, so CPUs without BW/DQ/VL qualify.
-    .{ .isa = .avx512f, .arch = .x86_64, .model = &x86.x86_64_v3, .add = &.{ .avx512f, .evex512 }, .requires = .avx512f },
+    // AVX-512 F, BW, DQ and VL on top of v3: every AVX-512 CPU but the Xeon
+    // Phis, which run avx2. The model stays v3: x86_64_v4's tuning prefers
+    // 256-bit registers.
+    .{ .isa = .avx512f, .arch = .x86_64, .model = &x86.x86_64_v3, .add = &.{ .avx512f, .avx512bw, .avx512dq, .avx512vl, .evex512 }, .requires = .avx512f },
     .{ .isa = .avx2, .arch = .x86_64, .model = &x86.x86_64_v3, .requires = .avx2 },
     .{ .isa = .sse42, .arch = .x86_64, .model = &x86.x86_64_v2, .requires = .sse4_2 },
     .{ .isa = .generic, .arch = .x86_64, .model = &x86.x86_64 },

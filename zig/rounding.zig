@@ -80,8 +80,8 @@ fn fold(k: u32) u32 {
 /// their high half (a block's do: rounding ranges within 2^32 elements, or
 /// blocks at multiples of n), so K is the same in every lane, and
 /// (j + lane)·weyl = j·weyl + lane·weyl needs one scalar multiply.
-fn hashes(comptime n: comptime_int, key: *Key, j: u64) @Vector(n, u32) {
-    const lanes_weyl = comptime std.simd.iota(u32, n) *% @as(@Vector(n, u32), @splat(weyl));
+fn hashes(comptime n: comptime_int, comptime order: @Vector(n, u32), key: *Key, j: u64) @Vector(n, u32) {
+    const lanes_weyl = comptime order *% @as(@Vector(n, u32), @splat(weyl));
     const spread = @as(@Vector(n, u32), @splat(@as(u32, @truncate(j)) *% weyl)) +% lanes_weyl;
     return afterShift(n, spread ^ (spread >> @splat(16)) ^ key.at(n, @truncate(j >> 32)));
 }
@@ -91,8 +91,8 @@ fn hashes(comptime n: comptime_int, key: *Key, j: u64) @Vector(n, u32) {
 /// low 16 bits element i and its high 16 bits element i+1, u = (h16 + 1/2)·2^-16,
 /// compared exactly (simd.halvesBelow). float64: one hash per element, u = h(i)·2^-32.
 fn below(comptime C: type, key: *Key, i: usize, f: Vec(C)) @Vector(block, bool) {
-    if (C == f64) return @as(Vec(f64), @floatFromInt(hashes(block, key, i))) * @as(Vec(f64), @splat(0x1p-32)) < f;
-    var h = hashes(block / 2, key, i >> 1);
+    if (C == f64) return @as(Vec(f64), @floatFromInt(hashes(block, comptime std.simd.iota(u32, block), key, i))) * @as(Vec(f64), @splat(0x1p-32)) < f;
+    var h = hashes(block / 2, simd.halves_order, key, i >> 1);
     // Lane 2m of the u16 view must be hash m's low half.
     if (comptime builtin.cpu.arch.endian() == .big) h = std.math.rotl(@Vector(block / 2, u32), h, 16);
     return simd.halvesBelow(@bitCast(h), f);
@@ -153,11 +153,13 @@ test "stochastic uniforms: vector lanes follow the scalar formula, high index bi
         try testing.expectEqual((@as(f32, @floatFromInt(h16)) + 0.5) * 0x1p-16 < f[lane], b[lane]);
         try testing.expectEqual(@as(f64, @floatFromInt(scalarHash(key.k, idx))) * 0x1p-32 < f64s[lane], b64[lane]);
     }
-    try testing.expect(hashes(block, &key, 0)[0] != hashes(block, &key, 1 << 32)[0]);
-    try testing.expectEqual(scalarHash(key.k, 3 << 32), hashes(block, &key, 3 << 32)[0]);
-    // A block that does not start at a multiple of its lanes (an aligning head).
-    const h = hashes(block / 2, &key, (3 << 32) + 6);
-    for (0..block / 2) |lane| try testing.expectEqual(scalarHash(key.k, (3 << 32) + 6 + lane), h[lane]);
+    const in_order = comptime std.simd.iota(u32, block);
+    try testing.expect(hashes(block, in_order, &key, 0)[0] != hashes(block, in_order, &key, 1 << 32)[0]);
+    try testing.expectEqual(scalarHash(key.k, 3 << 32), hashes(block, in_order, &key, 3 << 32)[0]);
+    // A block that does not start at a multiple of its lanes (an aligning
+    // head), in the order halvesBelow takes.
+    const h = hashes(block / 2, simd.halves_order, &key, (3 << 32) + 6);
+    for (0..block / 2) |lane| try testing.expectEqual(scalarHash(key.k, (3 << 32) + 6 + @as(u64, simd.halves_order[lane])), h[lane]);
 }
 
 fn scalarHash(k: u64, j: u64) u32 {

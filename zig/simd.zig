@@ -82,6 +82,11 @@ pub fn lookup(comptime entries: usize, table: [entries]u32, idx: Vec(u32)) Vec(u
     return impl.lookup(block, entries, table, idx);
 }
 
+/// Which hash each u32 lane of halvesBelow's `h` holds (hash m serves
+/// elements 2m and 2m + 1): the order its widening puts back in element
+/// order (in order where it widens lane by lane).
+pub const halves_order: @Vector(block / 2, u32) = if (@hasDecl(impl, "halvesOrder")) impl.halvesOrder(block / 2) else std.simd.iota(u32, block / 2);
+
 /// Stochastic rounding's comparison in float32 (rounding.zig): whether
 /// (h + 1/2)·2^-16 < f, exactly, for f in [0, 1); false for NaN f.
 pub fn halvesBelow(h: Vec(u16), f: Vec(f32)) @Vector(block, bool) {
@@ -99,6 +104,18 @@ pub const floor_converts = @hasDecl(impl, "floor_converts") and impl.floor_conve
 /// floor(y) as i32, for y NaN (giving minInt(i32)) or within i32's range.
 pub fn floorToI32(y: Vec(f32)) Vec(i32) {
     return impl.floorToI32(block, y);
+}
+
+/// The high 16 bits of each lane (n: a block, or 1 for scalar code).
+pub fn highHalves(comptime n: usize, v: @Vector(n, u32)) @Vector(n, u16) {
+    if (@hasDecl(impl, "highHalves")) return impl.highHalves(n, v);
+    return @truncate(v >> @splat(16));
+}
+
+/// v + 1 in the lanes where `up`, v elsewhere.
+pub fn incrementWhere(v: Vec(i32), up: @Vector(block, bool)) Vec(i32) {
+    if (@hasDecl(impl, "incrementWhere")) return impl.incrementWhere(block, v, up);
+    return v + @select(i32, up, @as(Vec(i32), @splat(1)), @as(Vec(i32), @splat(0)));
 }
 
 /// Bytes of type T (u8 or i8) of d + zp for lanes where that fits T;

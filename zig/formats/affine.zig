@@ -98,10 +98,10 @@ inline fn quantizeBlock(comptime c: Case, p: anytype, src: [*]const u8, dst: [*]
             .stochastic => blk: {
                 if (comptime simd.floor_converts) {
                     const s = rounding.splitInt(in_range, &p.key, index);
-                    break :blk simd.intBytes(T, s.floor, l.zp + @select(i32, s.up, splat(i32, 1), splat(i32, 0)));
+                    break :blk simd.intBytes(T, s.floor, simd.incrementWhere(l.zp, s.up));
                 }
                 const s = rounding.split(C, in_range, &p.key, index);
-                break :blk simd.roundBytes(T, s.floor, l.zp + @select(i32, s.up, splat(i32, 1), splat(i32, 0)));
+                break :blk simd.roundBytes(T, s.floor, simd.incrementWhere(l.zp, s.up));
             },
             else => @compileError("unknown round mode"),
         };

@@ -128,7 +128,7 @@ size_t piquant_default_num_threads(void);
 /* Creates a context.
  *   num_threads: threads including the caller; 0 = piquant_default_num_threads().
  *   isa: variant name, exactly ("generic", "sse42", "avx2", "avx512f", "neon";
- *        "" is not one); NULL uses PIQUANT_ISA, else the best. Environment
+ *        "" is not one; "avx512f" needs AVX-512 F, BW, DQ and VL); NULL uses PIQUANT_ISA, else the best. Environment
  *        variables (PIQUANT_ISA, PIQUANT_NUM_THREADS) ignore surrounding
  *        white space; unset, empty or blank means the default.
  *   out: receives the context (NULL on failure). */

@@ -12,6 +12,7 @@ const soft = @import("soft.zig");
 const has_sse4_1 = builtin.cpu.has(.x86, .sse4_1);
 const has_f16c = builtin.cpu.has(.x86, .f16c);
 const has_avx = builtin.cpu.has(.x86, .avx);
+const has_avx512bw = builtin.cpu.has(.x86, .avx512bw);
 
 pub const register_bytes = if (builtin.cpu.has(.x86, .avx512f)) 64 else if (builtin.cpu.has(.x86, .avx2)) 32 else 16;
 
@@ -124,14 +125,51 @@ const has_fma = builtin.cpu.has(.x86, .fma);
 pub fn halvesBelow(comptime n: usize, h: @Vector(n, u16), f: @Vector(n, f32)) @Vector(n, bool) {
     const V = @Vector(n, f32);
     if (register_bytes == 64) {
-        const magic: V = @bitCast(@as(@Vector(n, u32), h) | @as(@Vector(n, u32), @splat(0x4B00_0000)));
+        const magic: V = @bitCast(unpackWords(n, h, unseen(@Vector(n, u16), @splat(0x4B00))));
         const arr: [n]f32 = f;
         var parts: [n / 16]@Vector(16, f32) = undefined;
         inline for (&parts, 0..) |*part, k| part.* = @"llvm.x86.avx512.vfmadd.ps.512"(arr[k * 16 ..][0..16].*, @splat(0x1p16), @splat(0x1p23 - 0.5), 10); // 10: {ru-sae}
         return magic < @as(V, @bitCast(parts));
     }
     const t = if (has_fma) @mulAdd(V, f, @splat(0x1p16), @splat(-0.5)) else f * @as(V, @splat(0x1p16)) - @as(V, @splat(0.5));
-    return @as(V, @floatFromInt(h)) < t;
+    return @as(V, @floatFromInt(@as(@Vector(n, u32), @bitCast(unpackWords(n, h, @splat(0)))))) < t;
+}
+
+/// The hash order halvesBelow's unpacking needs: punpcklwd/punpckhwd
+/// interleave words within each 16-byte lane, so the low unpack of h
+/// widens lane L's first two hashes (elements 4L .. 4L+3) and the high
+/// unpack its last two (elements n/2 + 4L ..): the first half of the
+/// hashes goes to the first two slots of each lane, the second half to
+/// the last two.
+pub fn halvesOrder(comptime hashes: usize) @Vector(hashes, u32) {
+    var order: [hashes]u32 = undefined;
+    for (&order, 0..) |*o, d| {
+        const lane = d / 4;
+        const slot = d % 4;
+        o.* = @intCast(if (slot < 2) 2 * lane + slot else hashes / 2 + 2 * lane + slot - 2);
+    }
+    return order;
+}
+
+/// Words of `h` interleaved with those of `w` (h's low word first), each
+/// 16-byte lane's first four words of each and then its last four
+/// (punpcklwd, punpckhwd): as u32 lanes, the halves of h's hashes (in
+/// halvesOrder) in element order, with w's word above each.
+fn unpackWords(comptime n: usize, h: @Vector(n, u16), w: @Vector(n, u16)) @Vector(2 * n, u16) {
+    const mask = comptime blk: {
+        var m: [2 * n]i32 = undefined;
+        for (0..2) |half| {
+            for (0..n / 8) |lane| {
+                for (0..4) |k| {
+                    const at = half * n + lane * 8 + 2 * k;
+                    m[at] = @intCast(lane * 8 + half * 4 + k);
+                    m[at + 1] = ~@as(i32, @intCast(lane * 8 + half * 4 + k));
+                }
+            }
+        }
+        break :blk m;
+    };
+    return @shuffle(u16, h, w, mask);
 }
 
 /// AVX-512 converts with an embedded rounding mode: floor in one instruction.
@@ -148,11 +186,38 @@ pub fn floorToI32(comptime n: usize, y: @Vector(n, f32)) @Vector(n, i32) {
 /// select) by a vpmovdb of its own.
 pub fn intBytes(comptime n: usize, comptime T: type, d: @Vector(n, i32), zp: @Vector(n, i32)) @Vector(n, T) {
     comptime std.debug.assert(register_bytes == 64);
-    const arr: [n]i32 = d +% zp;
+    const W = @Vector(n, std.meta.Int(@typeInfo(T).int.signedness, 32));
+    return @truncate(@as(W, @bitCast(unseenZmms(n, d +% zp))));
+}
+
+/// The high 16 bits of each lane (simd.zig). With AVX-512BW a 32-lane
+/// result is one register, and LLVM would narrow each half with vpmovdw
+/// and join them with an insert: one vpermt2w takes the odd words of both.
+pub fn highHalves(comptime n: usize, v: @Vector(n, u32)) @Vector(n, u16) {
+    if (!(has_avx512bw and n == 32)) return @truncate(v >> @splat(16));
+    const words: @Vector(2 * n, u16) = @bitCast(v);
+    const odd = comptime blk: {
+        var m: [n]i32 = undefined;
+        for (&m, 0..) |*e, k| e.* = @intCast(2 * k + 1);
+        break :blk m;
+    };
+    return @shuffle(u16, words, undefined, odd);
+}
+
+/// v + 1 in the lanes where `up` (simd.zig): a blend of v and v + 1, the
+/// one computed where LLVM cannot see it, as LLVM would otherwise widen the
+/// mask into a vector (vpmovm2d) and subtract it.
+pub fn incrementWhere(comptime n: usize, v: @Vector(n, i32), up: @Vector(n, bool)) @Vector(n, i32) {
+    if (register_bytes != 64) return v + @select(i32, up, @as(@Vector(n, i32), @splat(1)), @as(@Vector(n, i32), @splat(0)));
+    return @select(i32, up, unseenZmms(n, v +% @as(@Vector(n, i32), @splat(1))), v);
+}
+
+/// v one 512-bit register at a time through `unseen`.
+fn unseenZmms(comptime n: usize, v: @Vector(n, i32)) @Vector(n, i32) {
+    const arr: [n]i32 = v;
     var parts: [n / 16]@Vector(16, i32) = undefined;
     inline for (&parts, 0..) |*part, k| part.* = unseen(@Vector(16, i32), arr[k * 16 ..][0..16].*);
-    const W = @Vector(n, std.meta.Int(@typeInfo(T).int.signedness, 32));
-    return @truncate(@as(W, @bitCast(parts)));
+    return @bitCast(parts);
 }
 
 pub fn opaque16(v: @Vector(16, u8)) @Vector(16, u8) {
