@@ -153,3 +153,35 @@ def test_kernel_profile_rows_filter_picks_rows_by_name():
     names = [line.strip("|").split("|")[0].strip() for line in r.stdout.splitlines()
              if line.startswith("| ") and not line.startswith(("| row", "| ---"))]
     assert names == ["quantize_f32_i8", "mx_f32_mxint8"]
+
+
+@pytest.mark.skipif("avx512f" not in ISAS, reason="the minimal kernels are AVX-512")
+def test_memory_bound_times_piquant_beside_the_minimal_kernels():
+    """benchmarks/memory_bound.py (issue 15's bounds at 27M) builds its OpenMP kernels and times
+    every cell of both rows; pi-quant's only where the bench installed it."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "memory_bound.py"
+    r = subprocess.run([sys.executable, str(script), "--n", "65536", "--rounds", "1", "--memory", "torch"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows: dict[str, dict[str, str]] = {}
+    cells: dict[str, str] = {}
+    for line in r.stdout.splitlines()[1:]:
+        if line.startswith("  "):
+            cells[line[2:32].strip()] = line[32:]
+        else:
+            cells = rows[line] = {}
+    assert {k: set(v) for k, v in rows.items()} == {
+        "float32 → uint8": {"piquant", "pi-quant 4.1.0", "read the input only", "minimal, non-temporal stores",
+                            "minimal, ordinary stores"},
+        "uint8 → float32, added": {"piquant", "pi-quant 4.1.0", "minimal"}}
+    for cells in rows.values():
+        assert cells["piquant"].endswith("1.000")
+        for name, cell in cells.items():
+            if name == "pi-quant 4.1.0" and "not installed" in cell:
+                continue
+            assert float(cell.split("ms")[0]) > 0, (name, cell)
+
+    bad = subprocess.run([sys.executable, str(script), "--n", "100"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--n must be a positive multiple of 64, got 100" in bad.stderr
