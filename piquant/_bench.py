@@ -526,12 +526,17 @@ def reference_fn(inp: Inputs) -> tuple[Callable[[], Any] | None, str | None]:
 # ------------------------------------------------------------ peer: pi-quant
 
 
+def pi_quant_venv() -> Path:
+    """Where the bench keeps its virtual environment with pi-quant."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "piquant-bench" / PI_QUANT.replace("==", "-")
+
+
 def pi_quant_python(explicit: str | None, log: Callable[[str], None]) -> tuple[str | None, str | None]:
     """The interpreter of a virtual environment with pi-quant: the one given,
     or one created (once) in the user's cache directory."""
     if explicit:
         return explicit, None
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "piquant-bench" / PI_QUANT.replace("==", "-")
+    cache = pi_quant_venv()
     py = cache / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     if py.exists() and subprocess.run([str(py), "-I", "-c", "import piquant"], capture_output=True).returncode == 0:
         return str(py), None
